@@ -1,0 +1,131 @@
+"""The WSGI application: admits upgrade requests and runs their connections.
+
+``BridgeHandler`` (websocket.py) calls ``admit`` before it answers 101, so a
+refused request costs no process, then ``serve`` in the connection greenlet.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Dict
+
+from greenbridge.connection import Connection
+from greenbridge.websocket import CLOSE_GOING_AWAY, Rejected
+
+log = logging.getLogger("greenbridge.app")
+
+RETRY_AFTER_SECONDS = "5"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What PHP is told about the WebSocket request."""
+    client_ip: str
+    client_port: int
+    server_host: str
+    server_port: int
+    uri: str
+    path: str
+    query: str
+    headers: Dict[str, str]
+
+
+def capture_request(environ):
+    """Build a Request from the WSGI environ; Rejected (400) if PHP could not be given it."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            name = key.replace("_", "-").lower()
+        else:
+            continue
+        headers[name] = _header_text(name, value)
+    path = _header_text("request path", environ.get("PATH_INFO", "") or "/")
+    query = _header_text("query string", environ.get("QUERY_STRING", ""))
+    local_host, local_port = environ.get("greenbridge.local_address") or (
+        environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", "0"))
+    return Request(
+        client_ip=environ.get("REMOTE_ADDR", ""),
+        client_port=int(environ.get("REMOTE_PORT") or 0),
+        server_host=local_host,
+        server_port=int(local_port),
+        uri=path + ("?" + query if query else ""),
+        path=path,
+        query=query,
+        headers=headers,
+    )
+
+
+def _header_text(name, value):
+    # WSGI hands over the raw bytes as latin-1 text. Clients that send UTF-8
+    # get it back as UTF-8; anything else stays latin-1, as HTTP defines it.
+    if "\x00" in value:
+        raise Rejected("400 Bad Request", "NUL byte in %s" % name)
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
+class Admission:
+    """One connection slot and one process slot, held until the connection ends."""
+
+    def __init__(self, app, request):
+        self._app = app
+        self.request = request
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._app.admitted -= 1
+        return False
+
+
+class BridgeApp:
+    def __init__(self, config, backconnect):
+        self.config = config
+        self.backconnect = backconnect
+        self.admitted = 0
+        self.connections = {}
+        self.draining = False
+
+    def admit(self, environ):
+        """Reserve slots for an upgrade request, or raise Rejected."""
+        if self.draining:
+            raise Rejected("503 Service Unavailable", "server is shutting down",
+                           [("Retry-After", RETRY_AFTER_SECONDS)])
+        if self.admitted >= self.config.max_connections:
+            raise Rejected("503 Service Unavailable",
+                           "connection limit (%d) reached" % self.config.max_connections,
+                           [("Retry-After", RETRY_AFTER_SECONDS)])
+        if self.admitted >= self.config.max_processes:
+            raise Rejected("503 Service Unavailable",
+                           "PHP process limit (%d) reached" % self.config.max_processes,
+                           [("Retry-After", RETRY_AFTER_SECONDS)])
+        request = capture_request(environ)
+        self.admitted += 1
+        return Admission(self, request)
+
+    def serve(self, environ, websocket, admission):
+        """Run one connection to its end, in the calling (connection) greenlet."""
+        connection = Connection(self.config, self.backconnect, admission.request, websocket)
+        self.connections[connection.id] = connection
+        try:
+            connection.run()
+        finally:
+            del self.connections[connection.id]
+
+    def close_all(self, code=CLOSE_GOING_AWAY, reason="server shutting down"):
+        for connection in list(self.connections.values()):
+            connection.request_close(code, reason)
+
+    def kill_all_processes(self):
+        for connection in list(self.connections.values()):
+            connection.kill_process_now()
+
+    def __call__(self, environ, start_response):
+        # Reached only by requests that did not come through BridgeHandler.
+        start_response("426 Upgrade Required", [("Upgrade", "websocket"),
+                                                ("Content-Type", "text/plain")])
+        return [b"WebSocket upgrade required\n"]

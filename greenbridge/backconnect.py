@@ -1,0 +1,144 @@
+"""The back-connection listener and the connection-ID registry.
+
+Each PHP process connects here and sends its connection ID and a newline.
+The listener greenlet pairs that socket with the connection greenlet waiting
+on the ID's AsyncResult. Anything unexpected closes only that one socket.
+"""
+
+import errno
+import logging
+import time
+import uuid
+from socket import SO_SNDBUF, SOL_SOCKET
+
+import gevent
+from gevent import socket
+from gevent.event import AsyncResult
+
+log = logging.getLogger("greenbridge.backconnect")
+
+ID_LINE_TIMEOUT = 5.0
+ID_LINE_MAX_BYTES = 128
+# Out of descriptors: wait this long before accepting again, log at most this often.
+_ACCEPT_BACKOFF = 0.1
+_ACCEPT_ERROR_LOG_INTERVAL = 1.0
+
+
+class BackConnection:
+    """A PHP process's socket, and the bytes it sent right after its ID line."""
+
+    __slots__ = ("socket", "early_data")
+
+    def __init__(self, sock, early_data):
+        self.socket = sock
+        self.early_data = early_data
+
+
+class BackConnectListener:
+    def __init__(self, host, port, socket_buffer_size):
+        self._bind_address = (host, port)
+        self._socket_buffer_size = socket_buffer_size
+        self._pending = {}
+        self._listener = None
+        self._accept_greenlet = None
+        self._last_accept_error_log = 0.0
+
+    @property
+    def address(self):
+        """(host, port) PHP connects to; the real port even when 0 was asked for."""
+        return self._listener.getsockname()[:2]
+
+    def start(self):
+        family = socket.AF_INET6 if ":" in self._bind_address[0] else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(self._bind_address)
+        listener.listen(1024)
+        self._listener = listener
+        self._accept_greenlet = gevent.spawn(self._accept_forever)
+
+    def close(self):
+        if self._accept_greenlet is not None:
+            self._accept_greenlet.kill()
+        if self._listener is not None:
+            self._listener.close()
+
+    def expect(self, connection_id):
+        """Register an ID; the returned AsyncResult receives its BackConnection."""
+        pending = AsyncResult()
+        self._pending[connection_id] = pending
+        return pending
+
+    def forget(self, connection_id):
+        """The ID no longer pairs (its connection paired, gave up or ended)."""
+        self._pending.pop(connection_id, None)
+
+    def _accept_forever(self):
+        while True:
+            try:
+                sock, peer = self._listener.accept()
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._log_accept_error(error)
+                    gevent.sleep(_ACCEPT_BACKOFF)
+                    continue
+                if error.errno in (errno.ECONNABORTED, errno.EINTR, errno.EAGAIN):
+                    continue
+                raise
+            gevent.spawn(self._identify, sock, peer)
+
+    def _log_accept_error(self, error):
+        now = time.monotonic()
+        if now - self._last_accept_error_log >= _ACCEPT_ERROR_LOG_INTERVAL:
+            self._last_accept_error_log = now
+            log.error("back-connection accept failed: %s; retrying", error.strerror)
+
+    def _identify(self, sock, peer):
+        try:
+            connection_id, early_data = self._read_id_line(sock)
+        except _Refused as refusal:
+            log.warning("back-connection from %s refused: %s", _format_peer(peer), refusal)
+            sock.close()
+            return
+        pending = self._pending.pop(connection_id, None)
+        if pending is None:
+            log.warning("back-connection from %s refused: unknown or already used ID %s",
+                        _format_peer(peer), connection_id)
+            sock.close()
+            return
+        sock.settimeout(None)
+        sock.setsockopt(SOL_SOCKET, SO_SNDBUF, self._socket_buffer_size)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending.set(BackConnection(sock, early_data))
+
+    @staticmethod
+    def _read_id_line(sock):
+        """Read "ID\\n" within the time and length caps; keep what follows it."""
+        received = b""
+        with gevent.Timeout(ID_LINE_TIMEOUT, _Refused("no ID line within %gs" % ID_LINE_TIMEOUT)):
+            while b"\n" not in received:
+                if len(received) > ID_LINE_MAX_BYTES:
+                    raise _Refused("ID line longer than %d bytes" % ID_LINE_MAX_BYTES)
+                try:
+                    chunk = sock.recv(4096)
+                except OSError as error:
+                    raise _Refused("read failed: %s" % error) from None
+                if not chunk:
+                    raise _Refused("closed before sending an ID line")
+                received += chunk
+        line, _, early_data = received.partition(b"\n")
+        if len(line) > ID_LINE_MAX_BYTES:
+            raise _Refused("ID line longer than %d bytes" % ID_LINE_MAX_BYTES)
+        try:
+            connection_id = str(uuid.UUID(line.strip().decode("ascii")))
+        except (ValueError, UnicodeDecodeError):
+            raise _Refused("malformed ID %r" % line[:40]) from None
+        return connection_id, early_data
+
+
+class _Refused(Exception):
+    pass
+
+
+def _format_peer(peer):
+    return "%s:%s" % peer[:2] if isinstance(peer, tuple) else str(peer)

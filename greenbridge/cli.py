@@ -1,0 +1,113 @@
+"""The command line: every flag with its environment variable and default, and main().
+
+Flags, short names, defaults and WSS_CONFIG_* names match the Rust bridge that
+greenbridge replaces. Precedence: flag > environment > config file > default.
+"""
+
+import os
+import sys
+
+import configargparse
+
+from greenbridge import __version__
+from greenbridge import config as cfg
+
+
+class _OneLineErrorParser(configargparse.ArgParser):
+    """Bad input ends start-up with one line and exit status 2, not a usage dump."""
+
+    def error(self, message):
+        self.exit(2, "%s: error: %s\n" % (self.prog, message))
+
+
+def build_parser():
+    parser = _OneLineErrorParser(
+        prog="greenbridge",
+        description="WebSocket server that gives every client its own PHP process.",
+        args_for_setting_config_path=["-c", "--config"],
+        config_arg_help_message="config file (key = value lines, keys are the long flag names)",
+        formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("-V", "--version", action="version", version="greenbridge " + __version__)
+
+    add("-H", "--ws-host", env_var="WSS_CONFIG_WS_HOST", default="0.0.0.0",
+        help="address the WebSocket server listens on")
+    add("-P", "--ws-port", env_var="WSS_CONFIG_WS_PORT", type=cfg.port, default=8080,
+        help="port the WebSocket server listens on (0: any free port)")
+    add("-B", "--tcp-bind", env_var="WSS_CONFIG_TCP_BIND", default="127.0.0.1",
+        help="address of the back-connection listener PHP connects to")
+    add("--tcp-port", env_var="WSS_CONFIG_TCP_PORT", type=cfg.port, default=0,
+        help="port of the back-connection listener (0: ephemeral)")
+
+    add("-e", "--php-executable", env_var="WSS_CONFIG_PHP_EXECUTABLE", required=True,
+        help="PHP binary to run for each connection (a path or a name on PATH)")
+    add("-s", "--script", env_var="WSS_CONFIG_SCRIPT", required=True,
+        help="PHP script run for each connection")
+    add("-a", "--php-arg", env_var="WSS_CONFIG_PHP_ARGS", action="append",
+        help="extra argument passed to the script (repeatable; in the environment "
+             "or config file as a list: [a, b])")
+
+    add("-M", "--max-connections", env_var="WSS_CONFIG_MAX_CONNECTIONS",
+        type=cfg.positive_int, default=256,
+        help="open WebSocket connections at most; more get HTTP 503")
+    add("-m", "--max-processes", env_var="WSS_CONFIG_MAX_PROCESSES",
+        type=cfg.positive_int, default=64,
+        help="PHP processes at most; more connections get HTTP 503")
+    add("-T", "--connection-timeout", env_var="WSS_CONFIG_CONNECTION_TIMEOUT",
+        type=cfg.seconds, default=0.0,
+        help="close a connection idle this many seconds with 1001 (0: never)")
+    add("-t", "--php-timeout", env_var="WSS_CONFIG_PHP_TIMEOUT",
+        type=cfg.seconds, default=0.0,
+        help="end a PHP process after it ran this many seconds, close with 1001 (0: never)")
+    add("-b", "--buffer-size", env_var="WSS_CONFIG_BUFFER_SIZE",
+        type=cfg.positive_int, default=65536,
+        help="bytes read from PHP at once; each read becomes one message")
+    add("-l", "--log-level", env_var="WSS_CONFIG_LOG_LEVEL", type=cfg.log_level,
+        default="info", help="trace, debug, info, warn or error")
+
+    add("--php-connect-timeout", env_var="WSS_CONFIG_PHP_CONNECT_TIMEOUT",
+        type=cfg.seconds, default=30.0,
+        help="seconds PHP has to connect back before the client gets 1011")
+    add("--php-connect-retries", env_var="WSS_CONFIG_PHP_CONNECT_RETRIES",
+        type=cfg.non_negative_int, default=3,
+        help="new attempts after a spawn failed or PHP exited before connecting back")
+    add("--max-payload-size", env_var="WSS_CONFIG_MAX_PAYLOAD_SIZE",
+        type=cfg.positive_int, default=16 * 1024 * 1024,
+        help="largest client message in bytes; a larger one closes with 1009")
+    add("--write-buffer-size", env_var="WSS_CONFIG_WRITE_BUFFER_SIZE",
+        type=cfg.positive_int, default=128 * 1024,
+        help="kernel send buffer asked for on each client and PHP socket, in bytes")
+    add("--max-write-buffer-size", env_var="WSS_CONFIG_MAX_WRITE_BUFFER",
+        type=cfg.positive_int, default=16 * 1024 * 1024,
+        help="bytes the bridge holds at most per connection and direction "
+             "waiting for a slow reader")
+    add("--shutdown-timeout", env_var="WSS_CONFIG_SHUTDOWN_TIMEOUT",
+        type=cfg.seconds, default=30.0,
+        help="seconds open connections may finish after SIGTERM/SIGINT")
+    add("--php-kill-grace", env_var="WSS_CONFIG_PHP_KILL_GRACE",
+        type=cfg.seconds, default=1.0,
+        help="seconds between SIGTERM and SIGKILL for a PHP process")
+    return parser
+
+
+def parse_config(argv=None, environment=None):
+    """Parse flags, environment and config file into a Config; exit 2 on bad input."""
+    environment = dict(os.environ if environment is None else environment)
+    parser = build_parser()
+    options = parser.parse_args(args=argv, env_vars=environment)
+    try:
+        return cfg.build_config(options, environment)
+    except cfg.ConfigError as error:
+        parser.error(str(error))
+
+
+def main(argv=None):
+    config = parse_config(argv)
+    # Imported late: the server module needs gevent's monkey-patching, which
+    # the entry points apply before anything else is imported.
+    from greenbridge import server
+    from greenbridge.logs import configure_logging
+
+    configure_logging(config.log_level)
+    sys.exit(server.run(config))

@@ -1,0 +1,158 @@
+"""The validated, immutable settings object, and the value checks behind it.
+
+Every check here raises ``ConfigError`` with a message that names the option
+and the problem, so start-up can fail with one clear line.
+"""
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Mapping, Tuple
+
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+
+# Variables that configure the bridge itself; they may hold secrets, so PHP
+# never inherits them.
+CONFIG_ENV_PREFIX = "WSS_CONFIG_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the bridge cannot run with."""
+
+
+@dataclass(frozen=True)
+class Config:
+    php_executable: str
+    script: str
+    ws_host: str = "0.0.0.0"
+    ws_port: int = 8080
+    tcp_bind: str = "127.0.0.1"
+    tcp_port: int = 0
+    php_args: Tuple[str, ...] = ()
+    max_connections: int = 256
+    max_processes: int = 64
+    connection_timeout: float = 0.0
+    php_timeout: float = 0.0
+    buffer_size: int = 65536
+    log_level: str = "info"
+    php_connect_timeout: float = 30.0
+    php_connect_retries: int = 3
+    max_payload_size: int = 16 * 1024 * 1024
+    write_buffer_size: int = 128 * 1024
+    max_write_buffer_size: int = 16 * 1024 * 1024
+    shutdown_timeout: float = 30.0
+    php_kill_grace: float = 1.0
+    # The server's own environment, captured once at start-up; PHP inherits
+    # it minus every WSS_CONFIG_* variable.
+    base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def php_base_environment(self):
+        return {name: value for name, value in self.base_environment.items()
+                if not name.startswith(CONFIG_ENV_PREFIX)}
+
+
+# Argument types. argparse turns their ValueError into "argument --x: invalid
+# <name> value: '...'"; the names below read well in that sentence.
+
+def port(text):
+    number = int(text)
+    if not 0 <= number <= 65535:
+        raise ValueError(text)
+    return number
+
+
+port.__name__ = "port (0-65535)"
+
+
+def positive_int(text):
+    number = int(text)
+    if number < 1:
+        raise ValueError(text)
+    return number
+
+
+positive_int.__name__ = "positive integer"
+
+
+def non_negative_int(text):
+    number = int(text)
+    if number < 0:
+        raise ValueError(text)
+    return number
+
+
+non_negative_int.__name__ = "non-negative integer"
+
+
+def seconds(text):
+    number = float(text)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(text)
+    return number
+
+
+seconds.__name__ = "number of seconds"
+
+
+def log_level(text):
+    level = text.strip().lower()
+    if level == "warning":
+        level = "warn"
+    if level not in LOG_LEVELS:
+        raise ValueError(text)
+    return level
+
+
+log_level.__name__ = "log level (trace, debug, info, warn, error)"
+
+
+def build_config(options, environment):
+    """Check what argparse cannot check alone and freeze the result."""
+    php_executable = _resolve_executable(options.php_executable)
+    script = _existing_file("--script", options.script)
+    if options.buffer_size > options.max_write_buffer_size:
+        raise ConfigError(
+            "--buffer-size (%d) must not exceed --max-write-buffer-size (%d)"
+            % (options.buffer_size, options.max_write_buffer_size))
+    return Config(
+        php_executable=php_executable,
+        script=script,
+        ws_host=options.ws_host,
+        ws_port=options.ws_port,
+        tcp_bind=options.tcp_bind,
+        tcp_port=options.tcp_port,
+        php_args=tuple(options.php_arg or ()),
+        max_connections=options.max_connections,
+        max_processes=options.max_processes,
+        connection_timeout=options.connection_timeout,
+        php_timeout=options.php_timeout,
+        buffer_size=options.buffer_size,
+        log_level=options.log_level,
+        php_connect_timeout=options.php_connect_timeout,
+        php_connect_retries=options.php_connect_retries,
+        max_payload_size=options.max_payload_size,
+        write_buffer_size=options.write_buffer_size,
+        max_write_buffer_size=options.max_write_buffer_size,
+        shutdown_timeout=options.shutdown_timeout,
+        php_kill_grace=options.php_kill_grace,
+        base_environment=dict(environment),
+    )
+
+
+def _resolve_executable(name):
+    if not name:
+        raise ConfigError("--php-executable is required")
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError("--php-executable: %r not found or not executable" % name)
+    return found
+
+
+def _existing_file(option, path):
+    if not path:
+        raise ConfigError("%s is required" % option)
+    if not os.path.isfile(path):
+        raise ConfigError("%s: %r is not a file" % (option, path))
+    if not os.access(path, os.R_OK):
+        raise ConfigError("%s: %r is not readable" % (option, path))
+    return os.path.abspath(path)

@@ -1,0 +1,177 @@
+"""One connection's lifecycle, run in its own greenlet.
+
+spawn PHP -> wait for its back-connection -> two pumps -> teardown. The
+connection owns the process, both sockets and both pumps, and closes them all
+in one place (``_teardown``), whatever ended it.
+"""
+
+import logging
+import time
+import uuid
+
+import gevent
+from gevent.event import AsyncResult
+
+from greenbridge import pump
+from greenbridge.process import PhpProcess, build_environment, describe_exit
+from greenbridge.websocket import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
+                                   CLOSE_NORMAL)
+
+log = logging.getLogger("greenbridge.connection")
+access_log = logging.getLogger("greenbridge.access")
+
+# Waits between spawn attempts (the last value repeats).
+_SPAWN_BACKOFF = (0.1, 0.2, 0.4, 0.8)
+
+
+class Connection:
+    def __init__(self, config, backconnect, request, websocket):
+        self.id = str(uuid.uuid4())
+        self._config = config
+        self._backconnect = backconnect
+        self._request = request
+        self._websocket = websocket
+        self._close_request = AsyncResult()
+        self._process = None
+        self._php_socket = None
+        self._traffic = pump.Traffic()
+
+    def request_close(self, code, reason):
+        """Ask the connection to end with this close code (from another greenlet)."""
+        if not self._close_request.ready():
+            self._close_request.set((code, reason))
+
+    def kill_process_now(self):
+        if self._process is not None:
+            self._process.kill_now()
+
+    def run(self):
+        started = time.monotonic()
+        pending = self._backconnect.expect(self.id)
+        close = (CLOSE_INTERNAL_ERROR, "internal error")
+        try:
+            back_connection = self._start_php(pending)
+            if back_connection is None:
+                close = self._close_request.value if self._close_request.ready() else \
+                    (CLOSE_INTERNAL_ERROR, "PHP did not connect back")
+            else:
+                close = self._bridge(back_connection)
+        finally:
+            self._backconnect.forget(self.id)
+            if self._php_socket is None and pending.ready():
+                # PHP connected back after we stopped waiting.
+                pending.value.socket.close()
+            self._teardown(*close)
+            self._log_access(started)
+
+    def _start_php(self, pending):
+        """Spawn PHP (retrying) until it connects back; None when it never does."""
+        config = self._config
+        command = [config.php_executable, config.script, *config.php_args]
+        environment = build_environment(config.php_base_environment(), self._request,
+                                        self.id, self._backconnect.address)
+        deadline = time.monotonic() + config.php_connect_timeout
+        attempts = 1 + config.php_connect_retries
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                gevent.sleep(_SPAWN_BACKOFF[min(attempt - 2, len(_SPAWN_BACKOFF) - 1)])
+            try:
+                self._process = PhpProcess.spawn(command, environment, self.id)
+            except OSError as error:
+                log.warning("[%s] spawning PHP failed (attempt %d of %d): %s",
+                            self.id, attempt, attempts, error)
+                continue
+            remaining = max(0.0, deadline - time.monotonic())
+            gevent.wait([pending, self._process.exit_event, self._close_request],
+                        timeout=remaining, count=1)
+            if pending.ready():
+                back_connection = pending.value
+                self._php_socket = back_connection.socket
+                return back_connection
+            if self._close_request.ready():
+                return None
+            if self._process.returncode is None:
+                log.warning("[%s] PHP did not connect back within %gs",
+                            self.id, config.php_connect_timeout)
+                return None
+            log.warning("[%s] PHP ended before connecting back (%s; attempt %d of %d)",
+                        self.id, describe_exit(self._process.returncode), attempt, attempts)
+            self._end_process()
+        return None
+
+    def _bridge(self, back_connection):
+        """Pump both ways until one side ends; return the close (code, reason)."""
+        traffic = self._traffic
+        pumps = [
+            gevent.spawn(pump.client_to_php, self._websocket, self._php_socket, traffic),
+            gevent.spawn(pump.php_to_client, self._php_socket, self._websocket,
+                         self._config.buffer_size, back_connection.early_data, traffic),
+        ]
+        try:
+            return self._wait_for_end(pumps)
+        finally:
+            gevent.killall(pumps)
+
+    def _wait_for_end(self, pumps):
+        config = self._config
+        php_started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            deadlines = []
+            if config.php_timeout:
+                deadlines.append(php_started + config.php_timeout)
+            if config.connection_timeout:
+                deadlines.append(self._traffic.last_activity + config.connection_timeout)
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            gevent.wait(pumps + [self._close_request], timeout=timeout, count=1)
+
+            if self._close_request.ready():
+                return self._close_request.value
+            for finished in pumps:
+                if finished.ready():
+                    return self._close_after(finished.value)
+            now = time.monotonic()
+            if config.php_timeout and now >= php_started + config.php_timeout:
+                return CLOSE_GOING_AWAY, "PHP timeout (%gs) reached" % config.php_timeout
+            if config.connection_timeout and \
+                    now >= self._traffic.last_activity + config.connection_timeout:
+                return CLOSE_GOING_AWAY, "connection timeout (%gs idle) reached" % \
+                    config.connection_timeout
+
+    def _close_after(self, ended):
+        websocket = self._websocket
+        if ended == pump.CLIENT_ENDED:
+            if websocket.close_code is None:
+                return CLOSE_ABNORMAL, "client disconnected"
+            return websocket.close_code, websocket.close_reason
+        if ended == pump.PHP_ENDED:
+            # PHP closed its socket; its exit status (if it exits now) decides the code.
+            status = self._process.wait(timeout=self._config.php_kill_grace)
+            if status:
+                return CLOSE_INTERNAL_ERROR, "PHP %s" % describe_exit(status)
+            return CLOSE_NORMAL, "PHP closed the connection"
+        return CLOSE_INTERNAL_ERROR, "bridge error"
+
+    def _teardown(self, code, reason):
+        if not self._websocket.closed:
+            self._websocket.close(code, reason)
+        elif self._websocket.close_code is None:
+            self._websocket.close_code, self._websocket.close_reason = code, reason
+        if self._php_socket is not None:
+            self._php_socket.close()
+        self._end_process()
+
+    def _end_process(self):
+        if self._process is not None:
+            self._process.end(self._config.php_kill_grace)
+
+    def _log_access(self, started):
+        request = self._request
+        websocket = self._websocket
+        returncode = self._process.returncode if self._process is not None else None
+        access_log.info(
+            "[%s] %s:%d %s %.3fs in=%d out=%d close=%s %r php=%s",
+            self.id, request.client_ip, request.client_port, request.uri,
+            time.monotonic() - started, self._traffic.to_php, self._traffic.to_client,
+            websocket.close_code, websocket.close_reason,
+            "not started" if self._process is None else describe_exit(returncode))

@@ -1,0 +1,325 @@
+"""greenbridge's fixes to gevent-websocket, as subclasses (installed packages stay untouched).
+
+What the stock classes get wrong for a bridge, and what replaces it here:
+- unmasking loops over every byte in Python: replaced by one big-integer XOR;
+- UTF-8 is checked by a pure-Python state machine: replaced by the C codec;
+- no limit on message size: ``max_payload_size`` closes with 1009 before reading;
+- frames from two greenlets (pong replies, data) can interleave: one send lock;
+- unmasked client frames and bad close frames are not all refused;
+- the upgrade is answered before the application can refuse it: ``BridgeHandler``
+  asks the application to admit the request first, so a full server answers
+  503 and never spawns anything.
+"""
+
+import base64
+import codecs
+import hashlib
+import logging
+import struct
+from socket import SO_SNDBUF, SOL_SOCKET
+
+from gevent import Timeout
+from gevent.lock import Semaphore
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket.websocket import Header, Stream, WebSocket
+
+log = logging.getLogger("greenbridge.websocket")
+
+OPCODE_CONTINUATION = 0x0
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+OPCODE_CLOSE = 0x8
+OPCODE_PING = 0x9
+OPCODE_PONG = 0xA
+
+# Close codes (RFC 6455, section 7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_NO_STATUS = 1005
+CLOSE_ABNORMAL = 1006
+CLOSE_INVALID_DATA = 1007
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# Larger payloads go out in a second send instead of being copied behind the header.
+_COPY_LIMIT = 16 * 1024
+# A client that stops reading must not hold teardown for ever.
+_CLOSE_FRAME_SEND_TIMEOUT = 5.0
+
+
+class MessageTooBig(WebSocketError):
+    """A client message is larger than --max-payload-size."""
+
+
+def unmask(payload, mask):
+    """XOR the payload with the 4-byte mask, in C speed (no per-byte Python loop)."""
+    length = len(payload)
+    if not length:
+        return b""
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+def valid_close_code(code):
+    """Close codes a peer may send (RFC 6455 7.4, plus the registered 1012-1014)."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) \
+        or 3000 <= code <= 4999
+
+
+def encode_close_payload(code, reason):
+    return struct.pack("!H", code) + reason.encode("utf-8")[:123]
+
+
+class BridgeWebSocket(WebSocket):
+    """A server-side WebSocket that reads whole messages as bytes, fast and bounded."""
+
+    __slots__ = ("max_payload_size", "_send_lock", "_frame_half_sent", "close_sent",
+                 "peer_close_code", "peer_close_reason", "close_code", "close_reason")
+
+    def __init__(self, environ, stream, handler, max_payload_size):
+        super().__init__(environ, stream, handler)
+        self.max_payload_size = max_payload_size
+        self._send_lock = Semaphore()
+        self._frame_half_sent = False
+        self.close_sent = False
+        # What the client sent in its close frame, if it sent one.
+        self.peer_close_code = None
+        self.peer_close_reason = ""
+        # What ended the connection from our side of view (for the access log).
+        self.close_code = None
+        self.close_reason = ""
+
+    def __del__(self):
+        # The stock class sends a close frame from the garbage collector.
+        pass
+
+    # -- reading ---------------------------------------------------------
+
+    def receive_message(self):
+        """Return (opcode, payload bytes) for the next data message, or None when it ended.
+
+        Protocol errors close the connection with the right code before
+        returning None; ``close_code`` tells what happened.
+        """
+        if self.closed:
+            return None
+        try:
+            return self._read_message()
+        except MessageTooBig as error:
+            self.close(CLOSE_TOO_BIG, str(error))
+        except UnicodeError:
+            self.close(CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
+        except ProtocolError as error:
+            self.close(CLOSE_PROTOCOL_ERROR, str(error) or "protocol error")
+        except (OSError, WebSocketError):
+            # The client vanished without a close frame.
+            self._mark_closed(CLOSE_ABNORMAL, "client disconnected without close frame")
+        return None
+
+    def _read_message(self):
+        opcode = None
+        fragments = []
+        size = 0
+        utf8_decoder = None
+        while True:
+            header, payload = self._read_frame()
+            frame_opcode = header.opcode
+            if frame_opcode in (OPCODE_TEXT, OPCODE_BINARY):
+                if opcode is not None:
+                    raise ProtocolError("new message started inside a fragmented one")
+                opcode = frame_opcode
+            elif frame_opcode == OPCODE_CONTINUATION:
+                if opcode is None:
+                    raise ProtocolError("continuation frame without a message")
+            elif frame_opcode == OPCODE_PING:
+                self.send_frame(payload, OPCODE_PONG)
+                continue
+            elif frame_opcode == OPCODE_PONG:
+                continue
+            elif frame_opcode == OPCODE_CLOSE:
+                self._handle_close_frame(payload)
+                return None
+            else:
+                raise ProtocolError("reserved opcode %#x" % frame_opcode)
+
+            size += len(payload)
+            if size > self.max_payload_size:
+                raise MessageTooBig("message over %d bytes" % self.max_payload_size)
+            if opcode == OPCODE_TEXT and not header.fin:
+                # Check fragments as they come, so bad text fails fast.
+                if utf8_decoder is None:
+                    utf8_decoder = codecs.getincrementaldecoder("utf-8")()
+                utf8_decoder.decode(payload)
+            fragments.append(payload)
+            if header.fin:
+                break
+
+        message = fragments[0] if len(fragments) == 1 else b"".join(fragments)
+        if opcode == OPCODE_TEXT:
+            if utf8_decoder is None:
+                message.decode("utf-8")
+            else:
+                utf8_decoder.decode(fragments[-1], final=True)
+        return opcode, message
+
+    def _read_frame(self):
+        header = Header.decode_header(self.stream)
+        if header.flags:
+            raise ProtocolError("reserved bits set without an extension")
+        if not header.mask:
+            raise ProtocolError("client frame not masked")
+        if header.length > self.max_payload_size:
+            raise MessageTooBig("frame of %d bytes is over %d" % (header.length, self.max_payload_size))
+        if not header.length:
+            return header, b""
+        payload = self.raw_read(header.length)
+        if len(payload) != header.length:
+            raise WebSocketError("connection ended inside a frame")
+        return header, unmask(payload, header.mask)
+
+    def _handle_close_frame(self, payload):
+        if not payload:
+            code, reason = CLOSE_NO_STATUS, ""
+        elif len(payload) < 2:
+            raise ProtocolError("close frame with a 1-byte payload")
+        else:
+            code = struct.unpack("!H", payload[:2])[0]
+            if not valid_close_code(code):
+                raise ProtocolError("invalid close code %d" % code)
+            reason = payload[2:].decode("utf-8")
+        self.peer_close_code, self.peer_close_reason = code, reason
+        # Echo the client's code, as RFC 6455 5.5.1 asks.
+        reply = CLOSE_NORMAL if code == CLOSE_NO_STATUS else code
+        self.close(reply, "", _record=(code, reason or "client closed"))
+
+    # -- writing ---------------------------------------------------------
+
+    def send_message(self, payload, opcode=OPCODE_BINARY):
+        self.send_frame(payload, opcode)
+
+    def send_frame(self, payload, opcode):
+        if self.closed:
+            raise WebSocketError("connection is closed")
+        header = bytes(Header.encode_header(True, opcode, b"", len(payload), 0))
+        sendall = self.raw_write
+        with self._send_lock:
+            self._frame_half_sent = True
+            if len(payload) <= _COPY_LIMIT:
+                sendall(header + payload)
+            else:
+                sendall(header)
+                sendall(payload)
+            self._frame_half_sent = False
+
+    def close(self, code=CLOSE_NORMAL, reason="", _record=None):
+        """Send one close frame (if the stream still allows it) and mark the socket closed."""
+        if not self.closed and not self.close_sent and not self._frame_half_sent:
+            self.close_sent = True
+            try:
+                with Timeout(_CLOSE_FRAME_SEND_TIMEOUT):
+                    self.send_frame(encode_close_payload(code, reason), OPCODE_CLOSE)
+            except (OSError, WebSocketError, Timeout):
+                log.debug("could not send close frame %d", code)
+        self._mark_closed(*(_record or (code, reason)))
+
+    def _mark_closed(self, code, reason):
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self.closed = True
+
+
+class Rejected(Exception):
+    """The request is answered with an HTTP error instead of an upgrade."""
+
+    def __init__(self, status, reason, headers=()):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers)
+
+
+def check_upgrade_request(environ, request_version):
+    """Raise Rejected unless the request is a well-formed RFC 6455 upgrade."""
+    upgrade = environ.get("HTTP_UPGRADE", "").lower()
+    if "websocket" not in [token.strip() for token in upgrade.split(",")]:
+        raise Rejected("426 Upgrade Required", "not a WebSocket upgrade request",
+                       [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+    if environ.get("REQUEST_METHOD") != "GET":
+        raise Rejected("400 Bad Request", "WebSocket upgrade must use GET")
+    if request_version != "HTTP/1.1":
+        raise Rejected("400 Bad Request", "WebSocket upgrade needs HTTP/1.1")
+    connection = [token.strip() for token in environ.get("HTTP_CONNECTION", "").lower().split(",")]
+    if "upgrade" not in connection:
+        raise Rejected("400 Bad Request", "Connection header lacks 'upgrade'")
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
+        raise Rejected("426 Upgrade Required", "unsupported Sec-WebSocket-Version",
+                       [("Sec-WebSocket-Version", "13")])
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except ValueError:
+        raise Rejected("400 Bad Request", "invalid Sec-WebSocket-Key") from None
+
+
+def accept_key(key):
+    digest = hashlib.sha1((key.strip() + WEBSOCKET_GUID).encode("latin-1")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class BridgeHandler(WebSocketHandler):
+    """Checks and admits a request before answering 101, then hands the socket to the app.
+
+    The application must offer ``admit(environ)`` (raising Rejected or
+    returning an admission that is a context manager) and
+    ``serve(environ, websocket, admission)``.
+    """
+
+    def run_application(self):
+        app = self.application
+        self.environ["greenbridge.local_address"] = self.socket.getsockname()[:2]
+        try:
+            check_upgrade_request(self.environ, self.request_version)
+            admission = app.admit(self.environ)
+        except Rejected as rejection:
+            self._reject(rejection)
+            return
+        with admission:
+            websocket = self._switch_protocols(admission)
+            app.serve(self.environ, websocket, admission)
+
+    def _reject(self, rejection):
+        log.info("%s %s from %s: %s (%s)", self.environ.get("REQUEST_METHOD"),
+                 self.environ.get("PATH_INFO"), self.environ.get("REMOTE_ADDR"),
+                 rejection.status, rejection.reason)
+        body = (rejection.reason + "\n").encode("utf-8")
+        self.close_connection = True
+        self.start_response(rejection.status, rejection.headers + [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close")])
+        self.write(body)
+
+    def _switch_protocols(self, admission):
+        config = self.application.config
+        self.socket.setsockopt(SOL_SOCKET, SO_SNDBUF, config.write_buffer_size)
+        websocket = BridgeWebSocket(self.environ, Stream(self), self, config.max_payload_size)
+        self.websocket = websocket
+        self.environ["wsgi.websocket"] = websocket
+        self.environ["wsgi.websocket_version"] = "13"
+        headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                   ("Sec-WebSocket-Accept", accept_key(self.environ["HTTP_SEC_WEBSOCKET_KEY"]))]
+        protocol = getattr(admission, "subprotocol", None)
+        if protocol:
+            headers.append(("Sec-WebSocket-Protocol", protocol))
+        self.start_response("101 Switching Protocols", headers)
+        self.write(b"")
+        return websocket
+
+    def log_request(self):
+        # Upgrades get one access line when they end; rejections are logged in _reject.
+        pass
+

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up greenbridge on a Debian machine with Python 3:
+#   scripts/setup.sh          Debian packages it runs with (php-cli) + .venv with greenbridge
+#   scripts/setup.sh --test   the same, plus what the test suite needs
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debian_packages=(php-cli)
+python_extras=""
+if [ "${1:-}" = "--test" ]; then
+    debian_packages+=(procps)
+    python_extras="[test]"
+fi
+
+missing=()
+for package in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    python3 -m venv .venv
+fi
+echo "setup: installing greenbridge into .venv"
+if ! .venv/bin/python -m pip install --disable-pip-version-check -e ".${python_extras}" \
+        > .venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log
+    echo "setup: pip install failed (log above)" >&2
+    exit 1
+fi
+echo "setup: done (greenbridge $(.venv/bin/greenbridge --version | cut -d' ' -f2))"

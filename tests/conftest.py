@@ -1,0 +1,127 @@
+"""Test helpers: a real greenbridge server process on loopback, real PHP, real clients."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIO_PHP = os.path.join(REPO, "tests", "php", "scenario.php")
+ECHO_PHP = os.path.join(REPO, "conf", "echo.php")
+PHP = "php"
+
+_LISTENING = re.compile(r"listening on ws://([\d.]+):(\d+) \(PHP connects back to ([\d.]+):(\d+)\)")
+
+
+class Bridge:
+    """A greenbridge server started as its own process; its log is collected as it runs."""
+
+    def __init__(self, args, env=None, cwd=REPO, command=(sys.executable, "-m", "greenbridge")):
+        environment = dict(os.environ)
+        environment.update(env or {})
+        self.process = subprocess.Popen(
+            [*command, *args], cwd=cwd, env=environment,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines = []
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        self.port = self.tcp_port = None
+
+    def _read_log(self):
+        for raw in self.process.stdout:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def wait_listening(self, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                match = _LISTENING.search(line)
+                if match:
+                    self.port, self.tcp_port = int(match.group(2)), int(match.group(4))
+                    return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError("bridge did not start:\n" + self.log)
+
+    @property
+    def log(self):
+        return "\n".join(self.lines)
+
+    def url(self, path="/"):
+        return "ws://127.0.0.1:%d%s" % (self.port, path)
+
+    def wait_for_log(self, pattern, timeout=10):
+        """Wait for a log line matching the regex; return the match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                match = regex.search(line)
+                if match:
+                    return match
+            time.sleep(0.02)
+        raise AssertionError("no log line matching %r in:\n%s" % (pattern, self.log))
+
+    def php_processes(self):
+        """PHP processes (and their children) started by this server."""
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def wait_no_php(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.php_processes():
+                return
+            time.sleep(0.05)
+        raise AssertionError("PHP processes still running: %r" % self.php_processes())
+
+    def signal(self, signum):
+        self.process.send_signal(signum)
+
+    def stop(self, timeout=30):
+        """SIGTERM, wait, return the exit status (SIGKILL if it hangs, by PID)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("bridge did not stop within %ss" % timeout)
+        finally:
+            self._reader.join(5)
+
+    def kill(self):
+        for child in self.php_processes():
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def start_bridge():
+    """start_bridge(*flags, script=..., env=...) -> a listening Bridge; stopped after the test."""
+    started = []
+
+    def start(*flags, script=SCENARIO_PHP, env=None, php=PHP, cwd=REPO):
+        args = ["-H", "127.0.0.1", "-P", "0", "-e", php, "-s", script, *flags]
+        bridge = Bridge(args, env=env, cwd=cwd)
+        started.append(bridge)
+        return bridge.wait_listening()
+
+    yield start
+    for bridge in started:
+        if bridge.process.poll() is None:
+            bridge.kill()

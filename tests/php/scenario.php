@@ -1,0 +1,87 @@
+<?php
+// Test handler: WSS_REQUEST_QUERY picks what it does (see tests/test_*.py).
+parse_str(getenv('WSS_REQUEST_QUERY') ?: '', $q);
+$do = $q['do'] ?? 'echo';
+
+if ($do === 'exit_early') {
+    file_put_contents($q['file'], "attempt\n", FILE_APPEND);
+    exit(1);
+}
+if ($do === 'never_connect') {
+    sleep(60);
+    exit(0);
+}
+
+$socket = stream_socket_client(
+    'tcp://' . getenv('WSS_TCP_HOST') . ':' . getenv('WSS_TCP_PORT'), $errno, $errstr, 5);
+$id = getenv('WSS_CONNECTION_ID') . "\n";
+
+function send_all($socket, $data) {
+    for ($done = 0; $done < strlen($data); $done += $n) {
+        $n = fwrite($socket, substr($data, $done));
+        if ($n === false || $n === 0) exit(0);
+    }
+}
+
+switch ($do) {
+    case 'env':
+        $env = [];
+        foreach (getenv() as $name => $value) {
+            if (strpos($name, 'WSS_') === 0 || $name === 'GREENBRIDGE_TEST_INHERITED') $env[$name] = $value;
+        }
+        send_all($socket, $id . json_encode($env));
+        break;
+    case 'early':
+        // The ID line and the first bytes for the client in one write.
+        send_all($socket, $id . 'early bytes');
+        break;
+    case 'exit':
+        send_all($socket, $id);
+        fread($socket, 65536);
+        exit((int)$q['code']);
+    case 'crash':
+        send_all($socket, $id);
+        fread($socket, 65536);
+        posix_kill(getmypid(), SIGKILL);
+        break;
+    case 'close_socket':
+        send_all($socket, $id);
+        fread($socket, 65536);
+        fclose($socket);
+        usleep(200000);
+        exit(0);
+    case 'output':
+        fwrite(STDERR, "a line on stderr\n");
+        fwrite(STDOUT, "a line on stdout\n");
+        fwrite(STDERR, str_repeat('x', (int)($q['long'] ?? 0)) . "\n");
+        send_all($socket, $id);
+        break;
+    case 'child':
+        // A child in the script's process group that would outlive it.
+        $pid = (int)shell_exec('sleep 300 > /dev/null 2>&1 & echo $!');
+        send_all($socket, $id . $pid);
+        break;
+    case 'flood':
+        send_all($socket, $id);
+        $chunk = str_repeat('z', 65536);
+        for ($i = 0; $i < (int)$q['chunks']; $i++) send_all($socket, $chunk);
+        fwrite(STDERR, "flood done\n");
+        fread($socket, 1);
+        exit(0);
+    case 'sink':
+        // Connected, never reads.
+        send_all($socket, $id);
+        sleep((int)($q['seconds'] ?? 60));
+        exit(0);
+    case 'ignore_term':
+        pcntl_async_signals(true);
+        pcntl_signal(SIGTERM, SIG_IGN);
+        send_all($socket, $id . getmypid());
+        while (true) { usleep(100000); }
+    default:
+        send_all($socket, $id);
+}
+
+while (($data = fread($socket, 65536)) !== false && $data !== '') {
+    send_all($socket, $data);
+}

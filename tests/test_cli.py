@@ -1,0 +1,175 @@
+"""Flags, environment variables, config files, and start-up errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from websockets.sync.client import connect
+
+from conftest import ECHO_PHP, REPO, Bridge
+from greenbridge import __version__
+from greenbridge.cli import build_parser, parse_config
+
+# Every option of the Rust bridge: flag, short flag, environment variable, default.
+RUST_BRIDGE_OPTIONS = [
+    ("--ws-host", "-H", "WSS_CONFIG_WS_HOST", "0.0.0.0"),
+    ("--ws-port", "-P", "WSS_CONFIG_WS_PORT", 8080),
+    ("--tcp-bind", "-B", "WSS_CONFIG_TCP_BIND", "127.0.0.1"),
+    ("--tcp-port", None, "WSS_CONFIG_TCP_PORT", 0),
+    ("--php-executable", "-e", "WSS_CONFIG_PHP_EXECUTABLE", None),
+    ("--script", "-s", "WSS_CONFIG_SCRIPT", None),
+    ("--php-arg", "-a", "WSS_CONFIG_PHP_ARGS", None),
+    ("--max-connections", "-M", "WSS_CONFIG_MAX_CONNECTIONS", 256),
+    ("--max-processes", "-m", "WSS_CONFIG_MAX_PROCESSES", 64),
+    ("--connection-timeout", "-T", "WSS_CONFIG_CONNECTION_TIMEOUT", 0),
+    ("--php-timeout", "-t", "WSS_CONFIG_PHP_TIMEOUT", 0),
+    ("--buffer-size", "-b", "WSS_CONFIG_BUFFER_SIZE", 65536),
+    ("--log-level", "-l", "WSS_CONFIG_LOG_LEVEL", "info"),
+    ("--php-connect-timeout", None, "WSS_CONFIG_PHP_CONNECT_TIMEOUT", 30),
+    ("--php-connect-retries", None, "WSS_CONFIG_PHP_CONNECT_RETRIES", 3),
+    ("--max-payload-size", None, "WSS_CONFIG_MAX_PAYLOAD_SIZE", 16777216),
+    ("--write-buffer-size", None, "WSS_CONFIG_WRITE_BUFFER_SIZE", 131072),
+    ("--max-write-buffer-size", None, "WSS_CONFIG_MAX_WRITE_BUFFER", 16777216),
+    ("--shutdown-timeout", None, "WSS_CONFIG_SHUTDOWN_TIMEOUT", 30),
+    ("--php-kill-grace", None, "WSS_CONFIG_PHP_KILL_GRACE", 1),
+]
+
+REQUIRED = ["-e", "php", "-s", ECHO_PHP]
+
+
+def run_cli(*args, env=None, timeout=30):
+    environment = dict(os.environ)
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "greenbridge", *args], cwd=REPO,
+                          env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def test_defaults_match_the_rust_bridge():
+    config = parse_config(REQUIRED, environment={})
+    for flag, _short, _env, default in RUST_BRIDGE_OPTIONS:
+        if default is not None:
+            assert getattr(config, flag[2:].replace("-", "_")) == default, flag
+    assert config.php_args == ()
+
+
+@pytest.mark.parametrize("flag,short,env_name,default", RUST_BRIDGE_OPTIONS)
+def test_every_option_has_its_flag_short_flag_and_environment_variable(flag, short, env_name,
+                                                                       default):
+    actions = {action.dest: action for action in build_parser()._actions}
+    action = actions[flag[2:].replace("-", "_")]
+    assert flag in action.option_strings
+    if short:
+        assert short in action.option_strings
+    assert action.env_var == env_name
+
+
+def test_precedence_flag_over_environment_over_file_over_default(tmp_path):
+    config_file = tmp_path / "bridge.conf"
+    config_file.write_text("max-connections = 11\nmax-processes = 12\nbuffer-size = 13\n"
+                           "php-arg = [one, two]\n")
+    environment = {"WSS_CONFIG_MAX_PROCESSES": "22", "WSS_CONFIG_BUFFER_SIZE": "23"}
+    config = parse_config(["-c", str(config_file), "-b", "33", *REQUIRED], environment)
+    assert config.max_connections == 11   # file
+    assert config.max_processes == 22     # environment beats file
+    assert config.buffer_size == 33       # flag beats both
+    assert config.php_args == ("one", "two")
+    assert config.shutdown_timeout == 30  # default
+
+
+def test_everything_from_environment():
+    environment = {"WSS_CONFIG_PHP_EXECUTABLE": "php", "WSS_CONFIG_SCRIPT": ECHO_PHP,
+                   "WSS_CONFIG_PHP_ARGS": "[--flag, value]", "WSS_CONFIG_LOG_LEVEL": "warn",
+                   "WSS_CONFIG_PHP_KILL_GRACE": "2.5"}
+    config = parse_config([], environment)
+    assert config.php_executable.endswith("/php")
+    assert config.php_args == ("--flag", "value")
+    assert config.log_level == "warn"
+    assert config.php_kill_grace == 2.5
+
+
+def test_php_args_reach_the_script(start_bridge, tmp_path):
+    script = tmp_path / "args.php"
+    script.write_text("<?php $s = stream_socket_client('tcp://'.getenv('WSS_TCP_HOST').':'"
+                      ".getenv('WSS_TCP_PORT')); fwrite($s, getenv('WSS_CONNECTION_ID')"
+                      ".\"\\n\".json_encode(array_slice($argv, 1))); fread($s, 1);")
+    bridge = start_bridge("-a", "first", "--php-arg", "second arg", script=str(script))
+    with connect(bridge.url()) as ws:
+        assert ws.recv(timeout=10) == b'["first","second arg"]'
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-l", "loud"], "argument -l/--log-level: invalid log level"),
+    (["-P", "http"], "argument -P/--ws-port: invalid port"),
+    (["-P", "70000"], "argument -P/--ws-port: invalid port"),
+    (["-M", "0"], "argument -M/--max-connections: invalid positive integer"),
+    (["-T", "-1"], "argument -T/--connection-timeout: invalid number of seconds"),
+    (["-s", "/nonexistent/handler.php"], "--script: '/nonexistent/handler.php' is not a file"),
+    (["-e", "php-does-not-exist"], "--php-executable: 'php-does-not-exist' not found"),
+    (["-b", "100", "--max-write-buffer-size", "50"], "--buffer-size (100) must not exceed"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):
+    # Later flags win, so the bad value overrides the good one in REQUIRED.
+    result = run_cli(*REQUIRED, *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_required_options_are_named():
+    result = run_cli()
+    assert result.returncode == 2
+    assert "--php-executable" in result.stderr and "--script" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_config_file_key_is_one_line(tmp_path):
+    config_file = tmp_path / "bad.conf"
+    config_file.write_text("ws-prot = 1\n")
+    result = run_cli("-c", str(config_file), *REQUIRED)
+    assert result.returncode == 2
+    assert "ws-prot" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_one_clear_line(start_bridge):
+    bridge = start_bridge()
+    result = run_cli("-H", "127.0.0.1", "-P", str(bridge.port), *REQUIRED)
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_option():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag, short, env_name, _default in RUST_BRIDGE_OPTIONS:
+        assert flag in result.stdout
+        assert env_name in result.stdout
+    assert "-c CONFIG_FILE, --config CONFIG_FILE" in result.stdout
+
+
+def test_version():
+    for flag in ("-V", "--version"):
+        result = run_cli(flag)
+        assert result.returncode == 0
+        assert result.stdout.strip() == "greenbridge " + __version__
+
+
+def test_installed_script_runs_the_shipped_config():
+    """What the README's first command runs: greenbridge.py -c conf/bridge.conf."""
+    script = os.path.join(os.path.dirname(sys.executable), "greenbridge.py")
+    assert os.path.exists(script), "greenbridge.py is not installed next to python"
+    bridge = Bridge(["-c", "conf/bridge.conf", "-P", "0"], command=[script])
+    try:
+        bridge.wait_listening()
+        with connect(bridge.url()) as ws:
+            ws.send(b"shipped config works")
+            assert ws.recv(timeout=10) == b"shipped config works"
+        assert bridge.stop() == 0
+    finally:
+        bridge.kill()

@@ -1,0 +1,126 @@
+"""Frame-level behaviour, with a raw socket client that can send what libraries refuse to."""
+
+import os
+import socket
+import struct
+
+import pytest
+
+from greenbridge.websocket import unmask
+from test_bridge import upgrade_request
+
+
+def frame(opcode, payload, fin=True, mask=True, rsv=0):
+    first = (0x80 if fin else 0) | rsv | opcode
+    key = os.urandom(4) if mask else b""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, (0x80 if mask else 0) | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, length)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if mask else payload
+    return header + key + body
+
+
+class RawClient:
+    def __init__(self, port, path="/"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(upgrade_request(path))
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += self.sock.recv(1)
+        assert response.startswith(b"HTTP/1.1 101 ")
+
+    def read_exact(self, count):
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def read_frame(self):
+        first, second = self.read_exact(2)
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", self.read_exact(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", self.read_exact(8))[0]
+        return first & 0x0F, self.read_exact(length)
+
+    def read_close_code(self):
+        while True:
+            opcode, payload = self.read_frame()
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0]
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("bad_frame,code", [
+    (frame(0x3, b"x"), 1002),                           # reserved opcode
+    (frame(0x1, b"x", rsv=0x40), 1002),                 # reserved bit, no extension
+    (frame(0x1, b"x", mask=False), 1002),               # clients must mask
+    (frame(0x0, b"x"), 1002),                           # continuation with nothing to continue
+    (frame(0x9, b"x", fin=False), 1002),                # fragmented control frame
+    (frame(0x1, b"\xff\xfe"), 1007),                    # invalid UTF-8 in text
+    (frame(0x1, b"ok", fin=False) + frame(0x0, b"\xed\xa0\x80"), 1007),  # surrogate, fragmented
+    (frame(0x8, b"\x03\xe8\xff"), 1007),                # invalid UTF-8 in the close reason
+    (frame(0x8, b"\x00\x05"), 1002),                    # invalid close code
+    (frame(0x8, b"\x03"), 1002),                        # 1-byte close payload
+], ids=["opcode", "rsv", "unmasked", "continuation", "fragmented-ping", "utf8", "utf8-fragment",
+        "close-reason-utf8", "close-code", "close-1-byte"])
+def test_protocol_errors_close_with_the_right_code(start_bridge, bad_frame, code):
+    bridge = start_bridge()
+    client = RawClient(bridge.port)
+    try:
+        client.sock.sendall(bad_frame)
+        assert client.read_close_code() == code
+    finally:
+        client.close()
+    bridge.wait_no_php()
+
+
+def test_fragmented_message_is_reassembled_and_pings_answered(start_bridge):
+    bridge = start_bridge()
+    client = RawClient(bridge.port)
+    try:
+        client.sock.sendall(frame(0x1, "hé".encode()[:2], fin=False) + frame(0x9, b"ping!")
+                            + frame(0x0, "hé".encode()[2:] + b"llo"))
+        assert client.read_frame() == (0xA, b"ping!")
+        received = b""
+        while len(received) < len("héllo".encode()):
+            opcode, payload = client.read_frame()
+            assert opcode == 0x2
+            received += payload
+        assert received == "héllo".encode()
+        client.sock.sendall(frame(0x8, struct.pack("!H", 1000)))
+        assert client.read_close_code() == 1000
+    finally:
+        client.close()
+
+
+def test_frame_length_encodings(start_bridge):
+    bridge = start_bridge()
+    client = RawClient(bridge.port)
+    try:
+        for size in (0, 1, 125, 126, 65535, 65536, 200000):
+            payload = os.urandom(size)
+            client.sock.sendall(frame(0x2, payload))
+            received = b""
+            while len(received) < size:
+                received += client.read_frame()[1]
+            assert received == payload, size
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 1000, 65537])
+def test_unmask_matches_the_definition(size):
+    payload, mask = os.urandom(size), os.urandom(4)
+    expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert unmask(payload, mask) == expected
