@@ -54,34 +54,20 @@ class Config:
 # Argument types. argparse turns their ValueError into "argument --x: invalid
 # <name> value: '...'"; the names below read well in that sentence.
 
-def port(text):
-    number = int(text)
-    if not 0 <= number <= 65535:
-        raise ValueError(text)
-    return number
+def _integer_type(name, minimum, maximum=None):
+    def parse(text):
+        number = int(text)
+        if number < minimum or (maximum is not None and number > maximum):
+            raise ValueError(text)
+        return number
+
+    parse.__name__ = name
+    return parse
 
 
-port.__name__ = "port (0-65535)"
-
-
-def positive_int(text):
-    number = int(text)
-    if number < 1:
-        raise ValueError(text)
-    return number
-
-
-positive_int.__name__ = "positive integer"
-
-
-def non_negative_int(text):
-    number = int(text)
-    if number < 0:
-        raise ValueError(text)
-    return number
-
-
-non_negative_int.__name__ = "non-negative integer"
+port = _integer_type("port (0-65535)", 0, 65535)
+positive_int = _integer_type("positive integer", 1)
+non_negative_int = _integer_type("non-negative integer", 0)
 
 
 def seconds(text):
