@@ -6,10 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What greenbridge runs with, and what the test suite adds (real servers and clients).
 debian_packages=(php-cli)
+debian_test_packages=(procps)
 python_extras=""
 if [ "${1:-}" = "--test" ]; then
-    debian_packages+=(procps)
+    debian_packages+=("${debian_test_packages[@]}")
     python_extras="[test]"
 fi
 
@@ -22,8 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     sudo_cmd=""
     [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Wait for a dpkg lock held by another install instead of failing.
+    $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 \
+        install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
