@@ -1,0 +1,1 @@
+"""wss://: certificates (holder, self-signed), the pyOpenSSL context, handshakes, reload."""

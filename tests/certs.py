@@ -1,0 +1,85 @@
+"""Certificates for the TLS tests: CAs, server and client certificates, written as PEM files."""
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from greenbridge.tls.selfsigned import _general_name
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+DAY = datetime.timedelta(days=1)
+
+
+class Issued:
+    """A certificate and its key, with their PEM bytes."""
+
+    def __init__(self, certificate, key, issuer=None):
+        self.certificate = certificate
+        self.key = key
+        self.issuer = issuer
+
+    @property
+    def cert_pem(self):
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self):
+        return self.key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+    @property
+    def chain_pem(self):
+        """Leaf first, then the intermediates (not the root)."""
+        chain = self.cert_pem
+        issuer = self.issuer
+        while issuer is not None and issuer.issuer is not None:
+            chain += issuer.cert_pem
+            issuer = issuer.issuer
+        return chain
+
+    def write(self, directory, name, chain=False):
+        """Write name.crt and name.key; return their paths."""
+        cert_path, key_path = directory / (name + ".crt"), directory / (name + ".key")
+        cert_path.write_bytes(self.chain_pem if chain else self.cert_pem)
+        key_path.write_bytes(self.key_pem)
+        return str(cert_path), str(key_path)
+
+    def issue(self, common_name, names=(), client=False, not_before=None, not_after=None,
+              ca=False):
+        """A certificate signed by this one."""
+        return _make(common_name, names, self, client, not_before, not_after, ca)
+
+
+def make_ca(common_name="greenbridge test CA"):
+    return _make(common_name, (), None, False, None, None, True)
+
+
+def _make(common_name, names, issuer, client, not_before, not_after, ca):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "greenbridge tests")])
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.certificate.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or NOW - DAY)
+        .not_valid_after(not_after or NOW + 30 * DAY)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+    )
+    if not ca:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([_general_name(name) for name in names]),
+            critical=False)
+    signer = issuer.key if issuer else key
+    return Issued(builder.sign(signer, hashes.SHA256()), key, issuer)
