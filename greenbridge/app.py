@@ -29,7 +29,7 @@ class Request:
     headers: Dict[str, str]
 
 
-def capture_request(environ):
+def capture_request(environ, config):
     """Build a Request from the WSGI environ; Rejected (400) if PHP could not be given it."""
     headers = {}
     for key, value in environ.items():
@@ -44,16 +44,50 @@ def capture_request(environ):
     query = _header_text("query string", environ.get("QUERY_STRING", ""))
     local_host, local_port = environ.get("greenbridge.local_address") or (
         environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", "0"))
+    client_ip, client_port = environ.get("REMOTE_ADDR", ""), int(environ.get("REMOTE_PORT") or 0)
+    server_host, server_port = local_host, int(local_port)
+    if config.is_trusted_proxy(client_ip):
+        forwarded_ip = _forwarded_client_ip(headers, config)
+        if forwarded_ip:
+            # The proxy's own port says nothing about the client's.
+            client_ip, client_port = forwarded_ip, 0
+        server_host, server_port = _forwarded_server(headers, server_host, server_port)
     return Request(
-        client_ip=environ.get("REMOTE_ADDR", ""),
-        client_port=int(environ.get("REMOTE_PORT") or 0),
-        server_host=local_host,
-        server_port=int(local_port),
+        client_ip=client_ip,
+        client_port=client_port,
+        server_host=server_host,
+        server_port=server_port,
         uri=path + ("?" + query if query else ""),
         path=path,
         query=query,
         headers=headers,
     )
+
+
+def _forwarded_client_ip(headers, config):
+    """X-Real-IP, else the right-most X-Forwarded-For entry that is not a trusted proxy."""
+    real_ip = headers.get("x-real-ip", "").strip()
+    if real_ip:
+        return real_ip
+    hops = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not config.is_trusted_proxy(hop):
+            return hop
+    return hops[0] if hops else ""
+
+
+def _forwarded_server(headers, host, port):
+    """Host and port the client asked for, from X-Forwarded-Host / X-Forwarded-Port."""
+    forwarded_host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+    if forwarded_host:
+        host = forwarded_host
+        name, colon, port_text = forwarded_host.rpartition(":")
+        if colon and port_text.isdigit() and not name.endswith(":"):
+            host, port = name.strip("[]"), int(port_text)
+    port_text = headers.get("x-forwarded-port", "").split(",")[0].strip()
+    if port_text.isdigit() and int(port_text) <= 65535:
+        port = int(port_text)
+    return host, port
 
 
 def _header_text(name, value):
@@ -103,7 +137,7 @@ class BridgeApp:
             raise Rejected("503 Service Unavailable",
                            "PHP process limit (%d) reached" % self.config.max_processes,
                            [("Retry-After", RETRY_AFTER_SECONDS)])
-        request = capture_request(environ)
+        request = capture_request(environ, self.config)
         self.admitted += 1
         return Admission(self, request)
 

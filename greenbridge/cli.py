@@ -88,6 +88,19 @@ def build_parser():
     add("--php-kill-grace", env_var="WSS_CONFIG_PHP_KILL_GRACE",
         type=cfg.seconds, default=1.0,
         help="seconds between SIGTERM and SIGKILL for a PHP process")
+    add("--log-format", env_var="WSS_CONFIG_LOG_FORMAT", type=cfg.log_format, default="text",
+        help="text, or json (one object per line, the connection ID as a field)")
+
+    add("--trusted-proxy", env_var="WSS_CONFIG_TRUSTED_PROXIES", action="append",
+        help="address or CIDR of a reverse proxy whose X-Real-IP and X-Forwarded-* "
+             "headers are believed (repeatable or comma-separated)")
+    add("--pass-env", env_var="WSS_CONFIG_PASS_ENV", type=cfg.comma_list,
+        help="comma list: PHP gets only these variables of the server's environment "
+             "(plus the WSS_* ones); default: all but WSS_CONFIG_*")
+    add("--admin-host", env_var="WSS_CONFIG_ADMIN_HOST", default="127.0.0.1",
+        help="address of the admin listener (/metrics, /healthz, /readyz)")
+    add("--admin-port", env_var="WSS_CONFIG_ADMIN_PORT", type=cfg.port,
+        help="port of the admin listener (default: no admin listener; 0: any free port)")
     return parser
 
 
@@ -109,5 +122,5 @@ def main(argv=None):
     from greenbridge import server
     from greenbridge.logs import configure_logging
 
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     sys.exit(server.run(config))

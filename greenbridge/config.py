@@ -4,16 +4,20 @@ Every check here raises ``ConfigError`` with a message that names the option
 and the problem, so start-up can fail with one clear line.
 """
 
+import ipaddress
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Mapping, Tuple
+from typing import Mapping, Optional, Tuple
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+LOG_FORMATS = ("text", "json")
 
 # Variables that configure the bridge itself; they may hold secrets, so PHP
 # never inherits them.
 CONFIG_ENV_PREFIX = "WSS_CONFIG_"
+# What the bridge tells PHP; always passed, also with --pass-env.
+PHP_ENV_PREFIX = "WSS_"
 
 
 class ConfigError(ValueError):
@@ -42,13 +46,31 @@ class Config:
     max_write_buffer_size: int = 16 * 1024 * 1024
     shutdown_timeout: float = 30.0
     php_kill_grace: float = 1.0
+    log_format: str = "text"
+    # Peers whose X-Real-IP / X-Forwarded-* headers are believed.
+    trusted_proxies: Tuple[ipaddress._BaseNetwork, ...] = ()
+    # None: PHP inherits the whole environment (minus WSS_CONFIG_*); else only these names.
+    pass_env: Optional[Tuple[str, ...]] = None
+    admin_host: str = "127.0.0.1"
+    admin_port: Optional[int] = None
     # The server's own environment, captured once at start-up; PHP inherits
     # it minus every WSS_CONFIG_* variable.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def php_base_environment(self):
-        return {name: value for name, value in self.base_environment.items()
-                if not name.startswith(CONFIG_ENV_PREFIX)}
+        def passed(name):
+            if name.startswith(CONFIG_ENV_PREFIX):
+                return False
+            return self.pass_env is None or name in self.pass_env \
+                or name.startswith(PHP_ENV_PREFIX)
+        return {name: value for name, value in self.base_environment.items() if passed(name)}
+
+    def is_trusted_proxy(self, address):
+        try:
+            peer = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(peer in network for network in self.trusted_proxies)
 
 
 # Argument types. argparse turns their ValueError into "argument --x: invalid
@@ -92,6 +114,33 @@ def log_level(text):
 log_level.__name__ = "log level (trace, debug, info, warn, error)"
 
 
+def log_format(text):
+    if text.strip().lower() not in LOG_FORMATS:
+        raise ValueError(text)
+    return text.strip().lower()
+
+
+log_format.__name__ = "log format (text, json)"
+
+
+def comma_list(text):
+    """'A, B,C' -> ('A', 'B', 'C'); empty entries dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _networks(entries):
+    """Addresses or CIDRs, repeatable and comma-separated, as ip_network objects."""
+    networks = []
+    for entry in entries or ():
+        for item in comma_list(entry):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError("--trusted-proxy: %r is not an IP address or CIDR" % item) \
+                    from None
+    return tuple(networks)
+
+
 def build_config(options, environment):
     """Check what argparse cannot check alone and freeze the result."""
     php_executable = _resolve_executable(options.php_executable)
@@ -121,6 +170,11 @@ def build_config(options, environment):
         max_write_buffer_size=options.max_write_buffer_size,
         shutdown_timeout=options.shutdown_timeout,
         php_kill_grace=options.php_kill_grace,
+        log_format=options.log_format,
+        trusted_proxies=_networks(options.trusted_proxy),
+        pass_env=options.pass_env or None,  # empty: not set
+        admin_host=options.admin_host,
+        admin_port=options.admin_port,
         base_environment=dict(environment),
     )
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # What greenbridge runs with, and what the test suite adds (real servers and clients).
 debian_packages=(php-cli)
-debian_test_packages=(procps)
+debian_test_packages=(procps nginx)
 python_extras=""
 if [ "${1:-}" = "--test" ]; then
     debian_packages+=("${debian_test_packages[@]}")

@@ -31,6 +31,9 @@ switch ($do) {
         }
         send_all($socket, $id . json_encode($env));
         break;
+    case 'fullenv':
+        send_all($socket, $id . json_encode(getenv()));
+        break;
     case 'early':
         // The ID line and the first bytes for the client in one write.
         send_all($socket, $id . 'early bytes');

@@ -1,0 +1,234 @@
+"""greenbridge behind a real nginx with the shipped conf/nginx.conf (only ports and paths changed)."""
+
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+from websockets.sync.client import connect
+
+from conftest import REPO
+
+NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
+# nginx listens here; the client connects from another loopback address, so
+# the address PHP is told shows whether the proxy's headers were believed.
+CLIENT_ADDRESS = "127.0.0.5"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FastCgiStub:
+    """A minimal FastCGI responder standing in for PHP-FPM: answers with the params it got."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                self._answer(conn)
+
+    @staticmethod
+    def _read_record(conn):
+        header = b""
+        while len(header) < 8:
+            header += conn.recv(8 - len(header))
+        _version, kind, request_id, length, padding, _ = struct.unpack("!BBHHBB", header)
+        body = b""
+        while len(body) < length + padding:
+            body += conn.recv(length + padding - len(body))
+        return kind, request_id, body[:length]
+
+    def _answer(self, conn):
+        params = b""
+        while True:
+            kind, request_id, body = self._read_record(conn)
+            if kind == 4:  # FCGI_PARAMS
+                params += body
+            if kind == 5 and not body:  # end of FCGI_STDIN
+                break
+        decoded = self._decode_params(params)
+        output = b"Status: 200 OK\r\nContent-Type: application/json\r\n\r\n" + json.dumps(decoded).encode()
+        conn.sendall(struct.pack("!BBHHBB", 1, 6, request_id, len(output), 0, 0) + output)
+        conn.sendall(struct.pack("!BBHHBB", 1, 6, request_id, 0, 0, 0))
+        conn.sendall(struct.pack("!BBHHBB", 1, 3, request_id, 8, 0, 0) + b"\0" * 8)
+
+    @staticmethod
+    def _decode_params(data):
+        params, position = {}, 0
+
+        def length():
+            nonlocal position
+            if data[position] < 128:
+                position += 1
+                return data[position - 1]
+            position += 4
+            return struct.unpack("!I", data[position - 4:position])[0] & 0x7FFFFFFF
+
+        while position < len(data):
+            name_length, value_length = length(), length()
+            name = data[position:position + name_length].decode()
+            position += name_length
+            params[name] = data[position:position + value_length].decode()
+            position += value_length
+        return params
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """start(bridge_port) -> nginx port; nginx runs the shipped site config as our own process."""
+    started = []
+
+    def start(bridge_port, fastcgi_port):
+        port = free_port()
+        site = open(NGINX_SITE).read()
+        replacements = [
+            ("listen 80;", "listen 127.0.0.1:%d;" % port),
+            ("server 127.0.0.1:8080;", "server 127.0.0.1:%d;" % bridge_port),
+            ("root /var/www/app/public;", "root %s;" % tmp_path),
+            ("include fastcgi_params;", "include /etc/nginx/fastcgi_params;"),
+            ("fastcgi_pass unix:/run/php/php-fpm.sock;", "fastcgi_pass 127.0.0.1:%d;" % fastcgi_port),
+        ]
+        for old, new in replacements:
+            assert old in site, "conf/nginx.conf no longer has %r" % old
+            site = site.replace(old, new)
+        (tmp_path / "site.conf").write_text(site)
+        (tmp_path / "nginx.conf").write_text(
+            "pid %(d)s/nginx.pid;\nerror_log %(d)s/error.log info;\nworker_processes 1;\n"
+            "events { worker_connections 64; }\n"
+            "http {\n access_log %(d)s/access.log;\n client_body_temp_path %(d)s/body;\n"
+            " proxy_temp_path %(d)s/proxy;\n fastcgi_temp_path %(d)s/fastcgi;\n"
+            " uwsgi_temp_path %(d)s/uwsgi;\n scgi_temp_path %(d)s/scgi;\n"
+            " include %(d)s/site.conf;\n}\n" % {"d": tmp_path})
+        process = subprocess.Popen(
+            ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e",
+             str(tmp_path / "error.log"), "-g", "daemon off;"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        started.append(process)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "nginx exited: %s" % process.stdout.read().decode()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("nginx did not start listening")
+
+    yield start
+    for process in started:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@pytest.fixture
+def fastcgi():
+    stub = FastCgiStub()
+    yield stub
+    stub.close()
+
+
+def client_socket(port):
+    """A TCP connection to nginx from CLIENT_ADDRESS."""
+    sock = socket.socket()
+    sock.bind((CLIENT_ADDRESS, 0))
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def php_environment(port, path):
+    with connect("ws://127.0.0.1:%d%s" % (port, path), sock=client_socket(port),
+                 additional_headers={"X-Forwarded-For": "203.0.113.9"}) as ws:
+        return json.loads(ws.recv(timeout=15))
+
+
+def test_websocket_through_nginx_with_trusted_proxy(start_bridge, nginx, fastcgi):
+    bridge = start_bridge("--trusted-proxy", "127.0.0.1/32")
+    port = nginx(bridge.port, fastcgi.port)
+    with connect("ws://127.0.0.1:%d/any/path" % port, sock=client_socket(port)) as ws:
+        ws.send(b"through nginx")
+        assert ws.recv(timeout=15) == b"through nginx"
+
+    env = php_environment(port, "/chat/room?do=env&x=1")
+    assert env["WSS_CLIENT_IP"] == CLIENT_ADDRESS
+    assert env["WSS_CLIENT_PORT"] == "0"
+    assert env["WSS_REQUEST_URI"] == "/chat/room?do=env&x=1"
+    assert env["WSS_SERVER_PORT"] == str(port)
+    assert env["WSS_SERVER_HOST"] == "127.0.0.1"
+    # What the client itself claimed stays visible, as a header.
+    assert env["WSS_X_FORWARDED_FOR"] == "203.0.113.9, %s" % CLIENT_ADDRESS
+
+
+def test_proxy_headers_are_not_believed_from_an_untrusted_peer(start_bridge, nginx, fastcgi):
+    bridge = start_bridge()
+    port = nginx(bridge.port, fastcgi.port)
+    env = php_environment(port, "/?do=env")
+    assert env["WSS_CLIENT_IP"] == "127.0.0.1"  # nginx's address
+    assert env["WSS_SERVER_PORT"] == str(bridge.port)
+    assert env["WSS_X_REAL_IP"] == CLIENT_ADDRESS
+    assert env["WSS_REQUEST_URI"] == "/?do=env"
+
+
+def test_direct_client_cannot_spoof_its_address(start_bridge):
+    # The proxy is trusted, but this client is not the proxy.
+    bridge = start_bridge("--trusted-proxy", "127.0.0.1")
+    with connect(bridge.url("/?do=env"), sock=client_socket(bridge.port),
+                 additional_headers={"X-Real-IP": "198.51.100.1",
+                                     "X-Forwarded-Port": "1"}) as ws:
+        env = json.loads(ws.recv(timeout=15))
+    assert env["WSS_CLIENT_IP"] == CLIENT_ADDRESS
+    assert env["WSS_SERVER_PORT"] == str(bridge.port)
+    assert env["WSS_X_REAL_IP"] == "198.51.100.1"
+
+
+def test_rightmost_untrusted_forwarded_for_entry_is_the_client(start_bridge):
+    bridge = start_bridge("--trusted-proxy", "127.0.0.0/8,10.0.0.0/8")
+    forwarded = "198.51.100.1, 203.0.113.5, 10.1.2.3"
+    with connect(bridge.url("/?do=env"), additional_headers={"X-Forwarded-For": forwarded}) as ws:
+        env = json.loads(ws.recv(timeout=15))
+    assert env["WSS_CLIENT_IP"] == "203.0.113.5"
+
+
+def test_plain_http_through_nginx_reaches_the_front_controller(start_bridge, nginx, fastcgi):
+    bridge = start_bridge()
+    port = nginx(bridge.port, fastcgi.port)
+    with client_socket(port) as sock:
+        sock.sendall(b"GET /blog/post?id=3 HTTP/1.0\r\nHost: example.com\r\n\r\n")
+        response = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    params = json.loads(body)
+    assert params["SCRIPT_FILENAME"].endswith("/index.php")
+    assert params["REQUEST_URI"] == "/blog/post?id=3"
+    assert not bridge.php_processes()
+    assert not re.search(r"greenbridge\.access", bridge.log)
