@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Dict
 
 from greenbridge.connection import Connection
+from greenbridge.shared import OPEN_CONNECTIONS
 from greenbridge.websocket import CLOSE_GOING_AWAY, Rejected
 
 log = logging.getLogger("greenbridge.app")
@@ -104,23 +105,24 @@ def _header_text(name, value):
 class Admission:
     """One connection slot and one process slot, held until the connection ends."""
 
-    def __init__(self, app, request):
-        self._app = app
+    def __init__(self, counters, request):
+        self._counters = counters
         self.request = request
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        self._app.admitted -= 1
+        self._counters.add(OPEN_CONNECTIONS, -1)
         return False
 
 
 class BridgeApp:
-    def __init__(self, config, backconnect):
+    def __init__(self, config, backconnect, counters):
         self.config = config
         self.backconnect = backconnect
-        self.admitted = 0
+        # Shared with the other workers: the limits hold for all of them together.
+        self.counters = counters
         self.connections = {}
         self.draining = False
 
@@ -129,17 +131,19 @@ class BridgeApp:
         if self.draining:
             raise Rejected("503 Service Unavailable", "server is shutting down",
                            [("Retry-After", RETRY_AFTER_SECONDS)])
-        if self.admitted >= self.config.max_connections:
-            raise Rejected("503 Service Unavailable",
-                           "connection limit (%d) reached" % self.config.max_connections,
-                           [("Retry-After", RETRY_AFTER_SECONDS)])
-        if self.admitted >= self.config.max_processes:
-            raise Rejected("503 Service Unavailable",
-                           "PHP process limit (%d) reached" % self.config.max_processes,
-                           [("Retry-After", RETRY_AFTER_SECONDS)])
         request = capture_request(environ, self.config)
-        self.admitted += 1
-        return Admission(self, request)
+        config = self.config
+        # Each connection holds one PHP process, so one counter serves both limits.
+        admitted, open_connections = self.counters.add_if_below(
+            OPEN_CONNECTIONS, min(config.max_connections, config.max_processes))
+        if not admitted:
+            if open_connections >= config.max_connections:
+                reason = "connection limit (%d) reached" % config.max_connections
+            else:
+                reason = "PHP process limit (%d) reached" % config.max_processes
+            raise Rejected("503 Service Unavailable", reason,
+                           [("Retry-After", RETRY_AFTER_SECONDS)])
+        return Admission(self.counters, request)
 
     def serve(self, environ, websocket, admission):
         """Run one connection to its end, in the calling (connection) greenlet."""

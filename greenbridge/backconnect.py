@@ -35,11 +35,11 @@ class BackConnection:
 
 
 class BackConnectListener:
-    def __init__(self, host, port, socket_buffer_size):
-        self._bind_address = (host, port)
+    def __init__(self, listener, socket_buffer_size):
+        """`listener` is a bound, listening socket (a worker's own)."""
+        self._listener = listener
         self._socket_buffer_size = socket_buffer_size
         self._pending = {}
-        self._listener = None
         self._accept_greenlet = None
         self._last_accept_error_log = 0.0
 
@@ -49,19 +49,12 @@ class BackConnectListener:
         return self._listener.getsockname()[:2]
 
     def start(self):
-        family = socket.AF_INET6 if ":" in self._bind_address[0] else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(self._bind_address)
-        listener.listen(1024)
-        self._listener = listener
         self._accept_greenlet = gevent.spawn(self._accept_forever)
 
     def close(self):
         if self._accept_greenlet is not None:
             self._accept_greenlet.kill()
-        if self._listener is not None:
-            self._listener.close()
+        self._listener.close()
 
     def expect(self, connection_id):
         """Register an ID; the returned AsyncResult receives its BackConnection."""

@@ -53,6 +53,7 @@ class Config:
     pass_env: Optional[Tuple[str, ...]] = None
     admin_host: str = "127.0.0.1"
     admin_port: Optional[int] = None
+    workers: int = 1
     # The server's own environment, captured once at start-up; PHP inherits
     # it minus every WSS_CONFIG_* variable.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -141,6 +142,15 @@ def _networks(entries):
     return tuple(networks)
 
 
+def worker_count(text):
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return positive_int(text)
+
+
+worker_count.__name__ = "worker count (a positive integer or auto)"
+
+
 def build_config(options, environment):
     """Check what argparse cannot check alone and freeze the result."""
     php_executable = _resolve_executable(options.php_executable)
@@ -149,6 +159,10 @@ def build_config(options, environment):
         raise ConfigError(
             "--buffer-size (%d) must not exceed --max-write-buffer-size (%d)"
             % (options.buffer_size, options.max_write_buffer_size))
+    if options.tcp_port and options.tcp_port + options.workers - 1 > 65535:
+        raise ConfigError("--tcp-port %d: workers 1 to %d listen on %d to %d, past 65535"
+                          % (options.tcp_port, options.workers, options.tcp_port,
+                             options.tcp_port + options.workers - 1))
     return Config(
         php_executable=php_executable,
         script=script,
@@ -175,6 +189,7 @@ def build_config(options, environment):
         pass_env=options.pass_env or None,  # empty: not set
         admin_host=options.admin_host,
         admin_port=options.admin_port,
+        workers=options.workers,
         base_environment=dict(environment),
     )
 

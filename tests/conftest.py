@@ -70,9 +70,20 @@ class Bridge:
         raise AssertionError("no log line matching %r in:\n%s" % (pattern, self.log))
 
     def php_processes(self):
-        """PHP processes (and their children) started by this server."""
+        """PHP processes (and their children) started by this server or its workers."""
         try:
-            return psutil.Process(self.process.pid).children(recursive=True)
+            server = psutil.Process(self.process.pid)
+            command = server.cmdline()
+            descendants = server.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [process for process in descendants if not _is_worker(process, command)]
+
+    def workers(self):
+        """The forked worker processes (same command line as the server)."""
+        try:
+            server = psutil.Process(self.process.pid)
+            return [child for child in server.children() if _is_worker(child, server.cmdline())]
         except psutil.NoSuchProcess:
             return []
 
@@ -100,7 +111,7 @@ class Bridge:
             self._reader.join(5)
 
     def kill(self):
-        for child in self.php_processes():
+        for child in self.php_processes() + self.workers():
             try:
                 child.kill()
             except psutil.NoSuchProcess:
@@ -108,6 +119,13 @@ class Bridge:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def _is_worker(process, server_command):
+    try:
+        return process.cmdline() == server_command
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
 
 
 @pytest.fixture
