@@ -1,0 +1,11 @@
+"""Automatic certificates from an ACME CA (Let's Encrypt): ``--tls-mode automate``.
+
+settings.py (the validated ACME options) -> state.py (the state directory and
+its certificate cache) -> http01.py (certbot, standalone) or dns01.py
+(simple-acme-dns, in-process) with providers.py (rfc2136, exec) ->
+renewal.py (start-up decision and the renewal greenlet).
+"""
+
+
+class AcmeError(Exception):
+    """Obtaining a certificate failed; the message is one line for the log."""

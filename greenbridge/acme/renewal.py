@@ -1,0 +1,129 @@
+"""Which certificate to serve at start-up, and the greenlet that renews it.
+
+Start-up: a cached certificate that covers every domain, has the wanted key
+type and is outside the renewal window is served at once; otherwise one is
+obtained before the listener opens (--tls-force-acme always obtains one).
+Afterwards the renewal greenlet checks every --tls-renewal-check-interval and
+renews inside the window. A failed renewal is logged with the CA's error and
+retried with back-off while the old certificate keeps serving.
+"""
+
+import datetime
+import logging
+
+import gevent
+
+from greenbridge.acme import AcmeError, dns01, http01
+from greenbridge.acme.state import StateDirectory
+
+log = logging.getLogger("greenbridge.acme")
+
+# Seconds between attempts after a failed renewal (the last one repeats),
+# never longer than the check interval.
+RETRY_DELAYS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600)
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class CertificateManager:
+    """Owns the state directory and the served certificate's renewal.
+
+    `install(certificate, source)` puts a Certificate into service (the TLS
+    layer's certificate holder) and raises on a pair it refuses.
+    """
+
+    def __init__(self, settings, install):
+        self.settings = settings
+        self.state = StateDirectory(settings.state_dir, settings.directory)
+        self._install = install
+        self.current = None
+
+    def start(self):
+        """Serve the cached certificate or obtain one; AcmeError when neither works."""
+        self.state.create()
+        cached = self._usable_cached_certificate()
+        if cached is not None:
+            self._put_in_service(cached, "cached in %s" % self.state.path)
+        else:
+            self._put_in_service(self.obtain(), "issued by %s" % self.settings.directory)
+
+    def obtain(self):
+        """Ask the CA for a new certificate and cache it."""
+        if self.settings.dns_provider:
+            certificate = dns01.obtain(self.settings, self.state)
+        else:
+            certificate = http01.obtain(self.settings, self.state)
+        self.state.save_certificate(certificate)
+        return certificate
+
+    def run_renewals(self):
+        """The renewal greenlet's body: check, renew inside the window, back off on failure."""
+        interval = self.settings.renewal_check_interval
+        failures = 0
+        while True:
+            if failures:
+                delay = min(interval, RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+            else:
+                delay = interval
+            gevent.sleep(delay)
+            due = self.current.renewal_due(self.settings.renewal_window_ratio)
+            if utc_now() < due:
+                log.debug("certificate not due for renewal until %s", _when(due))
+                continue
+            log.info("certificate (serial %x, expires %s) is due for renewal",
+                     self.current.serial, _when(self.current.not_after))
+            try:
+                self._put_in_service(self.obtain(), "renewed by %s" % self.settings.directory)
+                failures = 0
+            except AcmeError as error:
+                failures += 1
+                retry = min(interval, RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+                log.error("renewal failed: %s; retrying in %gs; the current certificate "
+                          "(serial %x) keeps serving until it expires %s",
+                          error, retry, self.current.serial, _when(self.current.not_after))
+
+    def _usable_cached_certificate(self):
+        settings = self.settings
+        if settings.force:
+            log.info("--tls-force-acme: obtaining a new certificate")
+            return None
+        try:
+            cached = self.state.load_certificate()
+        except AcmeError as error:
+            log.warning("cached certificate unusable (%s); obtaining a new one", error)
+            return None
+        if cached is None:
+            log.info("no cached certificate in %s", self.state.path)
+            return None
+        if not cached.covers(settings.domains):
+            log.info("cached certificate covers %s, not %s; obtaining a new one",
+                     ", ".join(cached.domains), ", ".join(settings.domains))
+            return None
+        if cached.key_type != settings.key_type:
+            log.info("cached certificate has a %s key, not %s; obtaining a new one",
+                     cached.key_type, settings.key_type)
+            return None
+        due = cached.renewal_due(settings.renewal_window_ratio)
+        if utc_now() >= due:
+            log.info("cached certificate (serial %x) is inside its renewal window since %s; "
+                     "obtaining a new one", cached.serial, _when(due))
+            return None
+        return cached
+
+    def _put_in_service(self, certificate, source):
+        try:
+            self._install(certificate, source)
+        except Exception as error:  # the TLS layer refused the pair; say which and why
+            raise AcmeError("the TLS layer refused the certificate %s: %s" % (source, error)) \
+                from None
+        self.current = certificate
+        log.info("installed certificate serial %x for %s (%s), valid until %s; "
+                 "next renewal due %s", certificate.serial, ", ".join(certificate.domains),
+                 source, _when(certificate.not_after),
+                 _when(certificate.renewal_due(self.settings.renewal_window_ratio)))
+
+
+def _when(moment):
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,270 @@
+"""A real ACME test CA on loopback: pebble, pebble-challtestsrv and BIND 9, started per session.
+
+pebble answers ACME over HTTPS with a certificate from a throw-away CA made
+here; pebble-challtestsrv is its DNS (every name -> 127.0.0.1, TXT records set
+through its management API); a second pebble uses a BIND 9 ``named`` that
+accepts TSIG-signed dynamic updates. Everything listens on free loopback ports
+and is stopped by PID.
+"""
+
+import base64
+import datetime
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+BLOCKED_DOMAIN = "blocked.test"
+# challtestsrv resolves this one to 127.0.0.2, where nothing answers HTTP-01.
+ELSEWHERE_DOMAIN = "elsewhere.test"
+RFC2136_ZONE = "rfc2136.test"
+TSIG_KEY_NAME = "greenbridge-key"
+TSIG_SECRET = base64.b64encode(b"greenbridge test tsig secret 32b").decode()
+EAB_KEY_ID = "greenbridge-eab"
+EAB_MAC_KEY = base64.urlsafe_b64encode(b"greenbridge eab hmac key 32 byte").decode().rstrip("=")
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port, process, name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError("%s exited with %s" % (name, process.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("%s did not listen on port %d" % (name, port))
+
+
+def stop(process):
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def make_throwaway_ca(folder):
+    """A CA and a certificate for 127.0.0.1 signed by it; returns (ca, cert, key) paths."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(subject_name, issuer_name, public_key, signing_key, is_ca, sans=None):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_name)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("greenbridge test CA", "greenbridge test CA", ca_key.public_key(), ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = issue("127.0.0.1", "greenbridge test CA", key.public_key(), ca_key, False,
+                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
+    paths = [os.path.join(folder, name) for name in ("ca.pem", "cert.pem", "key.pem")]
+    for path, data in zip(paths, [
+            ca.public_bytes(serialization.Encoding.PEM),
+            cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())]):
+        with open(path, "wb") as file:
+            file.write(data)
+    return paths
+
+
+class ChallTestSrv:
+    """pebble-challtestsrv: the test DNS; every name resolves to 127.0.0.1 unless told otherwise."""
+
+    def __init__(self, folder):
+        self.dns_port = free_port()
+        self.management_port = free_port()
+        self.log = open(os.path.join(folder, "challtestsrv.log"), "wb")
+        self.process = subprocess.Popen(
+            ["pebble-challtestsrv", "-dns01", "127.0.0.1:%d" % self.dns_port,
+             "-management", "127.0.0.1:%d" % self.management_port,
+             "-http01", "", "-https01", "", "-tlsalpn01", "",
+             "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_for_port(self.management_port, self.process, "pebble-challtestsrv")
+        self.manage("add-a", host=ELSEWHERE_DOMAIN + ".", addresses=["127.0.0.2"])
+
+    def manage(self, command, **body):
+        request = urllib.request.Request(
+            "http://127.0.0.1:%d/%s" % (self.management_port, command),
+            data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()
+
+    def stop(self):
+        stop(self.process)
+        self.log.close()
+
+
+class Named:
+    """BIND 9 serving RFC2136_ZONE on a free loopback port, updatable with a TSIG key."""
+
+    def __init__(self, folder):
+        self.port = free_port()
+        folder = os.path.join(folder, "named")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "zone.db"), "w") as zone:
+            zone.write("$TTL 60\n"
+                       "@ IN SOA ns.{0}. admin.{0}. 1 60 60 600 60\n"
+                       "@ IN NS ns.{0}.\n"
+                       "ns IN A 127.0.0.1\n"
+                       "* IN A 127.0.0.1\n".format(RFC2136_ZONE))
+        config = os.path.join(folder, "named.conf")
+        with open(config, "w") as conf:
+            conf.write("""
+options {{
+    directory "{folder}";
+    pid-file "{folder}/named.pid";
+    session-keyfile "{folder}/session.key";
+    managed-keys-directory "{folder}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+}};
+controls {{ }};
+key "{key_name}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "{zone}" {{
+    type primary;
+    file "{folder}/zone.db";
+    allow-update {{ key "{key_name}"; }};
+}};
+""".format(folder=folder, port=self.port, key_name=TSIG_KEY_NAME, secret=TSIG_SECRET,
+           zone=RFC2136_ZONE))
+        self.log = open(os.path.join(folder, "named.log"), "wb")
+        self.process = subprocess.Popen(
+            ["named", "-g", "-c", config], stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        wait_for_port(self.port, self.process, "named")
+
+    def txt(self, name):
+        """The TXT values `name` has now, asked with dig (what any resolver would see)."""
+        output = subprocess.run(
+            ["dig", "@127.0.0.1", "-p", str(self.port), "+short", "TXT", name],
+            capture_output=True, text=True, timeout=30, check=True).stdout
+        return [line.strip('"') for line in output.split()]
+
+    def stop(self):
+        stop(self.process)
+        self.log.close()
+
+
+class Pebble:
+    """pebble on free loopback ports, its HTTPS from a throw-away CA, its DNS given."""
+
+    def __init__(self, folder, name, dns_port, ca_files, eab=False):
+        ca, cert, key = ca_files
+        self.ca_bundle = ca
+        self.http01_port = free_port()
+        self.port = free_port()
+        self.management_port = free_port()
+        config = {"pebble": {
+            "listenAddress": "127.0.0.1:%d" % self.port,
+            "managementListenAddress": "127.0.0.1:%d" % self.management_port,
+            "certificate": cert, "privateKey": key,
+            "httpPort": self.http01_port, "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": eab,
+            "externalAccountMACKeys": {EAB_KEY_ID: EAB_MAC_KEY} if eab else {},
+            "domainBlocklist": [BLOCKED_DOMAIN],
+        }}
+        config_path = os.path.join(folder, name + ".json")
+        with open(config_path, "w") as file:
+            json.dump(config, file)
+        environment = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
+                           PEBBLE_AUTHZREUSE="0")
+        self.log = open(os.path.join(folder, name + ".log"), "wb")
+        self.process = subprocess.Popen(
+            ["pebble", "-config", config_path, "-dnsserver", "127.0.0.1:%d" % dns_port],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=environment)
+        wait_for_port(self.port, self.process, "pebble")
+        wait_for_port(self.management_port, self.process, "pebble management")
+
+    @property
+    def directory(self):
+        return "https://127.0.0.1:%d/dir" % self.port
+
+    def _management_get(self, path):
+        context = ssl.create_default_context(cafile=self.ca_bundle)
+        url = "https://127.0.0.1:%d%s" % (self.management_port, path)
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            return response.read()
+
+    def trust(self):
+        """An SSL context that trusts only what this pebble issues (its root)."""
+        context = ssl.create_default_context(cadata=self._management_get("/roots/0").decode())
+        context.load_verify_locations(cadata=self._management_get("/intermediates/0").decode())
+        return context
+
+    def stop(self):
+        stop(self.process)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def acme_folder(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("acme-servers"))
+
+
+@pytest.fixture(scope="session")
+def throwaway_ca(acme_folder):
+    return make_throwaway_ca(acme_folder)
+
+
+@pytest.fixture(scope="session")
+def challtestsrv(acme_folder):
+    server = ChallTestSrv(acme_folder)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble(acme_folder, challtestsrv, throwaway_ca):
+    """pebble resolving names with pebble-challtestsrv."""
+    server = Pebble(acme_folder, "pebble", challtestsrv.dns_port, throwaway_ca)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def named(acme_folder):
+    server = Named(acme_folder)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble_with_named(acme_folder, named, throwaway_ca):
+    """pebble resolving names with BIND 9 (for the rfc2136 provider)."""
+    server = Pebble(acme_folder, "pebble-named", named.port, throwaway_ca)
+    yield server
+    server.stop()
