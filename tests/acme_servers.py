@@ -8,10 +8,9 @@ and is stopped by PID.
 """
 
 import base64
-import datetime
-import ipaddress
 import json
 import os
+import pathlib
 import socket
 import ssl
 import subprocess
@@ -19,10 +18,8 @@ import time
 import urllib.request
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from certs import make_ca
 
 BLOCKED_DOMAIN = "blocked.test"
 # challtestsrv resolves this one to 127.0.0.2, where nothing answers HTTP-01.
@@ -65,34 +62,13 @@ def stop(process):
 
 def make_throwaway_ca(folder):
     """A CA and a certificate for 127.0.0.1 signed by it; returns (ca, cert, key) paths."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def issue(subject_name, issuer_name, public_key, signing_key, is_ca, sans=None):
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_name)]))
-                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-                   .public_key(public_key).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(days=2))
-                   .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True))
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return builder.sign(signing_key, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = issue("greenbridge test CA", "greenbridge test CA", ca_key.public_key(), ca_key, True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = issue("127.0.0.1", "greenbridge test CA", key.public_key(), ca_key, False,
-                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
-    paths = [os.path.join(folder, name) for name in ("ca.pem", "cert.pem", "key.pem")]
-    for path, data in zip(paths, [
-            ca.public_bytes(serialization.Encoding.PEM),
-            cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())]):
-        with open(path, "wb") as file:
-            file.write(data)
-    return paths
+    ca = make_ca("greenbridge throw-away CA for pebble")
+    ca_path = os.path.join(folder, "ca.pem")
+    with open(ca_path, "wb") as file:
+        file.write(ca.cert_pem)
+    cert_path, key_path = ca.issue("127.0.0.1", names=("127.0.0.1", "localhost")).write(
+        pathlib.Path(folder), "pebble")
+    return ca_path, cert_path, key_path
 
 
 class ChallTestSrv:
@@ -213,7 +189,7 @@ class Pebble:
     def directory(self):
         return "https://127.0.0.1:%d/dir" % self.port
 
-    def _management_get(self, path):
+    def management_get(self, path):
         context = ssl.create_default_context(cafile=self.ca_bundle)
         url = "https://127.0.0.1:%d%s" % (self.management_port, path)
         with urllib.request.urlopen(url, context=context, timeout=10) as response:
@@ -221,8 +197,8 @@ class Pebble:
 
     def trust(self):
         """An SSL context that trusts only what this pebble issues (its root)."""
-        context = ssl.create_default_context(cadata=self._management_get("/roots/0").decode())
-        context.load_verify_locations(cadata=self._management_get("/intermediates/0").decode())
+        context = ssl.create_default_context(cadata=self.management_get("/roots/0").decode())
+        context.load_verify_locations(cadata=self.management_get("/intermediates/0").decode())
         return context
 
     def stop(self):

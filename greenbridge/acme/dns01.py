@@ -77,7 +77,9 @@ def _client(settings, state):
         with open(state.account_path) as file:
             saved = json.load(file)
         account_key = josepy.JWKRSA.json_loads(saved["key"])
-        registration = messages.RegistrationResource.json_loads(saved["registration"])
+        # The account URL is all later requests need (it becomes the JWS "kid").
+        registration = messages.RegistrationResource(uri=saved["url"],
+                                                     body=messages.Registration())
     except FileNotFoundError:
         account_key, registration = None, None
     except (ValueError, KeyError, josepy.errors.Error) as error:
@@ -93,7 +95,7 @@ def _client(settings, state):
     if registration is None:
         registration = _register(acme, account_key, directory, settings)
         write_private(state.account_path, json.dumps(
-            {"key": account_key.json_dumps(), "registration": registration.json_dumps()}).encode())
+            {"key": account_key.json_dumps(), "url": registration.uri}).encode())
     network.account = registration
 
     client = simple_acme_dns.ACMEClient(

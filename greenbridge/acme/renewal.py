@@ -15,6 +15,7 @@ import gevent
 
 from greenbridge.acme import AcmeError, dns01, http01
 from greenbridge.acme.state import StateDirectory
+from greenbridge.tls.holder import CertificateError
 
 log = logging.getLogger("greenbridge.acme")
 
@@ -28,16 +29,12 @@ def utc_now():
 
 
 class CertificateManager:
-    """Owns the state directory and the served certificate's renewal.
+    """Owns the state directory and renews what the TLS layer's CertificateHolder serves."""
 
-    `install(certificate, source)` puts a Certificate into service (the TLS
-    layer's certificate holder) and raises on a pair it refuses.
-    """
-
-    def __init__(self, settings, install):
+    def __init__(self, settings, holder):
         self.settings = settings
         self.state = StateDirectory(settings.state_dir, settings.directory)
-        self._install = install
+        self._holder = holder
         self.current = None
 
     def start(self):
@@ -114,14 +111,11 @@ class CertificateManager:
 
     def _put_in_service(self, certificate, source):
         try:
-            self._install(certificate, source)
-        except Exception as error:  # the TLS layer refused the pair; say which and why
-            raise AcmeError("the TLS layer refused the certificate %s: %s" % (source, error)) \
-                from None
+            self._holder.install(certificate.chain_pem, certificate.key_pem, source)
+        except CertificateError as error:
+            raise AcmeError("certificate %s refused: %s" % (source, error)) from None
         self.current = certificate
-        log.info("installed certificate serial %x for %s (%s), valid until %s; "
-                 "next renewal due %s", certificate.serial, ", ".join(certificate.domains),
-                 source, _when(certificate.not_after),
+        log.info("certificate serial %x installed; next renewal due %s", certificate.serial,
                  _when(certificate.renewal_due(self.settings.renewal_window_ratio)))
 
 
