@@ -11,6 +11,7 @@ import configargparse
 
 from greenbridge import __version__
 from greenbridge import config as cfg
+from greenbridge.acme import settings as acme
 
 
 class _OneLineErrorParser(configargparse.ArgParser):
@@ -104,7 +105,57 @@ def build_parser():
     add("--workers", env_var="WSS_CONFIG_WORKERS", type=cfg.worker_count, default=1,
         help="server processes sharing the port (auto: one per core); the limits stay "
              "global; with a fixed --tcp-port, worker N listens on --tcp-port + N - 1")
+    _add_acme_options(parser)
     return parser
+
+
+def _add_acme_options(parser):
+    """--tls-mode automate: certificates from an ACME CA (Let's Encrypt), renewed live."""
+    group = parser.add_argument_group(
+        "automatic certificates (--tls-mode automate)",
+        "Obtain a certificate for every --tls-domain from an ACME CA, cache it in the state "
+        "directory and renew it in the background. HTTP-01 (default) runs certbot's standalone "
+        "server on --tls-http01-port; DNS-01 (set --tls-dns-provider) publishes TXT records.")
+    add = group.add_argument
+    add("--tls-acme-directory", env_var="WSS_CONFIG_TLS_ACME_DIRECTORY",
+        type=acme.acme_directory, default=acme.LETS_ENCRYPT_DIRECTORIES["production"],
+        help="ACME directory URL; 'production' and 'staging' name Let's Encrypt's")
+    add("--tls-email", env_var="WSS_CONFIG_TLS_EMAIL",
+        help="contact address for the ACME account (expiry notices)")
+    add("--tls-acme-state-dir", env_var="WSS_CONFIG_TLS_ACME_DIR", default="./acme-state",
+        help="directory for the account, the cached certificate and certbot's files (0700)")
+    add("--tls-force-acme", env_var="WSS_CONFIG_TLS_FORCE_AUTOMATE", action="store_true",
+        help="obtain a new certificate at start-up even when the cached one is good")
+    add("--tls-renewal-window-ratio", env_var="WSS_CONFIG_TLS_RENEWAL_WINDOW_RATIO",
+        type=acme.renewal_ratio, default=0.33,
+        help="renew when less than this fraction of the certificate's lifetime remains")
+    add("--tls-renewal-check-interval", env_var="WSS_CONFIG_TLS_RENEWAL_CHECK_INTERVAL",
+        type=acme.positive_seconds, default=86400.0,
+        help="seconds between renewal checks")
+    add("--tls-acme-ca-bundle", env_var="WSS_CONFIG_TLS_ACME_CA_BUNDLE",
+        help="PEM CA bundle to trust for the ACME server's own HTTPS (default: the system's)")
+    add("--tls-eab-key-id", env_var="WSS_CONFIG_TLS_EAB_KEY_ID",
+        help="external account binding key ID, for CAs that need one")
+    add("--tls-eab-mac-key", env_var="WSS_CONFIG_TLS_EAB_MAC_KEY",
+        help="external account binding MAC key (base64url)")
+    add("--tls-http01-port", env_var="WSS_CONFIG_TLS_HTTP01_PORT", type=cfg.port, default=80,
+        help="port certbot answers HTTP-01 challenges on (the CA connects to port 80)")
+    add("--tls-http01-address", env_var="WSS_CONFIG_TLS_HTTP01_ADDRESS", default="",
+        help="address certbot listens on for HTTP-01 (default: all)")
+    add("--tls-dns-provider", env_var="WSS_CONFIG_TLS_DNS_PROVIDER", choices=acme.DNS_PROVIDERS,
+        help="use DNS-01 and publish the TXT records with rfc2136 or exec (needed for "
+             "wildcards)")
+    add("--tls-dns-param", env_var="WSS_CONFIG_TLS_DNS_PARAMS", action="append",
+        type=acme.dns_param,
+        help="provider parameter key=value (repeatable; as a list [a=1, b=2] in the "
+             "environment or config file)")
+    add("--tls-resolvers", env_var="WSS_CONFIG_TLS_RESOLVERS", action="append",
+        type=acme.resolver_list,
+        help="DNS servers (host[:port], comma-separated) checked for the TXT records "
+             "before validation (default: the system's)")
+    add("--tls-propagation-timeout", env_var="WSS_CONFIG_TLS_PROPAGATION_TIMEOUT",
+        type=acme.positive_seconds, default=120.0,
+        help="seconds to wait for the TXT records to appear at the resolvers")
 
 
 def parse_config(argv=None, environment=None):

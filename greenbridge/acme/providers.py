@@ -27,8 +27,6 @@ log = logging.getLogger("greenbridge.acme")
 RECORD_TTL = 60
 DNS_TIMEOUT = 30.0
 HOOK_TIMEOUT = 120.0
-TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1",
-                   "hmac-md5")
 
 
 def create_provider(settings):

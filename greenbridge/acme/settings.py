@@ -4,11 +4,13 @@ Every check raises ConfigError with a message that names the option, so
 start-up fails with one clear line.
 """
 
+import base64
 import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
-from greenbridge.config import ConfigError
+# Imported as a module: config.py imports this one to build its acme field.
+from greenbridge import config
 
 LETS_ENCRYPT_DIRECTORIES = {
     "production": "https://acme-v02.api.letsencrypt.org/directory",
@@ -17,6 +19,8 @@ LETS_ENCRYPT_DIRECTORIES = {
 # Key types an ACME CA signs (Let's Encrypt issues no Ed25519 certificates).
 ACME_KEY_TYPES = ("p256", "p384", "rsa2048", "rsa4096")
 DNS_PROVIDERS = ("rfc2136", "exec")
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1",
+                   "hmac-md5")
 # Parameters each provider takes: (required, optional).
 PROVIDER_PARAMETERS = {
     "rfc2136": (("server", "key_name", "key_secret"), ("port", "zone", "algorithm")),
@@ -63,6 +67,16 @@ def acme_directory(text):
 
 
 acme_directory.__name__ = "ACME directory (an https:// URL, 'production' or 'staging')"
+
+
+def positive_seconds(text):
+    number = float(text)
+    if not 0 < number < float("inf"):
+        raise ValueError(text)
+    return number
+
+
+positive_seconds.__name__ = "positive number of seconds"
 
 
 def renewal_ratio(text):
@@ -117,25 +131,28 @@ def _port_number(text, whole):
 def build_acme_settings(options, domains, key_type, environment):
     """AcmeSettings from parsed options; ConfigError on a combination that cannot work."""
     if not domains:
-        raise ConfigError("--tls-mode automate needs at least one --tls-domain")
+        raise config.ConfigError("--tls-mode automate needs at least one --tls-domain")
     if key_type not in ACME_KEY_TYPES:
-        raise ConfigError("--tls-key-type %s cannot be used with --tls-mode automate: ACME CAs "
-                          "issue only %s certificates" % (key_type, ", ".join(ACME_KEY_TYPES)))
+        raise config.ConfigError(
+            "--tls-key-type %s cannot be used with --tls-mode automate: ACME CAs issue only "
+            "%s certificates" % (key_type, ", ".join(ACME_KEY_TYPES)))
     provider = options.tls_dns_provider
     wildcards = [domain for domain in domains if domain.startswith("*.")]
     if wildcards and not provider:
-        raise ConfigError("--tls-domain %s: wildcard certificates need the DNS-01 challenge; "
-                          "set --tls-dns-provider (rfc2136 or exec)" % wildcards[0])
+        raise config.ConfigError(
+            "--tls-domain %s: wildcard certificates need the DNS-01 challenge; set "
+            "--tls-dns-provider (rfc2136 or exec)" % wildcards[0])
     params = dict(options.tls_dns_param or ())
     if provider:
         _check_provider_parameters(provider, params)
     elif params:
-        raise ConfigError("--tls-dns-param is set but --tls-dns-provider is not")
+        raise config.ConfigError("--tls-dns-param is set but --tls-dns-provider is not")
     if bool(options.tls_eab_key_id) != bool(options.tls_eab_mac_key):
-        raise ConfigError("--tls-eab-key-id and --tls-eab-mac-key go together; set both or neither")
+        raise config.ConfigError(
+            "--tls-eab-key-id and --tls-eab-mac-key go together; set both or neither")
     ca_bundle = options.tls_acme_ca_bundle
     if ca_bundle and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
-        raise ConfigError("--tls-acme-ca-bundle: %r is not a readable file" % ca_bundle)
+        raise config.ConfigError("--tls-acme-ca-bundle: %r is not a readable file" % ca_bundle)
     return AcmeSettings(
         domains=tuple(domains),
         key_type=key_type,
@@ -162,15 +179,15 @@ def _check_provider_parameters(provider, params):
     required, optional = PROVIDER_PARAMETERS[provider]
     missing = [key for key in required if not params.get(key)]
     if missing:
-        raise ConfigError("--tls-dns-provider %s needs --tls-dns-param %s=..."
-                          % (provider, missing[0]))
+        raise config.ConfigError("--tls-dns-provider %s needs --tls-dns-param %s=..."
+                                 % (provider, missing[0]))
     unknown = sorted(set(params) - set(required) - set(optional))
     if unknown:
-        raise ConfigError("--tls-dns-param %s: unknown parameter for %s (known: %s)"
+        raise config.ConfigError("--tls-dns-param %s: unknown parameter for %s (known: %s)"
                           % (unknown[0], provider, ", ".join(required + optional)))
     if provider == "rfc2136" and "port" in params:
         try:
             _port_number(params["port"], params["port"])
         except ValueError:
-            raise ConfigError("--tls-dns-param port=%s: not a port number"
+            raise config.ConfigError("--tls-dns-param port=%s: not a port number"
                               % params["port"]) from None

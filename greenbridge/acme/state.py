@@ -26,7 +26,7 @@ from greenbridge.acme import AcmeError
 
 
 def ca_folder_name(directory_url):
-    """'https://acme-v02.api.letsencrypt.org/directory' -> 'acme-v02.api.letsencrypt.org-directory'."""
+    """The cache folder for a CA: its directory URL as a file name, the way certbot does."""
     parts = urlsplit(directory_url)
     return re.sub(r"[^A-Za-z0-9.-]+", "_", parts.netloc) + \
         re.sub(r"[^A-Za-z0-9.-]+", "-", parts.path).rstrip("-")
