@@ -9,6 +9,7 @@ removed again whatever happened.
 
 import json
 import logging
+import socket
 
 import dns.exception
 import dns.nameserver
@@ -100,7 +101,7 @@ def _client(settings, state):
 
     client = simple_acme_dns.ACMEClient(
         domains=list(settings.domains), email=settings.email, directory=settings.directory,
-        nameservers=[dns.nameserver.Do53Nameserver(host, port)
+        nameservers=[dns.nameserver.Do53Nameserver(_ip_address(host), port)
                      for host, port in settings.resolvers] or None,
         user_agent=USER_AGENT)
     client.account_key = account_key
@@ -108,6 +109,13 @@ def _client(settings, state):
     client.acme_client = acme
     client.account = registration
     return client
+
+
+def _ip_address(host):
+    try:
+        return socket.getaddrinfo(host, 53, type=socket.SOCK_DGRAM)[0][4][0]
+    except OSError as error:
+        raise AcmeError("resolver %s (--tls-resolvers): %s" % (host, error.strerror)) from None
 
 
 def _register(acme, account_key, directory, settings):
