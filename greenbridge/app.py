@@ -1,16 +1,20 @@
 """The WSGI application: admits upgrade requests and runs their connections.
 
-``BridgeHandler`` (websocket.py) calls ``admit`` before it answers 101, so a
-refused request costs no process, then ``serve`` in the connection greenlet.
+A request is checked and admitted before the 101 answer (see
+``PendingUpgrade`` in websocket.py), so a refused request costs no process;
+the connection then runs in the request's own greenlet.
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Dict
 
 from greenbridge.connection import Connection
 from greenbridge.shared import OPEN_CONNECTIONS
-from greenbridge.websocket import CLOSE_GOING_AWAY, Rejected
+from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION,
+                                   CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
+                                   rejection_response)
 
 log = logging.getLogger("greenbridge.app")
 
@@ -118,19 +122,33 @@ class Admission:
 
 
 class BridgeApp:
-    def __init__(self, config, backconnect, counters):
+    """The WSGI application. Upgrade requests become bridged connections.
+
+    It works under greenbridge's own BridgeHandler (which lets it refuse an
+    upgrade with an HTTP status before answering 101) and under
+    gevent-websocket's stock handler (gunicorn's GeventWebSocketWorker), which
+    has answered 101 already: there a refused request is closed with 1013
+    (limits) or 1008. Other requests get 426.
+    """
+
+    def __init__(self, config, backconnect, counters, metrics, open_backconnect=None):
+        """`backconnect` is a started listener, or None: then `open_backconnect()`
+        makes one on first use (under a pre-forking WSGI server, after the fork)."""
         self.config = config
         self.backconnect = backconnect
+        self._open_backconnect = open_backconnect
         # Shared with the other workers: the limits hold for all of them together.
         self.counters = counters
+        self.metrics = metrics
         self.connections = {}
         self.draining = False
+        metrics.watch(self)
 
     def admit(self, environ):
         """Reserve slots for an upgrade request, or raise Rejected."""
         if self.draining:
             raise Rejected("503 Service Unavailable", "server is shutting down",
-                           [("Retry-After", RETRY_AFTER_SECONDS)])
+                           [("Retry-After", RETRY_AFTER_SECONDS)], kind="shutting_down")
         request = capture_request(environ, self.config)
         config = self.config
         # Each connection holds one PHP process, so one counter serves both limits.
@@ -147,12 +165,15 @@ class BridgeApp:
 
     def serve(self, environ, websocket, admission):
         """Run one connection to its end, in the calling (connection) greenlet."""
-        connection = Connection(self.config, self.backconnect, admission.request, websocket)
+        connection = Connection(self.config, self.backconnect, admission.request, websocket,
+                                self.metrics)
         self.connections[connection.id] = connection
+        started = time.monotonic()
         try:
             connection.run()
         finally:
             del self.connections[connection.id]
+            self.metrics.connection_ended(connection, time.monotonic() - started)
 
     def close_all(self, code=CLOSE_GOING_AWAY, reason="server shutting down"):
         for connection in list(self.connections.values()):
@@ -163,7 +184,50 @@ class BridgeApp:
             connection.kill_process_now()
 
     def __call__(self, environ, start_response):
-        # Reached only by requests that did not come through BridgeHandler.
-        start_response("426 Upgrade Required", [("Upgrade", "websocket"),
-                                                ("Content-Type", "text/plain")])
-        return [b"WebSocket upgrade required\n"]
+        stock_websocket = environ.get("wsgi.websocket")
+        pending = environ.get("greenbridge.upgrade")
+        if stock_websocket is not None and pending is None:
+            self._bridge_upgraded(environ, stock_websocket)
+            return []
+        if pending is None:
+            start_response("426 Upgrade Required", [("Upgrade", "websocket"),
+                                                    ("Content-Type", "text/plain")])
+            return [b"WebSocket upgrade required\n"]
+        try:
+            pending.check()
+            admission = self._admit_with_listener(environ)
+        except Rejected as rejection:
+            self._count_rejection(environ, rejection)
+            return rejection_response(start_response, rejection)
+        with admission:
+            websocket = pending.accept(self.config.max_payload_size, self.config.write_buffer_size,
+                                       getattr(admission, "subprotocol", None))
+            self.serve(environ, websocket, admission)
+        return []
+
+    def _bridge_upgraded(self, environ, stock_websocket):
+        """Under gevent-websocket's stock handler: the client has its 101 already."""
+        websocket = adopt_stock_websocket(stock_websocket, self.config.max_payload_size,
+                                          self.config.write_buffer_size)
+        try:
+            admission = self._admit_with_listener(environ)
+        except Rejected as rejection:
+            self._count_rejection(environ, rejection)
+            code = CLOSE_TRY_AGAIN_LATER if rejection.status.startswith("503") \
+                else CLOSE_POLICY_VIOLATION
+            websocket.close(code, rejection.reason)
+            return
+        with admission:
+            self.serve(environ, websocket, admission)
+
+    def _admit_with_listener(self, environ):
+        admission = self.admit(environ)
+        if self.backconnect is None:
+            self.backconnect = self._open_backconnect()
+        return admission
+
+    def _count_rejection(self, environ, rejection):
+        log.info("%s %s from %s: %s (%s)", environ.get("REQUEST_METHOD"),
+                 environ.get("PATH_INFO"), environ.get("REMOTE_ADDR"),
+                 rejection.status, rejection.reason)
+        self.metrics.handshake_rejections.labels(reason=rejection.kind).inc()

@@ -35,10 +35,11 @@ class BackConnection:
 
 
 class BackConnectListener:
-    def __init__(self, listener, socket_buffer_size):
+    def __init__(self, listener, socket_buffer_size, metrics):
         """`listener` is a bound, listening socket (a worker's own)."""
         self._listener = listener
         self._socket_buffer_size = socket_buffer_size
+        self._metrics = metrics
         self._pending = {}
         self._accept_greenlet = None
         self._last_accept_error_log = 0.0
@@ -91,12 +92,14 @@ class BackConnectListener:
             connection_id, early_data = self._read_id_line(sock)
         except _Refused as refusal:
             log.warning("back-connection from %s refused: %s", _format_peer(peer), refusal)
+            self._metrics.backconnect_rejects.inc()
             sock.close()
             return
         pending = self._pending.pop(connection_id, None)
         if pending is None:
             log.warning("back-connection from %s refused: unknown or already used ID %s",
                         _format_peer(peer), connection_id)
+            self._metrics.backconnect_rejects.inc()
             sock.close()
             return
         sock.settimeout(None)

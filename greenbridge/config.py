@@ -18,6 +18,8 @@ LOG_FORMATS = ("text", "json")
 CONFIG_ENV_PREFIX = "WSS_CONFIG_"
 # What the bridge tells PHP; always passed, also with --pass-env.
 PHP_ENV_PREFIX = "WSS_"
+# systemd's channel to the server itself, not to its PHP processes.
+SERVER_ONLY_VARIABLES = ("NOTIFY_SOCKET",)
 
 
 class ConfigError(ValueError):
@@ -60,11 +62,16 @@ class Config:
 
     def php_base_environment(self):
         def passed(name):
-            if name.startswith(CONFIG_ENV_PREFIX):
+            if name.startswith(CONFIG_ENV_PREFIX) or name in SERVER_ONLY_VARIABLES:
                 return False
             return self.pass_env is None or name in self.pass_env \
                 or name.startswith(PHP_ENV_PREFIX)
         return {name: value for name, value in self.base_environment.items() if passed(name)}
+
+    @property
+    def notify_socket(self):
+        """systemd's notification socket ("" when not run by systemd with Type=notify)."""
+        return self.base_environment.get("NOTIFY_SOCKET", "")
 
     def is_trusted_proxy(self, address):
         try:

@@ -25,9 +25,10 @@ _SPAWN_BACKOFF = (0.1, 0.2, 0.4, 0.8)
 
 
 class Connection:
-    def __init__(self, config, backconnect, request, websocket):
+    def __init__(self, config, backconnect, request, websocket, metrics):
         self.id = str(uuid.uuid4())
         self._config = config
+        self._metrics = metrics
         self._backconnect = backconnect
         self._request = request
         self._websocket = websocket
@@ -35,6 +36,18 @@ class Connection:
         self._process = None
         self._php_socket = None
         self._traffic = pump.Traffic()
+
+    @property
+    def traffic(self):
+        return self._traffic
+
+    @property
+    def close_code(self):
+        return self._websocket.close_code
+
+    @property
+    def php_running(self):
+        return self._process is not None and self._process.returncode is None
 
     def request_close(self, code, reason):
         """Ask the connection to end with this close code (from another greenlet)."""
@@ -78,13 +91,16 @@ class Connection:
             try:
                 self._process = PhpProcess.spawn(command, environment, self.id)
             except OSError as error:
+                self._metrics.spawn_failures.inc()
                 log.warning("[%s] spawning PHP failed (attempt %d of %d): %s",
                             self.id, attempt, attempts, error)
                 continue
-            remaining = max(0.0, deadline - time.monotonic())
+            spawned = time.monotonic()
+            remaining = max(0.0, deadline - spawned)
             gevent.wait([pending, self._process.exit_event, self._close_request],
                         timeout=remaining, count=1)
             if pending.ready():
+                self._metrics.connect_back_seconds.observe(time.monotonic() - spawned)
                 back_connection = pending.value
                 self._php_socket = back_connection.socket
                 return back_connection

@@ -17,7 +17,9 @@ from gevent.pywsgi import WSGIServer
 
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import BackConnectListener
+from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
+from greenbridge.systemd import Notifier
 from greenbridge.workers import Arbiter
 from greenbridge.websocket import BridgeHandler
 
@@ -39,22 +41,40 @@ def run(config):
         log.error("cannot listen: %s", error)
         return EXIT_CANNOT_LISTEN
     counters = SharedCounters(COUNTER_NAMES, config.workers)
+    notifier = Notifier(config.notify_socket)
     if config.workers == 1:
-        return serve(config, listeners, counters)
-    return Arbiter(config, listeners, counters,
-                   lambda number: serve(config, listeners, counters, number)).run()
+        return serve(config, listeners, counters, notifier=notifier)
+
+    # The arbiter holds the one admin listener; a scrape asks every worker.
+    channels = [MetricsChannel() for _ in range(config.workers)]
+    admin_server = None
+
+    def serve_worker(number):
+        if admin_server is not None:
+            admin_server.close()  # the arbiter's, inherited through the fork
+        return serve(config, listeners, counters, number, metrics_channel=channels[number - 1])
+
+    arbiter = Arbiter(config, listeners, counters, serve_worker, notifier)
+    if listeners.admin is not None:
+        admin_server = start_admin_server(
+            listeners.admin, AdminApp(WorkersMetrics(channels), arbiter.not_ready_because))
+    notifier.ready("%d workers listening on %s:%d" % ((config.workers,) +
+                                                      listeners.websocket.getsockname()[:2]))
+    return arbiter.run()
 
 
 class Listeners:
-    """The WebSocket listening socket and one back-connection socket per worker.
+    """The WebSocket listening socket, one back-connection socket per worker,
+    and the admin socket when asked for.
 
     All are bound before any worker starts, so a port in use fails start-up
     once, and a replaced worker takes over its predecessor's sockets.
     """
 
-    def __init__(self, websocket, backconnect):
+    def __init__(self, websocket, backconnect, admin):
         self.websocket = websocket
         self.backconnect = backconnect
+        self.admin = admin
 
     @classmethod
     def bind(cls, config):
@@ -64,11 +84,15 @@ class Listeners:
             for number in range(config.workers):
                 port = config.tcp_port + number if config.tcp_port else 0
                 sockets.append(listen_tcp(config.tcp_bind, port))
+            admin = None
+            if config.admin_port is not None:
+                admin = listen_tcp(config.admin_host, config.admin_port)
+                sockets.append(admin)
         except OSError:
             for sock in sockets:
                 sock.close()
             raise
-        return cls(sockets[0], sockets[1:])
+        return cls(sockets[0], sockets[1:1 + config.workers], admin)
 
     def close_websocket(self):
         self.websocket.close()
@@ -87,16 +111,34 @@ def listen_tcp(host, port):
     return sock
 
 
-def serve(config, listeners, counters, worker_number=None):
+def start_admin_server(listener, admin_app):
+    admin_server = WSGIServer(listener, admin_app, log=None,
+                              error_log=logging.getLogger("greenbridge.admin"))
+    admin_server.start()
+    log.info("admin endpoints on http://%s:%d/ (/metrics, /healthz, /readyz)",
+             *admin_server.address[:2])
+    return admin_server
+
+
+def serve(config, listeners, counters, worker_number=None, notifier=None,
+          metrics_channel=None):
     """Run one server (the only one, or worker `worker_number`) until a signal ends it."""
     index = (worker_number or 1) - 1
     counters.use_row(index)
-    backconnect = BackConnectListener(listeners.backconnect[index], config.write_buffer_size)
-    app = BridgeApp(config, backconnect, counters)
+    metrics = Metrics()
+    backconnect = BackConnectListener(listeners.backconnect[index], config.write_buffer_size,
+                                      metrics)
+    app = BridgeApp(config, backconnect, counters, metrics)
     ws_server = WSGIServer(listeners.websocket, app, handler_class=BridgeHandler,
                            log=None, error_log=logging.getLogger("greenbridge.wsgi"))
     backconnect.start()
     ws_server.start()
+    admin_server = None
+    if worker_number is None and listeners.admin is not None:
+        admin_server = start_admin_server(
+            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app)))
+    if metrics_channel is not None:
+        metrics_channel.answer_scrapes(metrics)
 
     host, port = ws_server.address[:2]
     tcp_host, tcp_port = backconnect.address
@@ -104,19 +146,32 @@ def serve(config, listeners, counters, worker_number=None):
         "greenbridge worker %d (pid %d)" % (worker_number, os.getpid())
     log.info("%s listening on ws://%s:%d (PHP connects back to %s:%d); script %s",
              who, host, port, tcp_host, tcp_port, config.script)
+    notifier = notifier or Notifier("")  # under an arbiter, the arbiter tells systemd
+    notifier.ready("listening on %s:%d" % (host, port))
 
     stop_requested = Event()
     # Under an arbiter, SIGINT (a Ctrl-C reaching the whole process group)
     # is the arbiter's to handle; it passes it on as SIGTERM.
     signals = (signal.SIGINT, signal.SIGTERM) if worker_number is None else (signal.SIGTERM,)
-    _install_signal_handlers(stop_requested, app, signals)
+    _install_signal_handlers(stop_requested, app, signals, notifier)
     stop_requested.wait()
+    notifier.stopping()
     _shut_down(ws_server, backconnect, app, config)
+    if admin_server is not None:
+        admin_server.close()
     log.info("%s stopped", who)
     return EXIT_OK
 
 
-def _install_signal_handlers(stop_requested, app, signals):
+def _not_ready_because(ws_server, app):
+    if app.draining:
+        return "shutting down"
+    if ws_server.closed:
+        return "WebSocket listener closed"
+    return None
+
+
+def _install_signal_handlers(stop_requested, app, signals, notifier):
     def on_signal(signum):
         if stop_requested.is_set():
             log.warning("second %s: killing all PHP processes and exiting now",
@@ -127,8 +182,15 @@ def _install_signal_handlers(stop_requested, app, signals):
         log.info("%s: shutting down (again to exit at once)", signal.Signals(signum).name)
         stop_requested.set()
 
+    def on_reload():
+        # Nothing is reloadable yet but the TLS certificate, which hooks in here.
+        notifier.reloading()
+        log.info("SIGHUP: reloading")
+        notifier.ready()
+
     for signum in signals:
         gevent.signal_handler(signum, on_signal, signum)
+    gevent.signal_handler(signal.SIGHUP, on_reload)
 
 
 def _shut_down(ws_server, backconnect, app, config):

@@ -7,8 +7,9 @@ What the stock classes get wrong for a bridge, and what replaces it here:
 - frames from two greenlets (pong replies, data) can interleave: one send lock;
 - unmasked client frames and bad close frames are not all refused;
 - the upgrade is answered before the application can refuse it: ``BridgeHandler``
-  asks the application to admit the request first, so a full server answers
-  503 and never spawns anything.
+  lets the application check and admit the request first, so a full server
+  answers 503 and never spawns anything; under the stock handler (gunicorn)
+  the application adopts the stock WebSocket instead.
 """
 
 import base64
@@ -21,6 +22,7 @@ from socket import SO_SNDBUF, SOL_SOCKET
 from gevent import Timeout
 from gevent.lock import Semaphore
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
@@ -40,8 +42,10 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_NO_STATUS = 1005
 CLOSE_ABNORMAL = 1006
 CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # Larger payloads go out in a second send instead of being copied behind the header.
@@ -232,19 +236,31 @@ class BridgeWebSocket(WebSocket):
 
 
 class Rejected(Exception):
-    """The request is answered with an HTTP error instead of an upgrade."""
+    """The request is answered with an HTTP error instead of an upgrade.
 
-    def __init__(self, status, reason, headers=()):
+    ``kind`` is the metrics label: limit, origin, bad_request, shutting_down...
+    """
+
+    def __init__(self, status, reason, headers=(), kind=None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = list(headers)
+        self.kind = kind or _REJECTION_KINDS.get(status[:3], "bad_request")
+
+
+_REJECTION_KINDS = {"503": "limit", "403": "origin", "404": "route"}
+
+
+def wants_websocket(environ):
+    """Does the request ask for a WebSocket (well-formed or not)?"""
+    upgrade = environ.get("HTTP_UPGRADE", "").lower()
+    return "websocket" in [token.strip() for token in upgrade.split(",")]
 
 
 def check_upgrade_request(environ, request_version):
     """Raise Rejected unless the request is a well-formed RFC 6455 upgrade."""
-    upgrade = environ.get("HTTP_UPGRADE", "").lower()
-    if "websocket" not in [token.strip() for token in upgrade.split(",")]:
+    if not wants_websocket(environ):
         raise Rejected("426 Upgrade Required", "not a WebSocket upgrade request",
                        [("Upgrade", "websocket"), ("Connection", "Upgrade")])
     if environ.get("REQUEST_METHOD") != "GET":
@@ -270,56 +286,77 @@ def accept_key(key):
     return base64.b64encode(digest).decode("ascii")
 
 
-class BridgeHandler(WebSocketHandler):
-    """Checks and admits a request before answering 101, then hands the socket to the app.
+def rejection_response(start_response, rejection):
+    """Answer a refused request in plain WSGI; returns the body iterable."""
+    body = (rejection.reason + "\n").encode("utf-8")
+    start_response(rejection.status, rejection.headers + [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close")])
+    return [body]
 
-    The application must offer ``admit(environ)`` (raising Rejected or
-    returning an admission that is a context manager) and
-    ``serve(environ, websocket, admission)``.
+
+class PendingUpgrade:
+    """What BridgeHandler puts in the environ as ``greenbridge.upgrade``.
+
+    The application checks the request (``check``), decides whether to admit
+    it, and only then calls ``accept``, which answers 101: a refused request
+    gets a plain HTTP error and costs no process. Middleware around the
+    application sees ordinary WSGI calls.
+    """
+
+    def __init__(self, handler):
+        self._handler = handler
+
+    def check(self):
+        check_upgrade_request(self._handler.environ, self._handler.request_version)
+
+    def accept(self, max_payload_size, socket_buffer_size, subprotocol=None):
+        """Answer 101 Switching Protocols; return the BridgeWebSocket."""
+        handler = self._handler
+        environ = handler.environ
+        handler.socket.setsockopt(SOL_SOCKET, SO_SNDBUF, socket_buffer_size)
+        websocket = BridgeWebSocket(environ, Stream(handler), handler, max_payload_size)
+        handler.websocket = websocket
+        environ["wsgi.websocket"] = websocket
+        environ["wsgi.websocket_version"] = "13"
+        headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                   ("Sec-WebSocket-Accept", accept_key(environ["HTTP_SEC_WEBSOCKET_KEY"]))]
+        if subprotocol:
+            headers.append(("Sec-WebSocket-Protocol", subprotocol))
+        handler.start_response("101 Switching Protocols", headers)
+        handler.write(b"")
+        return websocket
+
+
+def adopt_stock_websocket(stock, max_payload_size, socket_buffer_size):
+    """A BridgeWebSocket on the stream of gevent-websocket's own, already upgraded, WebSocket.
+
+    Under a stock WebSocketHandler (gunicorn's GeventWebSocketWorker) the 101
+    went out before the application ran; from here on greenbridge's class
+    reads and writes the frames. The stock object is marked closed so that
+    its handler does not send a second close frame.
+    """
+    stock.handler.socket.setsockopt(SOL_SOCKET, SO_SNDBUF, socket_buffer_size)
+    websocket = BridgeWebSocket(stock.environ, stock.stream, stock.handler, max_payload_size)
+    stock.closed = True
+    return websocket
+
+
+class BridgeHandler(WebSocketHandler):
+    """Hands every request to the WSGI application, upgrades only when it accepts.
+
+    gevent-websocket's own handler answers 101 before the application runs.
+    This one offers the upgrade as ``environ["greenbridge.upgrade"]`` (see
+    PendingUpgrade) and otherwise behaves as a plain WSGI handler.
     """
 
     def run_application(self):
-        app = self.application
         self.environ["greenbridge.local_address"] = self.socket.getsockname()[:2]
-        try:
-            check_upgrade_request(self.environ, self.request_version)
-            admission = app.admit(self.environ)
-        except Rejected as rejection:
-            self._reject(rejection)
-            return
-        with admission:
-            websocket = self._switch_protocols(admission)
-            app.serve(self.environ, websocket, admission)
-
-    def _reject(self, rejection):
-        log.info("%s %s from %s: %s (%s)", self.environ.get("REQUEST_METHOD"),
-                 self.environ.get("PATH_INFO"), self.environ.get("REMOTE_ADDR"),
-                 rejection.status, rejection.reason)
-        body = (rejection.reason + "\n").encode("utf-8")
-        self.close_connection = True
-        self.start_response(rejection.status, rejection.headers + [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close")])
-        self.write(body)
-
-    def _switch_protocols(self, admission):
-        config = self.application.config
-        self.socket.setsockopt(SOL_SOCKET, SO_SNDBUF, config.write_buffer_size)
-        websocket = BridgeWebSocket(self.environ, Stream(self), self, config.max_payload_size)
-        self.websocket = websocket
-        self.environ["wsgi.websocket"] = websocket
-        self.environ["wsgi.websocket_version"] = "13"
-        headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                   ("Sec-WebSocket-Accept", accept_key(self.environ["HTTP_SEC_WEBSOCKET_KEY"]))]
-        protocol = getattr(admission, "subprotocol", None)
-        if protocol:
-            headers.append(("Sec-WebSocket-Protocol", protocol))
-        self.start_response("101 Switching Protocols", headers)
-        self.write(b"")
-        return websocket
+        if wants_websocket(self.environ):
+            self.environ["greenbridge.upgrade"] = PendingUpgrade(self)
+        WSGIHandler.run_application(self)
 
     def log_request(self):
-        # Upgrades get one access line when they end; rejections are logged in _reject.
+        # Upgrades get one access line when they end; rejections are logged by the app.
         pass
-

@@ -42,9 +42,10 @@ class _Worker:
 
 
 class Arbiter:
-    def __init__(self, config, listeners, counters, serve_worker):
+    def __init__(self, config, listeners, counters, serve_worker, notifier):
         """`serve_worker(number)` runs worker `number` (1..N) and returns its exit status."""
         self._config = config
+        self._notifier = notifier
         self._listeners = listeners
         self._counters = counters
         self._serve_worker = serve_worker
@@ -56,7 +57,7 @@ class Arbiter:
 
     def run(self):
         self._signal_handlers = [gevent.signal_handler(signum, self._events.put, ("signal", signum))
-                                 for signum in (signal.SIGINT, signal.SIGTERM)]
+                                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
         log.info("greenbridge arbiter (pid %d) starting %d workers",
                  os.getpid(), self._config.workers)
         for number in range(1, self._config.workers + 1):
@@ -64,7 +65,9 @@ class Arbiter:
         failed = False
         while self._workers or self._starts_pending:
             event = self._events.get()
-            if event[0] == "signal":
+            if event[0] == "signal" and event[1] == signal.SIGHUP:
+                self._on_reload()
+            elif event[0] == "signal":
                 self._on_signal(event[1])
             elif event[0] == "exited":
                 failed |= self._on_exit(event[1], event[2])
@@ -107,10 +110,25 @@ class Arbiter:
             logging.shutdown()
             os._exit(status)
 
+    def not_ready_because(self):
+        """None when new connections can be served, else why not (for /readyz)."""
+        if self._signals_received:
+            return "shutting down"
+        if not self._workers:
+            return "no worker running"
+        return None
+
+    def _on_reload(self):
+        self._notifier.reloading()
+        log.info("SIGHUP: passing it on to %d workers", len(self._workers))
+        self._signal_workers(signal.SIGHUP)
+        self._notifier.ready()
+
     def _on_signal(self, signum):
         self._signals_received += 1
         name = signal.Signals(signum).name
         if self._signals_received == 1:
+            self._notifier.stopping()
             log.info("%s: shutting down %d workers (again to exit at once)", name, len(self._workers))
             # New connections must be refused at once, not queue on the arbiter's copy.
             self._listeners.close_websocket()

@@ -1,8 +1,21 @@
-"""Running it for real: environment hygiene and structured logs."""
+"""Running it for real: environment hygiene, structured logs, metrics, health, systemd."""
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
 
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+
+from conftest import REPO, Bridge
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
@@ -50,3 +63,226 @@ def test_json_log_lines_carry_the_connection_id_as_a_field(start_bridge):
     assert stderr_line[0]["connection_id"] == connection_id
     assert stderr_line[0]["level"] == "WARNING"
     assert any("listening on ws://" in entry["message"] for entry in entries)
+
+
+# -- metrics and health -------------------------------------------------------
+
+def wait_for(condition, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in %ss" % timeout
+        time.sleep(0.05)
+
+
+def admin_port(bridge):
+    return int(bridge.wait_for_log(r"admin endpoints on http://[\d.]+:(\d+)/").group(1))
+
+
+def http_get(port, path):
+    """(status, body text) of a GET on the admin listener."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def scrape(port):
+    status, text = http_get(port, "/metrics")
+    assert status == 200
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+
+def test_metrics_count_known_traffic(start_bridge):
+    bridge = start_bridge("--admin-port", "0", "-M", "2")
+    port = admin_port(bridge)
+    assert http_get(port, "/healthz") == (200, "ok\n")
+    assert http_get(port, "/readyz") == (200, "ready\n")
+
+    with connect(bridge.url()) as ws:
+        ws.send(b"12345")
+        assert ws.recv(timeout=10) == b"12345"
+    with connect(bridge.url("/?do=exit&code=3")) as ws:
+        ws.send(b"x")
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", bridge.tcp_port), timeout=10) as sock:
+        sock.sendall(b"not-an-id\n")
+        assert sock.recv(10) == b""
+    bridge.wait_for_log("back-connection from .* refused")
+
+    with connect(bridge.url()) as first, connect(bridge.url()) as second:
+        first.send(b"a")
+        second.send(b"b")
+        first.recv(timeout=10), second.recv(timeout=10)
+        with pytest.raises(InvalidStatus):
+            connect(bridge.url())
+        during = scrape(port)
+    assert value(during, "greenbridge_connections_open") == 2
+    assert value(during, "greenbridge_php_processes") == 2
+    assert value(during, "greenbridge_bytes_total", direction="to_php") == 5 + 1 + 2
+
+    wait_for(lambda: len([line for line in bridge.lines if "greenbridge.access" in line]) == 4)
+    after = scrape(port)
+    assert value(after, "greenbridge_connections_open") == 0
+    assert value(after, "greenbridge_php_processes") == 0
+    assert value(after, "greenbridge_connections_total", code="1000") == 3
+    assert value(after, "greenbridge_connections_total", code="1011") == 1
+    assert value(after, "greenbridge_handshake_rejections_total", reason="limit") == 1
+    assert value(after, "greenbridge_handshake_rejections_total", reason="bad_request") == 1
+    assert value(after, "greenbridge_backconnect_rejects_total") == 1
+    assert value(after, "greenbridge_php_spawn_failures_total") == 0
+    assert value(after, "greenbridge_bytes_total", direction="to_php") == 5 + 1 + 2
+    assert value(after, "greenbridge_bytes_total", direction="to_client") == 5 + 2
+    assert value(after, "greenbridge_php_connect_back_seconds_count") == 4
+    assert value(after, "greenbridge_connection_duration_seconds_count") == 4
+    assert http_get(port, "/nothing")[0] == 404
+
+
+def test_spawn_failures_are_counted(start_bridge, tmp_path):
+    script = tmp_path / "handler.php"
+    script.write_text("<?php\n")
+    php = tmp_path / "php"
+    php.write_text("#!/bin/sh\nexec php \"$@\"\n")
+    php.chmod(0o755)
+    bridge = start_bridge("--admin-port", "0", "--php-connect-retries", "1",
+                          script=str(script), php=str(php))
+    php.unlink()  # found at start-up, gone when a client comes
+    with connect(bridge.url()) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=20)
+    assert value(scrape(admin_port(bridge)), "greenbridge_php_spawn_failures_total") == 2
+
+
+def test_readyz_fails_while_draining(start_bridge):
+    bridge = start_bridge("--admin-port", "0", "--shutdown-timeout", "30")
+    port = admin_port(bridge)
+    with connect(bridge.url()) as ws:
+        ws.send(b"x")
+        ws.recv(timeout=10)
+        bridge.signal(signal.SIGTERM)
+        bridge.wait_for_log("waiting up to")
+        assert http_get(port, "/readyz") == (503, "not ready: shutting down\n")
+        assert http_get(port, "/healthz") == (200, "ok\n")
+    assert bridge.process.wait(30) == 0
+
+
+def test_admin_listener_is_off_by_default(start_bridge):
+    bridge = start_bridge()
+    assert "admin endpoints" not in bridge.log
+
+
+# -- systemd ------------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_systemd_notifications(start_bridge, tmp_path, workers):
+    notify_path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(15)
+        bridge = start_bridge("--workers", workers, env={"NOTIFY_SOCKET": notify_path})
+        ready = notify.recv(4096).decode().split("\n")
+        assert "READY=1" in ready
+        assert any("listening on" in line for line in ready if line.startswith("STATUS="))
+
+        bridge.signal(signal.SIGHUP)
+        reloading = notify.recv(4096).decode().split("\n")
+        assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")
+        assert notify.recv(4096) == b"READY=1"
+        for _ in range(4):  # still serving after SIGHUP, on every worker
+            with connect(bridge.url("/?do=fullenv")) as ws:
+                assert "NOTIFY_SOCKET" not in json.loads(ws.recv(timeout=10))
+        assert "SIGHUP" in bridge.log and "starting a new one" not in bridge.log
+
+        bridge.signal(signal.SIGTERM)
+        assert notify.recv(4096) == b"STOPPING=1"
+        assert bridge.process.wait(30) == 0
+
+
+def read_unit(path):
+    """The [Service] settings of a systemd unit file, as a dict (last value wins)."""
+    settings, section = {}, None
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif line and not line.startswith("#") and section == "Service":
+            key, _, setting = line.partition("=")
+            settings[key] = setting
+    return settings
+
+
+def test_shipped_systemd_unit_runs_the_bridge_as_systemd_would(tmp_path):
+    unit = read_unit(os.path.join(REPO, "conf", "greenbridge.service"))
+    assert unit["Type"] == "notify"
+    assert unit["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert unit["User"] == "greenbridge"
+    assert "MemoryDenyWriteExecute" not in unit  # PHP's JIT needs it off
+
+    # Run ExecStart as systemd would, with the paths moved to this checkout.
+    config = open(os.path.join(REPO, "conf", "bridge.conf")).read()
+    config = config.replace("ws-port = 8080", "ws-port = 0")
+    (tmp_path / "bridge.conf").write_text(config)
+    command = unit["ExecStart"].replace("/opt/greenbridge", REPO).replace(
+        "/etc/greenbridge/bridge.conf", str(tmp_path / "bridge.conf")).split()
+    notify_path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(15)
+        bridge = Bridge(command[1:], env={"NOTIFY_SOCKET": notify_path},
+                        cwd=unit["WorkingDirectory"].replace("/opt/greenbridge", REPO),
+                        command=command[:1])
+        try:
+            bridge.wait_listening()
+            assert b"READY=1" in notify.recv(4096)
+            with connect(bridge.url()) as ws:
+                ws.send(b"unit")
+                assert ws.recv(timeout=10) == b"unit"
+            reload = unit["ExecReload"].replace("$MAINPID", str(bridge.process.pid)).split()
+            subprocess.run(reload, check=True, timeout=10)
+            assert notify.recv(4096).startswith(b"RELOADING=1")
+            assert notify.recv(4096) == b"READY=1"
+            assert bridge.stop() == 0
+            assert notify.recv(4096) == b"STOPPING=1"
+        finally:
+            bridge.kill()
+
+
+def test_one_scrape_shows_every_workers_numbers(start_bridge):
+    bridge = start_bridge("--workers", "2", "--admin-port", "0")
+    port = admin_port(bridge)
+    with ExitStack() as stack:
+        per_back_port = {}
+        for _ in range(40):
+            ws = stack.enter_context(connect(bridge.url("/?do=env"), open_timeout=20))
+            back_port = json.loads(ws.recv(timeout=20))["WSS_TCP_PORT"]
+            per_back_port[back_port] = per_back_port.get(back_port, 0) + 1
+            if len(per_back_port) == 2 and sum(per_back_port.values()) >= 4:
+                break
+        assert len(per_back_port) == 2, "one worker served every connection"
+        during = scrape(port)
+        assert value(during, "greenbridge_workers_answering") == 2
+        open_per_worker = sorted(value(during, "greenbridge_connections_open", worker=worker)
+                                 for worker in ("1", "2"))
+        assert open_per_worker == sorted(per_back_port.values())
+        assert value(during, "greenbridge_php_processes", worker="1") + \
+            value(during, "greenbridge_php_processes", worker="2") == sum(per_back_port.values())
+        assert http_get(port, "/readyz") == (200, "ready\n")
+    opened = sum(per_back_port.values())
+    wait_for(lambda: len([line for line in bridge.lines if "greenbridge.access" in line]) == opened)
+    after = scrape(port)
+    assert sum(value(after, "greenbridge_connections_total", code="1000", worker=worker)
+               for worker in ("1", "2")) == opened
+    assert bridge.stop() == 0
