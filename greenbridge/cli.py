@@ -160,13 +160,23 @@ def _add_acme_options(parser):
 
 def parse_config(argv=None, environment=None):
     """Parse flags, environment and config file into a Config; exit 2 on bad input."""
+    try:
+        return load_config(argv, environment)
+    except cfg.ConfigError as error:
+        build_parser().error(str(error))
+
+
+def load_config(argv=None, environment=None):
+    """Like parse_config, but bad input raises ConfigError (for greenbridge.wsgi)."""
     environment = dict(os.environ if environment is None else environment)
     parser = build_parser()
+    parser.error = _raise_config_error
     options = parser.parse_args(args=argv, env_vars=environment)
-    try:
-        return cfg.build_config(options, environment)
-    except cfg.ConfigError as error:
-        parser.error(str(error))
+    return cfg.build_config(options, environment)
+
+
+def _raise_config_error(message):
+    raise cfg.ConfigError(message)
 
 
 def main(argv=None):

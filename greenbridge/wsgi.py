@@ -1,0 +1,118 @@
+"""greenbridge as a WSGI application, for gunicorn (or any gevent WSGI server).
+
+    GREENBRIDGE_CONFIG=/etc/greenbridge/bridge.conf \
+        gunicorn -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker -w 2 \
+        greenbridge.wsgi:application
+
+``application`` is configured from the config file named by GREENBRIDGE_CONFIG
+(and WSS_CONFIG_* variables, as the server is); ``create_app(config_file,
+**overrides)`` builds one in code. Each worker process opens its own
+back-connection listener on its first WebSocket, after the fork, so
+``tcp-port`` must be 0 (the default) with more than one worker, and the
+connection limits count per worker.
+
+``route_upgrades`` mounts greenbridge beside another WSGI application.
+"""
+
+import atexit
+import logging
+import os
+
+from greenbridge import cli
+from greenbridge.app import BridgeApp
+from greenbridge.backconnect import BackConnectListener
+from greenbridge.logs import configure_logging
+from greenbridge.metrics import Metrics
+from greenbridge.server import listen_tcp
+from greenbridge.shared import COUNTER_NAMES, SharedCounters
+from greenbridge.websocket import wants_websocket
+
+log = logging.getLogger("greenbridge.wsgi")
+
+CONFIG_FILE_VARIABLE = "GREENBRIDGE_CONFIG"
+
+
+def create_app(config_file=None, **overrides):
+    """A WSGI application bridging WebSocket upgrades to PHP.
+
+    Keyword arguments are options by their long names (``script="chat.php"``,
+    ``php_arg=["-d", "x"]``, ``trusted_proxy="10.0.0.0/8"``) and win over the
+    environment and the config file. Bad settings raise ConfigError.
+    """
+    argv = ["-c", config_file] if config_file else []
+    for name, value in overrides.items():
+        argv += _option_arguments(name, value)
+    config = cli.load_config(argv)
+    if not logging.getLogger().handlers:
+        # The host server left logging alone: greenbridge's lines go to stderr.
+        configure_logging(config.log_level, config.log_format)
+    return ProcessLocalBridge(config)
+
+
+def _option_arguments(name, value):
+    flag = "--" + name.replace("_", "-")
+    if value is True:
+        return [flag]
+    if value is False or value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [argument for item in value for argument in (flag, str(item))]
+    return [flag, str(value)]
+
+
+class ProcessLocalBridge:
+    """The WSGI callable: one BridgeApp per process, made on first use.
+
+    A pre-forking server may build the application before it forks (gunicorn
+    --preload); sockets, counters and PHP processes must belong to the worker
+    that uses them, so each process makes its own on its first request.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self._app = None
+        self._pid = None
+
+    def __call__(self, environ, start_response):
+        return self._app_of_this_process()(environ, start_response)
+
+    def _app_of_this_process(self):
+        if self._pid != os.getpid():
+            self._app = self._make_app()
+            self._pid = os.getpid()
+        return self._app
+
+    def _make_app(self):
+        config = self.config
+        metrics = Metrics()
+        backconnect = BackConnectListener(listen_tcp(config.tcp_bind, config.tcp_port),
+                                          config.write_buffer_size, metrics)
+        backconnect.start()
+        app = BridgeApp(config, backconnect, SharedCounters(COUNTER_NAMES, 1), metrics)
+        # The host server may end this process with connections open; their
+        # PHP process groups must not outlive it.
+        atexit.register(app.kill_all_processes)
+        log.info("greenbridge WSGI application in pid %d (PHP connects back to %s:%d); script %s",
+                 os.getpid(), *backconnect.address, config.script)
+        return app
+
+
+def route_upgrades(bridge, other_app, path_prefix=None):
+    """WebSocket upgrades (under `path_prefix`, if given) to `bridge`, all else to `other_app`."""
+    def dispatch(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if wants_websocket(environ) and (path_prefix is None or path.startswith(path_prefix)):
+            return bridge(environ, start_response)
+        return other_app(environ, start_response)
+
+    return dispatch
+
+
+def __getattr__(name):
+    # ``application`` is built when first asked for, so importing this module
+    # for create_app needs no GREENBRIDGE_CONFIG.
+    if name == "application":
+        global application
+        application = create_app(os.environ.get(CONFIG_FILE_VARIABLE))
+        return application
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -1,0 +1,188 @@
+"""greenbridge.wsgi under a real gunicorn: two workers, limits, composition, shutdown."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from conftest import REPO, SCENARIO_PHP
+
+STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+BRIDGE_WORKER = "greenbridge.gunicorn_worker.BridgeWorker"
+
+
+class Gunicorn:
+    def __init__(self, worker_class, workers, app, env):
+        environment = dict(os.environ, **env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
+             "-b", "127.0.0.1:0", "--graceful-timeout", "5", "--pythonpath",
+             os.path.join(REPO, "tests"), app],
+            cwd=REPO, env=environment, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.port = int(self.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        deadline = time.monotonic() + 30
+        while len([line for line in self.lines if "Booting worker" in line]) < workers:
+            assert time.monotonic() < deadline, "workers did not boot:\n" + self.log
+            time.sleep(0.05)
+
+    def _read(self):
+        for raw in self.process.stdout:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def log(self):
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                match = re.search(pattern, line)
+                if match:
+                    return match
+            assert self.process.poll() is None, "gunicorn exited:\n" + self.log
+            time.sleep(0.05)
+        raise AssertionError("no line matching %r in:\n%s" % (pattern, self.log))
+
+    def url(self, path="/"):
+        return "ws://127.0.0.1:%d%s" % (self.port, path)
+
+    def php_processes(self):
+        try:
+            tree = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [process for process in tree if process.name().startswith("php")]
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+    def kill(self):
+        if self.process.poll() is None:
+            for process in psutil.Process(self.process.pid).children(recursive=True):
+                process.kill()
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    started = []
+
+    def start(worker_class=STOCK_WORKER, workers=2, app="greenbridge.wsgi:application",
+              extra_config=""):
+        config = tmp_path / "bridge.conf"
+        config.write_text("php-executable = php\nscript = %s\nphp-kill-grace = 0.5\n%s"
+                          % (SCENARIO_PHP, extra_config))
+        server = Gunicorn(worker_class, workers, app,
+                          {"GREENBRIDGE_CONFIG": str(config),
+                           "GREENBRIDGE_TEST_CONFIG": str(config)})
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def test_two_gunicorn_workers_bridge_like_the_standalone_server(gunicorn):
+    server = gunicorn(workers=2)
+    workers = {process.pid for process in psutil.Process(server.process.pid).children()}
+    with ExitStack() as stack:
+        back_ports, php_parents = set(), set()
+        for number in range(40):
+            ws = stack.enter_context(connect(server.url("/room?do=env&n=%d" % number),
+                                             open_timeout=20))
+            env = json.loads(ws.recv(timeout=20))
+            assert env["WSS_REQUEST_URI"] == "/room?do=env&n=%d" % number
+            assert env["WSS_CLIENT_IP"] == "127.0.0.1"
+            assert env["WSS_SERVER_PORT"] == str(server.port)
+            back_ports.add(env["WSS_TCP_PORT"])
+            if len(back_ports) == 2 and number >= 3:
+                break
+        assert len(back_ports) == 2, "one gunicorn worker served every connection"
+        php_parents = {process.ppid() for process in server.php_processes()}
+        assert php_parents <= workers and len(php_parents) == 2
+        with connect(server.url()) as ws:
+            ws.send(b"echo through gunicorn")
+            assert ws.recv(timeout=20) == b"echo through gunicorn"
+        held_php = server.php_processes()
+        assert held_php
+
+    assert server.stop() == 0
+    gone, alive = psutil.wait_procs(held_php, timeout=15)
+    assert not alive, "PHP processes outlived gunicorn: %r" % alive
+    assert "Traceback" not in server.log
+
+
+def test_limit_under_the_stock_worker_closes_with_1013(gunicorn):
+    server = gunicorn(workers=1, extra_config="max-connections = 1\n")
+    with connect(server.url()) as first:
+        first.send(b"x")
+        assert first.recv(timeout=20) == b"x"
+        with connect(server.url()) as second:
+            with pytest.raises(ConnectionClosed) as closed:
+                second.recv(timeout=20)
+        assert closed.value.rcvd.code == 1013
+        assert "connection limit (1) reached" in closed.value.rcvd.reason
+    assert not [line for line in server.lines if "Traceback" in line]
+
+
+def test_bridge_worker_refuses_with_http_503_before_any_php(gunicorn):
+    server = gunicorn(worker_class=BRIDGE_WORKER, workers=1, extra_config="max-connections = 1\n")
+    with connect(server.url()) as first:
+        first.send(b"y")
+        assert first.recv(timeout=20) == b"y"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(server.url(), open_timeout=20)
+        assert refused.value.response.status_code == 503
+        assert len(server.php_processes()) == 1
+    with pytest.raises(urllib.error.HTTPError) as plain_get:
+        urllib.request.urlopen("http://127.0.0.1:%d/" % server.port, timeout=20)
+    assert plain_get.value.code == 426
+
+
+def test_greenbridge_beside_a_plain_wsgi_app_with_middleware(gunicorn):
+    server = gunicorn(worker_class=BRIDGE_WORKER, workers=2, app="wsgi_composed:application")
+    with urllib.request.urlopen("http://127.0.0.1:%d/about" % server.port, timeout=20) as reply:
+        assert reply.read() == b"plain site: /about"
+    with connect(server.url("/ws/chat?do=env")) as ws:
+        env = json.loads(ws.recv(timeout=20))
+    assert env["WSS_REQUEST_PATH"] == "/ws/chat"
+    assert json.loads(env["WSS_REQUEST_HEADERS"])["x-seen-by-middleware"] == "yes"
+    # An upgrade outside the prefix is the plain app's, which does not upgrade.
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.url("/elsewhere"), open_timeout=20)
+    assert refused.value.response.status_code == 200
+    assert not server.php_processes()
+
+
+def test_create_app_takes_options_by_name_and_refuses_bad_ones(tmp_path):
+    from greenbridge.config import ConfigError
+    from greenbridge.wsgi import create_app
+
+    bridge = create_app(php_executable="php", script=SCENARIO_PHP, trusted_proxy=["10.0.0.0/8"],
+                        php_arg=["a", "b"], max_connections=7)
+    assert bridge.config.max_connections == 7
+    assert bridge.config.php_args == ("a", "b")
+    assert bridge.config.is_trusted_proxy("10.1.2.3")
+    with pytest.raises(ConfigError, match="--script: .*is not a file"):
+        create_app(php_executable="php", script=str(tmp_path / "missing.php"))
+    with pytest.raises(ConfigError, match="--ws-port"):
+        create_app(php_executable="php", script=SCENARIO_PHP, ws_port="http")
