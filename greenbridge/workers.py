@@ -103,6 +103,9 @@ class Arbiter:
             # The arbiter passes SIGINT on as SIGTERM; ignoring it here keeps a
             # Ctrl-C, which reaches the whole process group, from counting twice.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # A SIGHUP passed on before the worker set up its reload handler
+            # must not kill it (SIGHUP's default action).
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             status = self._serve_worker(number)
         except BaseException:
             log.exception("worker %d failed", number)

@@ -193,6 +193,7 @@ def test_systemd_notifications(start_bridge, tmp_path, workers):
         notify.bind(notify_path)
         notify.settimeout(15)
         bridge = start_bridge("--workers", workers, env={"NOTIFY_SOCKET": notify_path})
+        wait_for(lambda: bridge.log.count("listening on ws://") == int(workers))
         ready = notify.recv(4096).decode().split("\n")
         assert "READY=1" in ready
         assert any("listening on" in line for line in ready if line.startswith("STATUS="))
