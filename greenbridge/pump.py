@@ -9,6 +9,8 @@ import time
 
 from geventwebsocket.exceptions import WebSocketError
 
+from greenbridge.sockets import send_all
+
 # Why a pump stopped.
 CLIENT_ENDED = "client"
 PHP_ENDED = "php"
@@ -33,7 +35,7 @@ def client_to_php(websocket, php_socket, traffic):
             return CLIENT_ENDED
         _opcode, payload = message
         try:
-            php_socket.sendall(payload)
+            send_all(php_socket, payload)
         except OSError:
             return PHP_ENDED
         traffic.to_php += len(payload)

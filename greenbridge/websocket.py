@@ -1,8 +1,12 @@
 """greenbridge's fixes to gevent-websocket, as subclasses (installed packages stay untouched).
 
 What the stock classes get wrong for a bridge, and what replaces it here:
-- unmasking loops over every byte in Python: replaced by one big-integer XOR;
-- UTF-8 is checked by a pure-Python state machine: replaced by the C codec;
+- frames are read a few bytes at a time through several Python layers, and
+  unmasked and UTF-8-checked by per-byte Python loops: here one receive
+  usually brings whole frames, and frames.py parses them, unmasks in C and
+  checks text with the C codec;
+- each frame is written with gevent's sendall (a getsockopt and several
+  Python layers per call), large ones in two sends: here one send per frame;
 - no limit on message size: ``max_payload_size`` closes with 1009 before reading;
 - frames from two greenlets (pong replies, data) can interleave: one send lock;
 - unmasked client frames and bad close frames are not all refused;
@@ -13,7 +17,6 @@ What the stock classes get wrong for a bridge, and what replaces it here:
 """
 
 import base64
-import codecs
 import hashlib
 import logging
 import struct
@@ -24,7 +27,10 @@ from gevent.lock import Semaphore
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
-from geventwebsocket.websocket import Header, Stream, WebSocket
+from geventwebsocket.websocket import Stream, WebSocket
+
+from greenbridge.frames import TextChecker, encode_header, header_size, parse_header, unmask
+from greenbridge.sockets import send_all
 
 log = logging.getLogger("greenbridge.websocket")
 
@@ -48,23 +54,18 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-# Larger payloads go out in a second send instead of being copied behind the header.
-_COPY_LIMIT = 16 * 1024
+# A frame goes out in one send (header and payload copied together) up to this
+# size, which covers every read from PHP at the default --buffer-size; larger
+# payloads go out in a second send rather than being copied.
+_COPY_LIMIT = 256 * 1024
 # A client that stops reading must not hold teardown for ever.
 _CLOSE_FRAME_SEND_TIMEOUT = 5.0
+# Bytes asked for per receive from the client.
+_RECEIVE_SIZE = 64 * 1024
 
 
 class MessageTooBig(WebSocketError):
     """A client message is larger than --max-payload-size."""
-
-
-def unmask(payload, mask):
-    """XOR the payload with the 4-byte mask, in C speed (no per-byte Python loop)."""
-    length = len(payload)
-    if not length:
-        return b""
-    key = (mask * (length // 4 + 1))[:length]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
 
 
 def valid_close_code(code):
@@ -81,11 +82,20 @@ class BridgeWebSocket(WebSocket):
     """A server-side WebSocket that reads whole messages as bytes, fast and bounded."""
 
     __slots__ = ("max_payload_size", "_send_lock", "_frame_half_sent", "close_sent",
-                 "peer_close_code", "peer_close_reason", "close_code", "close_reason")
+                 "peer_close_code", "peer_close_reason", "close_code", "close_reason",
+                 "_socket", "_receive", "_receive_into", "_buffer", "_offset")
 
     def __init__(self, environ, stream, handler, max_payload_size):
         super().__init__(environ, stream, handler)
         self.max_payload_size = max_payload_size
+        self._socket = handler.socket
+        # The handler's buffered reader may hold bytes that came right behind
+        # the upgrade request, so reads go through it: read1 returns what is
+        # buffered, or makes one receive.
+        self._receive = handler.rfile.read1
+        self._receive_into = handler.rfile.readinto
+        self._buffer = b""
+        self._offset = 0
         self._send_lock = Semaphore()
         self._frame_half_sent = False
         self.close_sent = False
@@ -127,7 +137,7 @@ class BridgeWebSocket(WebSocket):
         opcode = None
         fragments = []
         size = 0
-        utf8_decoder = None
+        text = None
         while True:
             header, payload = self._read_frame()
             frame_opcode = header.opcode
@@ -135,6 +145,8 @@ class BridgeWebSocket(WebSocket):
                 if opcode is not None:
                     raise ProtocolError("new message started inside a fragmented one")
                 opcode = frame_opcode
+                if opcode == OPCODE_TEXT:
+                    text = TextChecker()
             elif frame_opcode == OPCODE_CONTINUATION:
                 if opcode is None:
                     raise ProtocolError("continuation frame without a message")
@@ -152,37 +164,62 @@ class BridgeWebSocket(WebSocket):
             size += len(payload)
             if size > self.max_payload_size:
                 raise MessageTooBig("message over %d bytes" % self.max_payload_size)
-            if opcode == OPCODE_TEXT and not header.fin:
-                # Check fragments as they come, so bad text fails fast.
-                if utf8_decoder is None:
-                    utf8_decoder = codecs.getincrementaldecoder("utf-8")()
-                utf8_decoder.decode(payload)
+            if text is not None:
+                text.feed(payload, header.fin)
             fragments.append(payload)
             if header.fin:
                 break
-
-        message = fragments[0] if len(fragments) == 1 else b"".join(fragments)
-        if opcode == OPCODE_TEXT:
-            if utf8_decoder is None:
-                message.decode("utf-8")
-            else:
-                utf8_decoder.decode(fragments[-1], final=True)
-        return opcode, message
+        return opcode, fragments[0] if len(fragments) == 1 else b"".join(fragments)
 
     def _read_frame(self):
-        header = Header.decode_header(self.stream)
-        if header.flags:
+        self._buffer_at_least(2)
+        self._buffer_at_least(header_size(self._buffer, self._offset))
+        header = parse_header(self._buffer, self._offset)
+        self._offset += header.size
+        if header.rsv:
             raise ProtocolError("reserved bits set without an extension")
-        if not header.mask:
+        if header.mask is None:
             raise ProtocolError("client frame not masked")
         if header.length > self.max_payload_size:
             raise MessageTooBig("frame of %d bytes is over %d" % (header.length, self.max_payload_size))
         if not header.length:
             return header, b""
-        payload = self.raw_read(header.length)
-        if len(payload) != header.length:
-            raise WebSocketError("connection ended inside a frame")
-        return header, unmask(payload, header.mask)
+        return header, unmask(self._take(header.length), header.mask)
+
+    # The receive buffer: bytes from the client not parsed yet start at _offset.
+    # One receive usually brings a whole frame or several; nothing is read
+    # byte by byte, and a large payload is received straight into its buffer.
+
+    def _buffer_at_least(self, count):
+        have = len(self._buffer) - self._offset
+        if have >= count:
+            return
+        chunks = [self._buffer[self._offset:]]
+        while have < count:
+            chunk = self._receive(max(_RECEIVE_SIZE, count - have))
+            if not chunk:
+                raise WebSocketError("connection ended inside a frame")
+            chunks.append(chunk)
+            have += len(chunk)
+        self._buffer, self._offset = b"".join(chunks), 0
+
+    def _take(self, count):
+        """The next `count` bytes."""
+        start = self._offset
+        have = len(self._buffer) - start
+        if have >= count:
+            self._offset = start + count
+            return self._buffer[start:start + count]
+        payload = bytearray(count)
+        payload[:have] = memoryview(self._buffer)[start:]
+        self._buffer, self._offset = b"", 0
+        missing = memoryview(payload)[have:]
+        while missing:
+            received = self._receive_into(missing)
+            if not received:
+                raise WebSocketError("connection ended inside a frame")
+            missing = missing[received:]
+        return payload
 
     def _handle_close_frame(self, payload):
         if not payload:
@@ -207,15 +244,14 @@ class BridgeWebSocket(WebSocket):
     def send_frame(self, payload, opcode):
         if self.closed:
             raise WebSocketError("connection is closed")
-        header = bytes(Header.encode_header(True, opcode, b"", len(payload), 0))
-        sendall = self.raw_write
+        header = encode_header(opcode, len(payload))
         with self._send_lock:
             self._frame_half_sent = True
             if len(payload) <= _COPY_LIMIT:
-                sendall(header + payload)
+                send_all(self._socket, header + payload)
             else:
-                sendall(header)
-                sendall(payload)
+                send_all(self._socket, header)
+                send_all(self._socket, payload)
             self._frame_half_sent = False
 
     def close(self, code=CLOSE_NORMAL, reason="", _record=None):

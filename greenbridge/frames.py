@@ -1,0 +1,123 @@
+"""The WebSocket frame format (RFC 6455 section 5.2), without I/O: the fast data path.
+
+Headers are parsed straight out of a receive buffer and built with one
+``struct.pack``; payloads are unmasked in C; text is checked by the C UTF-8
+codec. No Python code loops over payload bytes.
+"""
+
+import codecs
+import struct
+
+from geventwebsocket.exceptions import ProtocolError
+
+try:
+    # The websockets library's C helper (word-wide XOR): about 0.1 ms per MiB.
+    from websockets.speedups import apply_mask as fast_apply_mask
+except ImportError:  # websockets built without its C extension
+    fast_apply_mask = None
+
+_FIN = 0x80
+_RSV_BITS = 0x70
+_OPCODE_BITS = 0x0F
+_MASKED = 0x80
+_LENGTH_BITS = 0x7F
+_LENGTH_16 = 126
+_LENGTH_64 = 127
+_FIRST_CONTROL_OPCODE = 0x8
+_MAX_CONTROL_PAYLOAD = 125
+
+_unpack_16 = struct.Struct("!H").unpack_from
+_unpack_64 = struct.Struct("!Q").unpack_from
+_pack_short = struct.Struct("!BB").pack
+_pack_16 = struct.Struct("!BBH").pack
+_pack_64 = struct.Struct("!BBQ").pack
+
+
+class FrameHeader:
+    __slots__ = ("fin", "opcode", "rsv", "length", "mask", "size")
+
+    def __init__(self, fin, opcode, rsv, length, mask, size):
+        self.fin = fin
+        self.opcode = opcode
+        self.rsv = rsv
+        self.length = length
+        self.mask = mask  # the 4-byte key, or None for an unmasked frame
+        self.size = size  # bytes the header takes
+
+
+def header_size(buffer, offset=0):
+    """How many bytes the header at `offset` takes; the buffer must hold its first two."""
+    second = buffer[offset + 1]
+    length = second & _LENGTH_BITS
+    size = 2 + (2 if length == _LENGTH_16 else 8 if length == _LENGTH_64 else 0)
+    return size + 4 if second & _MASKED else size
+
+
+def parse_header(buffer, offset=0):
+    """The FrameHeader at `offset`; the buffer must hold header_size() bytes there."""
+    first, second = buffer[offset], buffer[offset + 1]
+    opcode = first & _OPCODE_BITS
+    fin = bool(first & _FIN)
+    length = second & _LENGTH_BITS
+    position = offset + 2
+    if length == _LENGTH_16:
+        length = _unpack_16(buffer, position)[0]
+        position += 2
+    elif length == _LENGTH_64:
+        length = _unpack_64(buffer, position)[0]
+        position += 8
+    mask = None
+    if second & _MASKED:
+        mask = bytes(buffer[position:position + 4])
+        position += 4
+    if opcode >= _FIRST_CONTROL_OPCODE:
+        if not fin:
+            raise ProtocolError("fragmented control frame")
+        if length > _MAX_CONTROL_PAYLOAD:
+            raise ProtocolError("control frame of %d bytes (125 at most)" % length)
+    return FrameHeader(fin, opcode, first & _RSV_BITS, length, mask, position - offset)
+
+
+def encode_header(opcode, length):
+    """Header of a final, unmasked (server) frame."""
+    first = _FIN | opcode
+    if length < _LENGTH_16:
+        return _pack_short(first, length)
+    if length < 65536:
+        return _pack_16(first, _LENGTH_16, length)
+    return _pack_64(first, _LENGTH_64, length)
+
+
+def unmask(payload, mask):
+    """XOR the payload with the 4-byte mask, in C (no per-byte Python loop)."""
+    if fast_apply_mask is not None:
+        return fast_apply_mask(payload, mask)
+    length = len(payload)
+    if not length:
+        return b""
+    # One big-integer XOR: no Python loop, but about 20 ms per MiB.
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+class TextChecker:
+    """Checks a text message's UTF-8 as its fragments arrive (UnicodeError when invalid).
+
+    The C codec does the work, and refuses what RFC 6455 refuses: surrogates,
+    overlong forms, code points past U+10FFFF. Checking each fragment as it
+    comes makes bad text fail early; a character split between two fragments
+    is carried over by the incremental decoder.
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self):
+        self._decoder = None
+
+    def feed(self, fragment, final):
+        if self._decoder is None:
+            if final:
+                codecs.utf_8_decode(fragment, "strict", True)
+                return
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._decoder.decode(fragment, final)
