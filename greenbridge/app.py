@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict
 
+from greenbridge import devconsole
 from greenbridge.connection import Connection
 from greenbridge.shared import OPEN_CONNECTIONS
 from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION,
@@ -143,6 +144,9 @@ class BridgeApp:
         self.connections = {}
         self.draining = False
         metrics.watch(self)
+        if config.dev_console:
+            log.warning("DEV CONSOLE ON: plain GET requests get a page that can start PHP "
+                        "processes; never use --dev-console in production")
 
     def admit(self, environ):
         """Reserve slots for an upgrade request, or raise Rejected."""
@@ -189,6 +193,8 @@ class BridgeApp:
         if stock_websocket is not None and pending is None:
             self._bridge_upgraded(environ, stock_websocket)
             return []
+        if pending is None and self.config.dev_console:
+            return devconsole.serve_page(environ, start_response)
         if pending is None:
             start_response("426 Upgrade Required", [("Upgrade", "websocket"),
                                                     ("Content-Type", "text/plain")])

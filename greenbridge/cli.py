@@ -102,6 +102,9 @@ def build_parser():
         help="address of the admin listener (/metrics, /healthz, /readyz)")
     add("--admin-port", env_var="WSS_CONFIG_ADMIN_PORT", type=cfg.port,
         help="port of the admin listener (default: no admin listener; 0: any free port)")
+    add("--dev-console", env_var="WSS_CONFIG_DEV_CONSOLE", action="store_true",
+        help="serve a browser test page for plain GET requests on the WebSocket port "
+             "(development only)")
     add("--workers", env_var="WSS_CONFIG_WORKERS", type=cfg.worker_count, default=1,
         help="server processes sharing the port (auto: one per core); the limits stay "
              "global; with a fixed --tcp-port, worker N listens on --tcp-port + N - 1")

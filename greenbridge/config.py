@@ -55,6 +55,7 @@ class Config:
     pass_env: Optional[Tuple[str, ...]] = None
     admin_host: str = "127.0.0.1"
     admin_port: Optional[int] = None
+    dev_console: bool = False
     workers: int = 1
     # The server's own environment, captured once at start-up; PHP inherits
     # it minus every WSS_CONFIG_* variable.
@@ -196,6 +197,7 @@ def build_config(options, environment):
         pass_env=options.pass_env or None,  # empty: not set
         admin_host=options.admin_host,
         admin_port=options.admin_port,
+        dev_console=options.dev_console,
         workers=options.workers,
         base_environment=dict(environment),
     )

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # What greenbridge runs with, and what the test suite adds (real servers and clients).
 debian_packages=(php-cli)
 # pebble, bind9 (named) and bind9-dnsutils (dig): the ACME tests' CA and DNS servers.
-debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils)
+debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver)
 python_extras=""
 if [ "${1:-}" = "--test" ]; then
     debian_packages+=("${debian_test_packages[@]}")
