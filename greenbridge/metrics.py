@@ -70,6 +70,14 @@ class Metrics:
                         if connection.php_running))
         self._traffic.connections = app.connections
 
+    def watch_certificate(self, holder):
+        """With TLS: the served certificate's expiry (a tls.holder.CertificateHolder), at each scrape."""
+        expiry = Gauge("greenbridge_tls_certificate_expiry_timestamp_seconds",
+                       "When the certificate served to new handshakes expires (Unix time)",
+                       registry=self.registry)
+        expiry.set_function(lambda: holder.not_after.timestamp() if holder.served is not None
+                            else float("nan"))
+
     def connection_ended(self, connection, duration):
         code = connection.close_code
         self.connections_ended.labels(code="none" if code is None else str(code)).inc()

@@ -287,3 +287,27 @@ def test_one_scrape_shows_every_workers_numbers(start_bridge):
     assert sum(value(after, "greenbridge_connections_total", code="1000", worker=worker)
                for worker in ("1", "2")) == opened
     assert bridge.stop() == 0
+
+
+def test_certificate_expiry_metric_follows_the_served_certificate():
+    from greenbridge.metrics import Metrics
+    from greenbridge.tls.holder import CertificateHolder
+    from greenbridge.tls.selfsigned import self_signed_pair
+
+    metrics, holder = Metrics(), CertificateHolder()
+    metrics.watch_certificate(holder)
+    name = "greenbridge_tls_certificate_expiry_timestamp_seconds"
+
+    def expiry():
+        for family in text_string_to_metric_families(metrics.render().decode()):
+            for sample in family.samples:
+                if sample.name == name:
+                    return sample.value
+        raise AssertionError("no %s" % name)
+
+    assert expiry() != expiry()  # NaN before any certificate is loaded
+    holder.install(*self_signed_pair(["localhost"], "p256"), source="test")
+    assert expiry() == holder.not_after.timestamp()
+    first = expiry()
+    holder.install(*self_signed_pair(["localhost"], "ed25519"), source="reload")
+    assert expiry() == holder.not_after.timestamp() >= first
