@@ -5,6 +5,7 @@ pebble-challtestsrv and BIND 9 of acme_servers.py; test_acme_bridge.py runs
 the whole bridge in automate mode.
 """
 
+import dataclasses
 import logging
 import os
 import socket
@@ -251,13 +252,20 @@ def test_renewal_greenlet_renews_inside_the_window_and_keeps_the_old_one_on_fail
     manager = CertificateManager(settings, holder)
     manager.start()
     first_serial = holder.serial
-    renewals = gevent.spawn(manager.run_renewals)
+    # Another worker's manager on the same state directory only follows the cache.
+    follower_holder = CertificateHolder()
+    follower = CertificateManager(dataclasses.replace(settings, renewal_window_ratio=0.33),
+                                  follower_holder)
+    follower.start()
+    assert follower_holder.serial == first_serial
+    renewals = [gevent.spawn(manager.run_renewals),
+                gevent.spawn(follower.run_renewals, renews=False)]
     try:
         with gevent.Timeout(120):
-            while holder.serial == first_serial:
+            while holder.serial == first_serial or follower_holder.serial != holder.serial:
                 gevent.sleep(0.1)
     finally:
-        renewals.kill()
+        gevent.killall(renewals)
     assert_issued_by(pebble, manager.current.chain_pem)
 
     # The CA unreachable: the renewal fails, is retried, and the current certificate stays.

@@ -55,31 +55,50 @@ class CertificateManager:
         self.state.save_certificate(certificate)
         return certificate
 
-    def run_renewals(self):
-        """The renewal greenlet's body: check, renew inside the window, back off on failure."""
-        interval = self.settings.renewal_check_interval
+    def run_renewals(self, renews=True):
+        """The renewal greenlet's body: check, renew inside the window, back off on failure.
+
+        With several workers only one renews (`renews`); the others pick the
+        renewed certificate up from the cache at their next check.
+        """
         failures = 0
         while True:
-            if failures:
-                delay = min(interval, RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
-            else:
-                delay = interval
-            gevent.sleep(delay)
+            gevent.sleep(self._retry_delay(failures) if failures
+                         else self.settings.renewal_check_interval)
+            self._adopt_newer_cached_certificate()
             due = self.current.renewal_due(self.settings.renewal_window_ratio)
-            if utc_now() < due:
-                log.debug("certificate not due for renewal until %s", _when(due))
+            if not renews or utc_now() < due:
+                log.debug("certificate serial %x not due for renewal until %s",
+                          self.current.serial, _when(due))
                 continue
-            log.info("certificate (serial %x, expires %s) is due for renewal",
+            log.info("certificate serial %x (expires %s) is due for renewal",
                      self.current.serial, _when(self.current.not_after))
             try:
                 self._put_in_service(self.obtain(), "renewed by %s" % self.settings.directory)
                 failures = 0
             except AcmeError as error:
                 failures += 1
-                retry = min(interval, RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
                 log.error("renewal failed: %s; retrying in %gs; the current certificate "
                           "(serial %x) keeps serving until it expires %s",
-                          error, retry, self.current.serial, _when(self.current.not_after))
+                          error, self._retry_delay(failures), self.current.serial,
+                          _when(self.current.not_after))
+
+    def _retry_delay(self, failures):
+        return min(self.settings.renewal_check_interval,
+                   RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+
+    def _adopt_newer_cached_certificate(self):
+        try:
+            cached = self.state.load_certificate()
+        except AcmeError:
+            return
+        if cached is not None and cached.serial != self.current.serial and \
+                cached.not_after >= self.current.not_after and \
+                cached.covers(self.settings.domains):
+            try:
+                self._put_in_service(cached, "renewed by another worker")
+            except AcmeError as error:
+                log.warning("%s", error)
 
     def _usable_cached_certificate(self):
         settings = self.settings

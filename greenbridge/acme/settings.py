@@ -184,10 +184,23 @@ def _check_provider_parameters(provider, params):
     unknown = sorted(set(params) - set(required) - set(optional))
     if unknown:
         raise config.ConfigError("--tls-dns-param %s: unknown parameter for %s (known: %s)"
-                          % (unknown[0], provider, ", ".join(required + optional)))
-    if provider == "rfc2136" and "port" in params:
-        try:
-            _port_number(params["port"], params["port"])
-        except ValueError:
-            raise config.ConfigError("--tls-dns-param port=%s: not a port number"
-                              % params["port"]) from None
+                                 % (unknown[0], provider, ", ".join(required + optional)))
+    if provider == "rfc2136":
+        _check_rfc2136_parameters(params)
+
+
+def _check_rfc2136_parameters(params):
+    try:
+        _port_number(params.get("port", "53"), "")
+    except ValueError:
+        raise config.ConfigError("--tls-dns-param port=%s: not a port number"
+                                 % params["port"]) from None
+    algorithm = params.get("algorithm", TSIG_ALGORITHMS[0])
+    if algorithm not in TSIG_ALGORITHMS:
+        raise config.ConfigError("--tls-dns-param algorithm=%s: not one of %s"
+                                 % (algorithm, ", ".join(TSIG_ALGORITHMS)))
+    try:
+        base64.b64decode(params["key_secret"], validate=True)
+    except ValueError:
+        raise config.ConfigError("--tls-dns-param key_secret: not base64 (as in BIND's key "
+                                 "files)") from None
