@@ -13,6 +13,7 @@ import socket
 
 import dns.exception
 import dns.nameserver
+import gevent
 import josepy
 import requests
 import simple_acme_dns
@@ -43,7 +44,7 @@ def obtain(settings, state):
     provider = create_provider(settings)
     try:
         client = _client(settings, state)
-        client.generate_private_key_and_csr(key_type=_KEY_TYPES[settings.key_type])
+        _off_the_hub(client.generate_private_key_and_csr, key_type=_KEY_TYPES[settings.key_type])
         log.info("requesting a certificate for %s from %s (DNS-01 via %s)",
                  ", ".join(settings.domains), settings.directory, provider)
         records = client.request_verification_tokens()
@@ -87,8 +88,8 @@ def _client(settings, state):
         raise AcmeError("the ACME account file %s is unreadable (%s); move it away to register "
                         "a new account" % (state.account_path, error)) from None
     if account_key is None:
-        account_key = josepy.JWKRSA(key=rsa.generate_private_key(public_exponent=65537,
-                                                                   key_size=2048))
+        account_key = josepy.JWKRSA(key=_off_the_hub(rsa.generate_private_key,
+                                                     public_exponent=65537, key_size=2048))
     network = acme_client.ClientNetwork(account_key, user_agent=USER_AGENT,
                                         verify_ssl=settings.ca_bundle or True)
     directory = messages.Directory.from_json(network.get(settings.directory).json())
@@ -109,6 +110,11 @@ def _client(settings, state):
     client.acme_client = acme
     client.account = registration
     return client
+
+
+def _off_the_hub(function, **arguments):
+    """Run CPU-heavy key generation (RSA 4096 takes a second) in gevent's thread pool."""
+    return gevent.get_hub().threadpool.apply(function, kwds=arguments)
 
 
 def _ip_address(host):
