@@ -8,6 +8,7 @@ and is stopped by PID.
 """
 
 import base64
+import http.server
 import json
 import os
 import pathlib
@@ -15,7 +16,9 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -249,3 +252,102 @@ def pebble_with_named(acme_folder, named, throwaway_ca):
     server = Pebble(acme_folder, "pebble-named", named.port, throwaway_ca)
     yield server
     server.stop()
+
+
+class RateLimitedCA:
+    """pebble behind a proxy that refuses every new order with 429 rateLimited.
+
+    pebble enforces no rate limits; Let's Encrypt answers a new order over its
+    limits exactly like this. Everything else is passed through to pebble with
+    the proxy's Host, so pebble's URLs point at the proxy.
+    """
+
+    DETAIL = 'too many certificates (5) already issued for this exact set of identifiers'
+
+    def __init__(self, pebble, cert_path, key_path):
+        self.pebble = pebble
+        self.port = free_port()
+        self._context = ssl.create_default_context(cafile=pebble.ca_bundle)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port),
+                                                       self._handler_class())
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert_path, key_path)
+        self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def directory(self):
+        return "https://127.0.0.1:%d/dir" % self.port
+
+    def _handler_class(self):
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._forward()
+
+            def do_GET(self):
+                self._forward()
+
+            def do_POST(self):
+                if self.path == "/order-plz":
+                    self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    self._refuse()
+                else:
+                    self._forward()
+
+            def _refuse(self):
+                nonce = proxy._upstream("HEAD", "/nonce-plz")[1].get("Replay-Nonce")
+                body = json.dumps({"type": "urn:ietf:params:acme:error:rateLimited",
+                                   "detail": proxy.DETAIL, "status": 429}).encode()
+                self.send_response(429)
+                self.send_header("Content-Type", "application/problem+json")
+                self.send_header("Replay-Nonce", nonce)
+                self.send_header("Retry-After", "3600")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length) if length else None
+                status, headers, data = proxy._upstream(
+                    self.command, self.path, body, self.headers.get("Content-Type"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+        return Handler
+
+    def _upstream(self, method, path, body=None, content_type=None):
+        request = urllib.request.Request("https://127.0.0.1:%d%s" % (self.pebble.port, path),
+                                         data=body, method=method)
+        request.add_header("Host", "127.0.0.1:%d" % self.port)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, context=self._context, timeout=30) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def rate_limited_ca(pebble, throwaway_ca):
+    proxy = RateLimitedCA(pebble, throwaway_ca[1], throwaway_ca[2])
+    yield proxy
+    proxy.stop()

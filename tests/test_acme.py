@@ -19,7 +19,7 @@ from cryptography import x509
 from acme_servers import (BLOCKED_DOMAIN, EAB_KEY_ID, EAB_MAC_KEY, ELSEWHERE_DOMAIN,
                           RFC2136_ZONE, TSIG_KEY_NAME, TSIG_SECRET, Pebble,
                           acme_folder, challtestsrv, named, pebble,  # noqa: F401 (fixtures)
-                          pebble_with_named, throwaway_ca)
+                          pebble_with_named, rate_limited_ca, throwaway_ca)
 from greenbridge.acme import AcmeError
 from greenbridge.acme.renewal import CertificateManager
 from greenbridge.acme.settings import AcmeSettings
@@ -288,3 +288,13 @@ def test_renewal_greenlet_renews_inside_the_window_and_keeps_the_old_one_on_fail
     assert "retrying in 0.2s" in failure and "keeps serving" in failure
     assert holder.serial == serving
 
+
+
+def test_rate_limit_is_reported_as_such(rate_limited_ca, challtestsrv, pebble, tmp_path):
+    for settings in [
+            http01_settings(pebble, tmp_path / "http", directory=rate_limited_ca.directory),
+            exec_settings(pebble, challtestsrv, tmp_path / "dns", ("a.test",),
+                          directory=rate_limited_ca.directory)]:
+        with pytest.raises(AcmeError, match=r"rate limit hit at the CA: .*too many "
+                                            r"certificates \(5\) already issued"):
+            CertificateManager(settings, CertificateHolder()).start()
