@@ -93,6 +93,8 @@ def test_bad_acme_values_stop_start_up_with_one_line_and_status_2(args, message)
     ([], ["example.com"], "ed25519", "--tls-key-type ed25519 cannot be used with --tls-mode "
                                      "automate: ACME CAs issue only p256, p384, rsa2048, rsa4096"),
     ([], [], "p256", "--tls-mode automate needs at least one --tls-domain"),
+    ([], ["localhost"], "p256", "--tls-domain localhost: no ACME CA issues certificates for it"),
+    (["-P", "80"], ["example.com"], "p256", "--tls-http01-port 80 is also --ws-port"),
     (["--tls-dns-provider", "rfc2136", "--tls-dns-param", "server=ns1"], ["example.com"], "p256",
      "--tls-dns-provider rfc2136 needs --tls-dns-param key_name=..."),
     (["--tls-dns-provider", "exec"], ["example.com"], "p256",

@@ -142,6 +142,15 @@ def build_acme_settings(options, domains, key_type, environment):
         raise config.ConfigError(
             "--tls-domain %s: wildcard certificates need the DNS-01 challenge; set "
             "--tls-dns-provider (rfc2136 or exec)" % wildcards[0])
+    if "localhost" in domains:
+        raise config.ConfigError("--tls-domain localhost: no ACME CA issues certificates for it; "
+                                 "give the server's public name(s)")
+    if not provider and options.tls_http01_port == options.ws_port and \
+            _overlap(options.ws_host, options.tls_http01_address):
+        raise config.ConfigError(
+            "--tls-http01-port %d is also --ws-port: certbot's HTTP-01 server needs that port "
+            "for itself; choose another one that the CA's port 80 reaches, or use DNS-01"
+            % options.ws_port)
     params = dict(options.tls_dns_param or ())
     if provider:
         _check_provider_parameters(provider, params)
@@ -173,6 +182,11 @@ def build_acme_settings(options, domains, key_type, environment):
         propagation_timeout=options.tls_propagation_timeout,
         environment=dict(environment),
     )
+
+
+def _overlap(address, other):
+    wildcards = ("", "0.0.0.0", "::")
+    return address in wildcards or other in wildcards or address == other
 
 
 def _check_provider_parameters(provider, params):
