@@ -7,6 +7,8 @@ the connection then runs in the request's own greenlet.
 
 import logging
 import time
+
+import gevent
 from dataclasses import dataclass
 from typing import Dict
 
@@ -20,6 +22,8 @@ from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION,
 log = logging.getLogger("greenbridge.app")
 
 RETRY_AFTER_SECONDS = "5"
+# After the last close: time for connection greenlets to end their PHP processes.
+_TEARDOWN_SLACK = 5.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,28 @@ class BridgeApp:
         finally:
             del self.connections[connection.id]
             self.metrics.connection_ended(connection, time.monotonic() - started)
+
+    def drain(self):
+        """Refuse new upgrades, let open connections finish for --shutdown-timeout,
+        then close the rest with 1001 and end their PHP processes."""
+        config = self.config
+        self.draining = True
+        deadline = time.monotonic() + config.shutdown_timeout
+        if self.connections:
+            log.info("waiting up to %gs for %d connection(s) to finish",
+                     config.shutdown_timeout, len(self.connections))
+        while self.connections and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if self.connections:
+            log.info("closing %d connection(s) with 1001", len(self.connections))
+            self.close_all()
+            deadline = time.monotonic() + config.php_kill_grace * 2 + _TEARDOWN_SLACK
+            while self.connections and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+            if self.connections:
+                log.warning("%d connection(s) did not end in time; killing their PHP processes",
+                            len(self.connections))
+                self.kill_all_processes()
 
     def close_all(self, code=CLOSE_GOING_AWAY, reason="server shutting down"):
         for connection in list(self.connections.values()):

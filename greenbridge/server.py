@@ -8,7 +8,6 @@ processes; exit 0. A second signal kills every PHP group and exits at once.
 import logging
 import os
 import signal
-import time
 
 import gevent
 from gevent import socket
@@ -28,8 +27,6 @@ log = logging.getLogger("greenbridge.server")
 EXIT_OK = 0
 EXIT_IMMEDIATE = 1
 EXIT_CANNOT_LISTEN = 1
-# After the last close: time for connection greenlets to end their PHP processes.
-_TEARDOWN_SLACK = 5.0
 _LISTEN_BACKLOG = 1024
 
 
@@ -194,22 +191,6 @@ def _install_signal_handlers(stop_requested, app, signals, notifier):
 
 
 def _shut_down(ws_server, backconnect, app, config):
-    app.draining = True
     ws_server.close()
-    deadline = time.monotonic() + config.shutdown_timeout
-    if app.connections:
-        log.info("waiting up to %gs for %d connection(s) to finish",
-                 config.shutdown_timeout, len(app.connections))
-    while app.connections and time.monotonic() < deadline:
-        gevent.sleep(0.05)
-    if app.connections:
-        log.info("closing %d connection(s) with 1001", len(app.connections))
-        app.close_all()
-        deadline = time.monotonic() + config.php_kill_grace * 2 + _TEARDOWN_SLACK
-        while app.connections and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-        if app.connections:
-            log.warning("%d connection(s) did not end in time; killing their PHP processes",
-                        len(app.connections))
-            app.kill_all_processes()
+    app.drain()
     backconnect.close()

@@ -17,6 +17,9 @@ connection limits count per worker.
 import atexit
 import logging
 import os
+import signal
+
+import gevent
 
 from greenbridge import cli
 from greenbridge.app import BridgeApp
@@ -92,9 +95,28 @@ class ProcessLocalBridge:
         # The host server may end this process with connections open; their
         # PHP process groups must not outlive it.
         atexit.register(app.kill_all_processes)
+        _drain_on_sigterm(app)
         log.info("greenbridge WSGI application in pid %d (PHP connects back to %s:%d); script %s",
                  os.getpid(), *backconnect.address, config.script)
         return app
+
+
+def _drain_on_sigterm(app):
+    """On the host server's graceful stop (SIGTERM), drain as the standalone server does.
+
+    The host's own handler still runs; it stops accepting and waits for open
+    requests (gunicorn: up to --graceful-timeout, which must exceed
+    --shutdown-timeout + 2 x --php-kill-grace + 5 s for the 1001 closes to go out).
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        if not app.draining:
+            gevent.spawn(app.drain)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def route_upgrades(bridge, other_app, path_prefix=None):

@@ -186,3 +186,17 @@ def test_create_app_takes_options_by_name_and_refuses_bad_ones(tmp_path):
         create_app(php_executable="php", script=str(tmp_path / "missing.php"))
     with pytest.raises(ConfigError, match="--ws-port"):
         create_app(php_executable="php", script=SCENARIO_PHP, ws_port="http")
+
+
+def test_gunicorn_graceful_stop_closes_with_1001_and_ends_php(gunicorn):
+    server = gunicorn(workers=1, extra_config="shutdown-timeout = 1\n")
+    with connect(server.url("/?do=ignore_term")) as ws:
+        php = psutil.Process(int(ws.recv(timeout=20)))  # ignores SIGTERM and EOF
+        server.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd.code == 1001
+    assert server.process.wait(30) == 0
+    gone, alive = psutil.wait_procs([php], timeout=15)
+    assert not alive
+    assert "closing 1 connection(s) with 1001" in server.log
