@@ -14,6 +14,8 @@ from typing import Dict
 
 from greenbridge import devconsole
 from greenbridge.connection import Connection
+from greenbridge.origin import OriginPolicy
+from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
 from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION,
                                    CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
@@ -114,9 +116,15 @@ def _header_text(name, value):
 class Admission:
     """One connection slot and one process slot, held until the connection ends."""
 
-    def __init__(self, counters, request):
+    def __init__(self, counters, request, endpoint):
         self._counters = counters
         self.request = request
+        self.endpoint = endpoint
+
+    @property
+    def subprotocol(self):
+        """The subprotocol the 101 answer names (None: no header)."""
+        return self.endpoint.subprotocol
 
     def __enter__(self):
         return self
@@ -151,6 +159,9 @@ class BridgeApp:
         if config.dev_console:
             log.warning("DEV CONSOLE ON: plain GET requests get a page that can start PHP "
                         "processes; never use --dev-console in production")
+        self.router = Router(config.routes, config.script, config.message_mode,
+                             config.subprotocols)
+        self.origin_policy = OriginPolicy(config.allow_origins, config.same_origin)
 
     def admit(self, environ):
         """Reserve slots for an upgrade request, or raise Rejected."""
@@ -158,6 +169,9 @@ class BridgeApp:
             raise Rejected("503 Service Unavailable", "server is shutting down",
                            [("Retry-After", RETRY_AFTER_SECONDS)], kind="shutting_down")
         request = capture_request(environ, self.config)
+        self.origin_policy.check(request.headers.get("origin"), request.headers.get("host"))
+        endpoint = self.router.endpoint(request.path,
+                                        request.headers.get("sec-websocket-protocol"))
         config = self.config
         # Each connection holds one PHP process, so one counter serves both limits.
         admitted, open_connections = self.counters.add_if_below(
@@ -169,12 +183,12 @@ class BridgeApp:
                 reason = "PHP process limit (%d) reached" % config.max_processes
             raise Rejected("503 Service Unavailable", reason,
                            [("Retry-After", RETRY_AFTER_SECONDS)])
-        return Admission(self.counters, request)
+        return Admission(self.counters, request, endpoint)
 
     def serve(self, environ, websocket, admission):
         """Run one connection to its end, in the calling (connection) greenlet."""
         connection = Connection(self.config, self.backconnect, admission.request, websocket,
-                                self.metrics)
+                                self.metrics, admission.endpoint)
         self.connections[connection.id] = connection
         started = time.monotonic()
         try:

@@ -13,6 +13,8 @@ from greenbridge import __version__
 from greenbridge import config as cfg
 from greenbridge.acme import settings as acme
 
+PHP_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "php", "Greenbridge.php")
+
 
 class _OneLineErrorParser(configargparse.ArgParser):
     """Bad input ends start-up with one line and exit status 2, not a usage dump."""
@@ -43,8 +45,9 @@ def build_parser():
 
     add("-e", "--php-executable", env_var="WSS_CONFIG_PHP_EXECUTABLE", required=True,
         help="PHP binary to run for each connection (a path or a name on PATH)")
-    add("-s", "--script", env_var="WSS_CONFIG_SCRIPT", required=True,
-        help="PHP script run for each connection")
+    add("-s", "--script", env_var="WSS_CONFIG_SCRIPT",
+        help="PHP script run for each connection whose path has no --route "
+             "(required unless routes are given)")
     add("-a", "--php-arg", env_var="WSS_CONFIG_PHP_ARGS", action="append",
         help="extra argument passed to the script (repeatable; in the environment "
              "or config file as a list: [a, b])")
@@ -108,6 +111,28 @@ def build_parser():
     add("--workers", env_var="WSS_CONFIG_WORKERS", type=cfg.worker_count, default=1,
         help="server processes sharing the port (auto: one per core); the limits stay "
              "global; with a fixed --tcp-port, worker N listens on --tcp-port + N - 1")
+
+    add("--message-mode", env_var="WSS_CONFIG_MESSAGE_MODE", type=cfg.message_mode,
+        default="raw", help="how messages travel to and from PHP: raw (a byte stream), "
+                            "line (one line per message) or framed (type, length, payload)")
+    add("--route", env_var="WSS_CONFIG_ROUTES", type=cfg.route, action="append",
+        help="PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]: a path with its own script, "
+             "and optionally its own mode and subprotocols (repeatable; in the environment "
+             "or config file as a JSON list)")
+    add("--subprotocol", env_var="WSS_CONFIG_SUBPROTOCOLS", type=cfg.subprotocol,
+        action="append", help="subprotocol the bridge accepts, in order of preference "
+                              "(repeatable; none: echo the client's first)")
+    add("--allow-origin", env_var="WSS_CONFIG_ALLOW_ORIGINS", type=cfg.origin_pattern,
+        action="append", help="Origin allowed to connect: https://host[:port] or "
+                              "*.example.com (repeatable; others get 403)")
+    add("--same-origin", env_var="WSS_CONFIG_SAME_ORIGIN", action="store_true",
+        help="allow browsers only from pages whose Origin matches the Host header")
+    add("--ping-interval", env_var="WSS_CONFIG_PING_INTERVAL", type=cfg.seconds, default=30.0,
+        help="ping a client silent for this many seconds (0: never)")
+    add("--ping-timeout", env_var="WSS_CONFIG_PING_TIMEOUT", type=cfg.seconds, default=30.0,
+        help="close with 1001 a client that does not answer a ping within this many seconds")
+    add("--php-lib", action=_PrintPhpLibrary, nargs=0,
+        help="print the path of Greenbridge.php, the PHP library, and exit")
     _add_acme_options(parser)
     return parser
 
@@ -159,6 +184,11 @@ def _add_acme_options(parser):
     add("--tls-propagation-timeout", env_var="WSS_CONFIG_TLS_PROPAGATION_TIMEOUT",
         type=acme.positive_seconds, default=120.0,
         help="seconds to wait for the TXT records to appear at the resolvers")
+
+
+class _PrintPhpLibrary(configargparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(0, PHP_LIBRARY + "\n")
 
 
 def parse_config(argv=None, environment=None):

@@ -10,6 +10,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
+from greenbridge import modes, origin, routing
+
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -29,7 +31,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     php_executable: str
-    script: str
+    script: Optional[str]  # None: only --route paths are served
     ws_host: str = "0.0.0.0"
     ws_port: int = 8080
     tcp_bind: str = "127.0.0.1"
@@ -57,6 +59,13 @@ class Config:
     admin_port: Optional[int] = None
     dev_console: bool = False
     workers: int = 1
+    message_mode: str = modes.RAW
+    subprotocols: Tuple[str, ...] = ()
+    routes: Tuple[routing.Route, ...] = ()
+    allow_origins: Tuple[str, ...] = ()
+    same_origin: bool = False
+    ping_interval: float = 30.0
+    ping_timeout: float = 30.0
     # The server's own environment, captured once at start-up; PHP inherits
     # it minus every WSS_CONFIG_* variable.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -159,10 +168,53 @@ def worker_count(text):
 worker_count.__name__ = "worker count (a positive integer or auto)"
 
 
+def message_mode(text):
+    mode = text.strip().lower()
+    if mode not in modes.MODES:
+        raise ValueError(text)
+    return mode
+
+
+message_mode.__name__ = "message mode (raw, line, framed)"
+
+
+def route(text):
+    return routing.parse_route(text)
+
+
+route.__name__ = "route (PATH=SCRIPT[,mode=MODE][,subprotocol=NAME])"
+
+
+def origin_pattern(text):
+    origin.OriginPattern(text)
+    return text.strip().lower()
+
+
+origin_pattern.__name__ = "origin (https://host[:port] or *.example.com)"
+
+
+def subprotocol(text):
+    name = text.strip()
+    # A token (RFC 7230): visible ASCII without separators.
+    if not name or any(ch in '()<>@,;:\\"/[]?={} \t' or not 32 < ord(ch) < 127 for ch in name):
+        raise ValueError(text)
+    return name
+
+
+subprotocol.__name__ = "subprotocol name (an HTTP token)"
+
+
 def build_config(options, environment):
     """Check what argparse cannot check alone and freeze the result."""
     php_executable = _resolve_executable(options.php_executable)
-    script = _existing_file("--script", options.script)
+    routes = tuple(options.route or ())
+    if not options.script and not routes:
+        raise ConfigError("--script is required (or at least one --route)")
+    script = _existing_file("--script", options.script) if options.script else None
+    for each in routes:
+        _existing_file("--route %s" % each.path, each.script)
+    if options.ping_interval and not options.ping_timeout:
+        raise ConfigError("--ping-timeout must be over 0 when --ping-interval is set")
     if options.buffer_size > options.max_write_buffer_size:
         raise ConfigError(
             "--buffer-size (%d) must not exceed --max-write-buffer-size (%d)"
@@ -199,6 +251,13 @@ def build_config(options, environment):
         admin_port=options.admin_port,
         dev_console=options.dev_console,
         workers=options.workers,
+        message_mode=options.message_mode,
+        subprotocols=tuple(options.subprotocol or ()),
+        routes=routes,
+        allow_origins=tuple(options.allow_origin or ()),
+        same_origin=options.same_origin,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
         base_environment=dict(environment),
     )
 

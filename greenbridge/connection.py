@@ -12,7 +12,7 @@ import uuid
 import gevent
 from gevent.event import AsyncResult
 
-from greenbridge import pump
+from greenbridge import modes, pump
 from greenbridge.process import PhpProcess, build_environment, describe_exit
 from greenbridge.websocket import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
                                    CLOSE_NORMAL)
@@ -25,16 +25,18 @@ _SPAWN_BACKOFF = (0.1, 0.2, 0.4, 0.8)
 
 
 class Connection:
-    def __init__(self, config, backconnect, request, websocket, metrics):
+    def __init__(self, config, backconnect, request, websocket, metrics, endpoint):
         self.id = str(uuid.uuid4())
         self._config = config
         self._metrics = metrics
         self._backconnect = backconnect
         self._request = request
         self._websocket = websocket
+        self._endpoint = endpoint
         self._close_request = AsyncResult()
         self._process = None
         self._php_socket = None
+        self._php_writer = None
         self._traffic = pump.Traffic()
 
     @property
@@ -80,9 +82,11 @@ class Connection:
     def _start_php(self, pending):
         """Spawn PHP (retrying) until it connects back; None when it never does."""
         config = self._config
-        command = [config.php_executable, config.script, *config.php_args]
+        endpoint = self._endpoint
+        command = [config.php_executable, endpoint.script, *config.php_args]
         environment = build_environment(config.php_base_environment(), self._request,
-                                        self.id, self._backconnect.address)
+                                        self.id, self._backconnect.address,
+                                        endpoint.message_mode, endpoint.subprotocol)
         deadline = time.monotonic() + config.php_connect_timeout
         attempts = 1 + config.php_connect_retries
         for attempt in range(1, attempts + 1):
@@ -117,12 +121,19 @@ class Connection:
 
     def _bridge(self, back_connection):
         """Pump both ways until one side ends; return the close (code, reason)."""
+        config = self._config
         traffic = self._traffic
+        mode = self._endpoint.message_mode
+        self._php_writer = pump.PhpWriter(self._php_socket, mode)
         pumps = [
-            gevent.spawn(pump.client_to_php, self._websocket, self._php_socket, traffic),
+            gevent.spawn(pump.client_to_php, self._websocket, self._php_writer, traffic),
             gevent.spawn(pump.php_to_client, self._php_socket, self._websocket,
-                         self._config.buffer_size, back_connection.early_data, traffic),
+                         config.buffer_size, back_connection.early_data,
+                         modes.decoder(mode, config.max_payload_size), traffic, self.id),
         ]
+        if config.ping_interval:
+            pumps.append(gevent.spawn(pump.heartbeat, self._websocket,
+                                      config.ping_interval, config.ping_timeout))
         try:
             return self._wait_for_end(pumps)
         finally:
@@ -155,7 +166,10 @@ class Connection:
                     config.connection_timeout
 
     def _close_after(self, ended):
+        """The close (code, reason) for what a pump returned."""
         websocket = self._websocket
+        if isinstance(ended, tuple):
+            return ended
         if ended == pump.CLIENT_ENDED:
             if websocket.close_code is None:
                 return CLOSE_ABNORMAL, "client disconnected"
@@ -169,10 +183,16 @@ class Connection:
         return CLOSE_INTERNAL_ERROR, "bridge error"
 
     def _teardown(self, code, reason):
-        if not self._websocket.closed:
-            self._websocket.close(code, reason)
-        elif self._websocket.close_code is None:
-            self._websocket.close_code, self._websocket.close_reason = code, reason
+        websocket = self._websocket
+        if not websocket.closed:
+            websocket.close(code, reason)
+        elif websocket.close_code is None:
+            websocket.close_code, websocket.close_reason = code, reason
+        if self._php_writer is not None:
+            if websocket.peer_close_code is not None:
+                self._php_writer.finish(websocket.peer_close_code, websocket.peer_close_reason)
+            else:
+                self._php_writer.finish(websocket.close_code, websocket.close_reason)
         if self._php_socket is not None:
             self._php_socket.close()
         self._end_process()

@@ -20,7 +20,8 @@ LOG_LINE_MAX_BYTES = 8192
 _RELAY_JOIN_TIMEOUT = 1.0
 
 
-def build_environment(base_environment, request, connection_id, back_connect_address):
+def build_environment(base_environment, request, connection_id, back_connect_address,
+                      message_mode, subprotocol):
     """The environment PHP sees: the server's own (minus WSS_CONFIG_*) plus WSS_* values."""
     tcp_host, tcp_port = back_connect_address
     environment = dict(base_environment)
@@ -37,7 +38,10 @@ def build_environment(base_environment, request, connection_id, back_connect_add
         "WSS_REQUEST_HEADERS": json.dumps(request.headers, ensure_ascii=False),
         "WSS_TCP_HOST": tcp_host,
         "WSS_TCP_PORT": str(tcp_port),
+        "WSS_MESSAGE_MODE": message_mode,
     })
+    if subprotocol:
+        environment["WSS_SUBPROTOCOL"] = subprotocol
     for header, variable in HEADER_VARIABLES.items():
         if header in request.headers:
             environment[variable] = request.headers[header]

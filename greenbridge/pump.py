@@ -1,19 +1,33 @@
-"""The two forwarding loops, one greenlet each, and what they count.
+"""The forwarding loops, one greenlet each, and what they count.
 
 Back-pressure comes from blocking: each loop holds at most one message or one
 read while its destination is slow, so neither side can make the bridge
-buffer without bound.
+buffer without bound. How messages become bytes and back is the message
+mode's business (modes.py).
+
+A loop returns why it stopped: CLIENT_ENDED, PHP_ENDED, or a (code, reason)
+to close the client with.
 """
 
+import logging
+import socket
 import time
 
+import gevent
 from geventwebsocket.exceptions import WebSocketError
 
+from greenbridge import modes
 from greenbridge.sockets import send_all
+from greenbridge.websocket import CLOSE_GOING_AWAY, OPCODE_PING
+
+log = logging.getLogger("greenbridge.pump")
 
 # Why a pump stopped.
 CLIENT_ENDED = "client"
 PHP_ENDED = "php"
+
+# PHP that does not read must not hold teardown for long.
+_PHP_CLOSE_FRAME_TIMEOUT = 1.0
 
 
 class Traffic:
@@ -27,35 +41,90 @@ class Traffic:
         self.last_activity = time.monotonic()
 
 
-def client_to_php(websocket, php_socket, traffic):
-    """Write each client message's payload to PHP as raw bytes."""
+class PhpWriter:
+    """Writes to PHP's socket in the connection's message mode."""
+
+    def __init__(self, php_socket, mode):
+        self.socket = php_socket
+        self.mode = mode
+        # A pump killed inside sendall leaves a cut frame: nothing may follow it.
+        self._frame_half_sent = False
+
+    def send_message(self, opcode, payload):
+        self._frame_half_sent = True
+        send_all(self.socket, modes.encode_message(self.mode, opcode, payload))
+        self._frame_half_sent = False
+
+    def finish(self, code, reason):
+        """Framed mode: tell PHP how the client went (a close frame), then end our side."""
+        if self.mode != modes.FRAMED or self._frame_half_sent:
+            return
+        try:
+            with gevent.Timeout(_PHP_CLOSE_FRAME_TIMEOUT):
+                self.socket.sendall(modes.encode_close(code, reason))
+            self.socket.shutdown(socket.SHUT_WR)  # PHP reads EOF after the close frame
+        except (OSError, gevent.Timeout):
+            pass
+
+
+def client_to_php(websocket, php_writer, traffic):
+    """Write each client message to PHP, encoded for the message mode."""
     while True:
         message = websocket.receive_message()
         if message is None:
             return CLIENT_ENDED
-        _opcode, payload = message
+        opcode, payload = message
         try:
-            send_all(php_socket, payload)
+            php_writer.send_message(opcode, payload)
         except OSError:
             return PHP_ENDED
         traffic.to_php += len(payload)
         traffic.last_activity = time.monotonic()
 
 
-def php_to_client(php_socket, websocket, buffer_size, early_data, traffic):
-    """Send whatever PHP writes to the client, one binary message per read."""
+def php_to_client(php_socket, websocket, buffer_size, early_data, decoder, traffic, connection_id):
+    """Send the messages PHP writes to the client, as the message mode cuts them."""
     data = early_data
     while True:
-        if data:
+        for event in decoder.feed(data):
+            if isinstance(event, modes.PhpProtocolError):
+                log.warning("[%s] %s; closing with %d", connection_id, event, event.code)
+                return event.code, event.client_reason
+            if isinstance(event, modes.Close):
+                return event.code, event.reason
+            opcode, payload = event
             try:
-                websocket.send_message(data)
+                websocket.send_message(payload, opcode)
             except (OSError, WebSocketError):
                 return CLIENT_ENDED
-            traffic.to_client += len(data)
+            traffic.to_client += len(payload)
             traffic.last_activity = time.monotonic()
         try:
             data = php_socket.recv(buffer_size)
         except OSError:
-            return PHP_ENDED
+            data = b""
         if not data:
+            if decoder.pending:
+                log.warning("[%s] PHP ended inside a message; %d bytes not delivered",
+                            connection_id, decoder.pending)
             return PHP_ENDED
+
+
+def heartbeat(websocket, interval, timeout):
+    """Ping a client that sent nothing for `interval` seconds; give up after `timeout` more."""
+    while True:
+        idle_for = time.monotonic() - websocket.last_received
+        if idle_for < interval:
+            gevent.sleep(interval - idle_for)
+            continue
+        pinged_at = time.monotonic()
+        try:
+            with gevent.Timeout(timeout):
+                websocket.send_frame(b"greenbridge", OPCODE_PING)
+        except gevent.Timeout:
+            return CLOSE_GOING_AWAY, "no pong within %gs" % timeout
+        except (OSError, WebSocketError):
+            return CLIENT_ENDED
+        gevent.sleep(max(0.0, pinged_at + timeout - time.monotonic()))
+        if websocket.last_received < pinged_at:
+            return CLOSE_GOING_AWAY, "no pong within %gs" % timeout

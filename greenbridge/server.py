@@ -141,8 +141,9 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     tcp_host, tcp_port = backconnect.address
     who = "greenbridge" if worker_number is None else \
         "greenbridge worker %d (pid %d)" % (worker_number, os.getpid())
-    log.info("%s listening on ws://%s:%d (PHP connects back to %s:%d); script %s",
-             who, host, port, tcp_host, tcp_port, config.script)
+    log.info("%s listening on ws://%s:%d (PHP connects back to %s:%d); script %s, "
+             "%d route(s), %s mode", who, host, port, tcp_host, tcp_port, config.script,
+             len(config.routes), config.message_mode)
     notifier = notifier or Notifier("")  # under an arbiter, the arbiter tells systemd
     notifier.ready("listening on %s:%d" % (host, port))
 

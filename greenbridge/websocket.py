@@ -20,6 +20,7 @@ import base64
 import hashlib
 import logging
 import struct
+import time
 from socket import SO_SNDBUF, SOL_SOCKET
 
 from gevent import Timeout
@@ -75,7 +76,13 @@ def valid_close_code(code):
 
 
 def encode_close_payload(code, reason):
-    return struct.pack("!H", code) + reason.encode("utf-8")[:123]
+    """Code and reason, the reason cut to 123 bytes on a character boundary; 1005: empty."""
+    if code == CLOSE_NO_STATUS:
+        return b""
+    reason_bytes = reason.encode("utf-8")
+    if len(reason_bytes) > 123:
+        reason_bytes = reason_bytes[:123].decode("utf-8", "ignore").encode("utf-8")
+    return struct.pack("!H", code) + reason_bytes
 
 
 class BridgeWebSocket(WebSocket):
@@ -83,7 +90,8 @@ class BridgeWebSocket(WebSocket):
 
     __slots__ = ("max_payload_size", "_send_lock", "_frame_half_sent", "close_sent",
                  "peer_close_code", "peer_close_reason", "close_code", "close_reason",
-                 "_socket", "_receive", "_receive_into", "_buffer", "_offset")
+                 "_socket", "_receive", "_receive_into", "_buffer", "_offset",
+                 "last_received")
 
     def __init__(self, environ, stream, handler, max_payload_size):
         super().__init__(environ, stream, handler)
@@ -105,6 +113,8 @@ class BridgeWebSocket(WebSocket):
         # What ended the connection from our side of view (for the access log).
         self.close_code = None
         self.close_reason = ""
+        # When the client last sent a frame of any kind (heartbeats ping after a quiet spell).
+        self.last_received = time.monotonic()
 
     def __del__(self):
         # The stock class sends a close frame from the garbage collector.
@@ -176,6 +186,7 @@ class BridgeWebSocket(WebSocket):
         self._buffer_at_least(header_size(self._buffer, self._offset))
         header = parse_header(self._buffer, self._offset)
         self._offset += header.size
+        self.last_received = time.monotonic()
         if header.rsv:
             raise ProtocolError("reserved bits set without an extension")
         if header.mask is None:

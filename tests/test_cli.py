@@ -121,10 +121,11 @@ def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):
 
 
 def test_missing_required_options_are_named():
-    result = run_cli()
-    assert result.returncode == 2
-    assert "--php-executable" in result.stderr and "--script" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    for args, option in [((), "--php-executable"), (("-e", "php"), "--script")]:
+        result = run_cli(*args)
+        assert result.returncode == 2
+        assert option in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_bad_config_file_key_is_one_line(tmp_path):

@@ -1,0 +1,105 @@
+"""Origin checks: which web pages may make browsers open connections here.
+
+Browsers send ``Origin`` with every WebSocket upgrade and let any page
+connect anywhere, so without a check any site can make its visitors start
+PHP processes. A pattern is an origin (``https://app.example.com``,
+``http://localhost:3000``) or a host pattern with any scheme
+(``*.example.com`` matches every subdomain, ``example.com`` only itself);
+``https://*.example.com`` limits the scheme too. A port must be given to
+allow a non-default one.
+
+Requests without ``Origin`` come from programs, not browsers, and pass.
+"""
+
+from urllib.parse import urlsplit
+
+from greenbridge.websocket import Rejected
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+class OriginPattern:
+    def __init__(self, text):
+        """Raise ValueError when `text` is not an origin or host pattern."""
+        scheme, has_scheme, rest = text.strip().lower().rpartition("://")
+        if not rest or "/" in rest or (has_scheme and not scheme):
+            raise ValueError(text)
+        self.scheme = scheme or None
+        self.host, self.port = _split_host_port(rest)
+        if not self.host or "*" in self.host.replace("*.", "", 1) or \
+                ("*" in self.host and not self.host.startswith("*.")):
+            raise ValueError(text)
+
+    def matches(self, scheme, host, port):
+        if self.scheme is not None and scheme != self.scheme:
+            return False
+        if port != (self.port if self.port is not None else _DEFAULT_PORTS.get(scheme)):
+            return False
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:])
+        return host == self.host
+
+
+def _split_host_port(text):
+    """'host', 'host:8080', '[::1]:8080' -> (host, port or None); ValueError on a bad port."""
+    host, port = text, None
+    if text.startswith("["):
+        host, _, after = text.partition("]")
+        host += "]"
+        if after:
+            if not after.startswith(":"):
+                raise ValueError(text)
+            port = after[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if port is not None:
+        port = int(port)
+        if not 0 < port < 65536:
+            raise ValueError(text)
+    return host, port
+
+
+def _parse_origin(origin):
+    """(scheme, host, port) of an Origin header; None when it is not a usable origin ('null')."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    host = "[%s]" % parts.hostname if ":" in parts.hostname else parts.hostname
+    return parts.scheme, host, port if port is not None else _DEFAULT_PORTS.get(parts.scheme)
+
+
+class OriginPolicy:
+    def __init__(self, allowed_patterns, same_origin):
+        self._patterns = [OriginPattern(text) for text in allowed_patterns]
+        self._same_origin = same_origin
+
+    @property
+    def enabled(self):
+        return bool(self._patterns) or self._same_origin
+
+    def check(self, origin, host_header):
+        """Raise Rejected (403) unless the request's Origin is allowed."""
+        if not self.enabled or origin is None:
+            return
+        parsed = _parse_origin(origin)
+        if parsed is not None:
+            if self._same_origin and _same_host(parsed, host_header):
+                return
+            if any(pattern.matches(*parsed) for pattern in self._patterns):
+                return
+        raise Rejected("403 Forbidden", "origin %r not allowed" % origin[:200])
+
+
+def _same_host(parsed_origin, host_header):
+    scheme, host, port = parsed_origin
+    try:
+        header_host, header_port = _split_host_port((host_header or "").strip().lower())
+    except ValueError:
+        return False
+    if header_port is None:
+        header_port = _DEFAULT_PORTS.get(scheme)
+    return (host, port) == (header_host, header_port)

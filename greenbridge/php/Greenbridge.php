@@ -1,0 +1,414 @@
+<?php
+/**
+ * Greenbridge.php: the PHP side of a greenbridge connection. One file, no
+ * dependencies, PHP 7.4 or later.
+ *
+ *     require '/path/to/Greenbridge.php';          // greenbridge --php-lib prints the path
+ *     $client = Greenbridge\Connection::connect();
+ *     while (($message = $client->receive()) !== null) {
+ *         $client->send($message);                 // echo, keeping text or binary
+ *     }
+ *
+ * Works in every message mode (WSS_MESSAGE_MODE): `framed` keeps message
+ * boundaries, types and close codes exactly; `line` carries one message per
+ * line (no "\n" inside); `raw` is a byte stream (messages are whatever one read
+ * returns, and go out as binary).
+ */
+
+namespace Greenbridge;
+
+/** One WebSocket message: its type (Message::TEXT or Message::BINARY) and its bytes. */
+final class Message
+{
+    const TEXT = 'text';
+    const BINARY = 'binary';
+
+    /** @var string Message::TEXT or Message::BINARY */
+    public $type;
+    /** @var string the payload; UTF-8 when the type is text */
+    public $data;
+
+    public function __construct(string $type, string $data)
+    {
+        $this->type = $type;
+        $this->data = $data;
+    }
+
+    public function isText(): bool
+    {
+        return $this->type === self::TEXT;
+    }
+
+    public function isBinary(): bool
+    {
+        return $this->type === self::BINARY;
+    }
+}
+
+/** The bridge could not be reached, or the environment is not a greenbridge one. */
+class ConnectionException extends \RuntimeException
+{
+}
+
+/** The connection to one WebSocket client, through the bridge. */
+final class Connection
+{
+    const MODE_RAW = 'raw';
+    const MODE_LINE = 'line';
+    const MODE_FRAMED = 'framed';
+
+    const TYPE_TEXT = 0x01;
+    const TYPE_BINARY = 0x02;
+    const TYPE_CLOSE = 0x08;
+    const FRAME_HEADER_SIZE = 5;
+
+    const READ_SIZE = 262144;
+    const WRITE_SIZE = 1048576;
+    // Writes block while the client reads slowly; that is back-pressure, not an error.
+    const SOCKET_TIMEOUT = 31536000;
+
+    /** @var resource|null */
+    private $socket;
+    /** @var array<string, string> */
+    private $environment;
+    /** @var string */
+    private $mode;
+    /** @var string bytes read but not yet returned as messages, from $offset on */
+    private $buffer = '';
+    /** @var int */
+    private $offset = 0;
+    /** @var int line mode: bytes after $offset known to hold no newline */
+    private $searched = 0;
+    /** @var int|null */
+    private $closeCode = null;
+    /** @var string */
+    private $closeReason = '';
+
+    /**
+     * Connect back to the bridge and send the connection ID.
+     *
+     * @param array<string, string>|null $environment the WSS_* variables (default: getenv())
+     */
+    public static function connect(?array $environment = null, float $timeoutSeconds = 10.0): self
+    {
+        $environment = $environment ?? getenv();
+        foreach (['WSS_CONNECTION_ID', 'WSS_TCP_HOST', 'WSS_TCP_PORT'] as $name) {
+            if (!isset($environment[$name]) || $environment[$name] === '') {
+                throw new ConnectionException("$name is not set: is this script run by greenbridge?");
+            }
+        }
+        $host = $environment['WSS_TCP_HOST'];
+        if (strpos($host, ':') !== false) {
+            $host = "[$host]";
+        }
+        $context = stream_context_create(['socket' => ['tcp_nodelay' => true]]);
+        $socket = @stream_socket_client("tcp://$host:{$environment['WSS_TCP_PORT']}", $errno,
+            $error, $timeoutSeconds, STREAM_CLIENT_CONNECT, $context);
+        if ($socket === false) {
+            throw new ConnectionException("cannot connect back to greenbridge: $error ($errno)");
+        }
+        stream_set_timeout($socket, self::SOCKET_TIMEOUT);
+        // Unbuffered reads keep stream_select() truthful about what is waiting.
+        stream_set_read_buffer($socket, 0);
+        $connection = new self($socket, $environment);
+        if (!$connection->write($environment['WSS_CONNECTION_ID'] . "\n")) {
+            throw new ConnectionException('the bridge closed the connection before the ID was sent');
+        }
+        return $connection;
+    }
+
+    /** @param resource $socket */
+    private function __construct($socket, array $environment)
+    {
+        $this->socket = $socket;
+        $this->environment = $environment;
+        $this->mode = $environment['WSS_MESSAGE_MODE'] ?? self::MODE_RAW;
+    }
+
+    public function __destruct()
+    {
+        $this->disconnect();
+    }
+
+    // -- what the bridge told us ----------------------------------------------
+
+    public function id(): string
+    {
+        return $this->environment['WSS_CONNECTION_ID'];
+    }
+
+    public function mode(): string
+    {
+        return $this->mode;
+    }
+
+    /** The subprotocol the bridge agreed with the client, or null. */
+    public function subprotocol(): ?string
+    {
+        return $this->env('SUBPROTOCOL');
+    }
+
+    /** One WSS_* value by name, with or without the prefix: env('REQUEST_PATH'). */
+    public function env(string $name): ?string
+    {
+        $name = strpos($name, 'WSS_') === 0 ? $name : "WSS_$name";
+        return isset($this->environment[$name]) ? (string)$this->environment[$name] : null;
+    }
+
+    /** Every WSS_* value; WSS_REQUEST_HEADERS decoded to an array. */
+    public function environment(): array
+    {
+        $values = [];
+        foreach ($this->environment as $name => $value) {
+            if (strpos((string)$name, 'WSS_') === 0) {
+                $values[$name] = $value;
+            }
+        }
+        $values['WSS_REQUEST_HEADERS'] = $this->headers();
+        return $values;
+    }
+
+    /** @return array<string, string> the request headers, names lower-cased */
+    public function headers(): array
+    {
+        $headers = json_decode($this->environment['WSS_REQUEST_HEADERS'] ?? '{}', true);
+        return is_array($headers) ? $headers : [];
+    }
+
+    public function header(string $name): ?string
+    {
+        $headers = $this->headers();
+        $name = strtolower($name);
+        return isset($headers[$name]) ? $headers[$name] : null;
+    }
+
+    /** The socket, to wait on it with stream_select() among other streams. */
+    public function stream()
+    {
+        return $this->socket;
+    }
+
+    public function isConnected(): bool
+    {
+        return $this->socket !== null;
+    }
+
+    /** Framed mode: the close code the client sent (1005: none; 1006: it vanished), else null. */
+    public function closeCode(): ?int
+    {
+        return $this->closeCode;
+    }
+
+    public function closeReason(): string
+    {
+        return $this->closeReason;
+    }
+
+    // -- receiving ------------------------------------------------------------
+
+    /**
+     * The next message; null when the client is gone, or when $timeoutSeconds
+     * passed first (isConnected() tells which). After stream_select() reports
+     * the stream readable, call receive(0) until it returns null.
+     */
+    public function receive(?float $timeoutSeconds = null): ?Message
+    {
+        $deadline = $timeoutSeconds === null ? null : microtime(true) + $timeoutSeconds;
+        while (true) {
+            $message = $this->takeMessage();
+            if ($message !== null || $this->socket === null) {
+                return $message;
+            }
+            if (!$this->readMore($deadline)) {
+                return $this->socket === null ? $this->takeMessage() : null;
+            }
+        }
+    }
+
+    private function readMore(?float $deadline): bool
+    {
+        $read = [$this->socket];
+        $write = $except = null;
+        if ($deadline === null) {
+            $ready = @stream_select($read, $write, $except, null);
+        } else {
+            $left = max(0.0, $deadline - microtime(true));
+            $ready = @stream_select($read, $write, $except, (int)$left, (int)(fmod($left, 1.0) * 1e6));
+        }
+        if (!$ready) {
+            return false;  // timed out, or a signal interrupted the wait
+        }
+        $chunk = fread($this->socket, self::READ_SIZE);
+        if ($chunk === false || $chunk === '') {
+            if ($this->mode === self::MODE_FRAMED && $this->closeCode === null) {
+                $this->closeCode = 1006;
+            }
+            $this->disconnect();
+            return false;
+        }
+        $this->buffer .= $chunk;
+        return true;
+    }
+
+    private function takeMessage(): ?Message
+    {
+        $available = strlen($this->buffer) - $this->offset;
+        if ($available === 0) {
+            return null;
+        }
+        if ($this->mode === self::MODE_FRAMED) {
+            return $this->takeFrame($available);
+        }
+        if ($this->mode === self::MODE_LINE) {
+            return $this->takeLine();
+        }
+        return $this->take(Message::BINARY, $available, $available);
+    }
+
+    private function takeLine(): ?Message
+    {
+        $newline = strpos($this->buffer, "\n", $this->offset + $this->searched);
+        if ($newline === false) {
+            $this->searched = strlen($this->buffer) - $this->offset;
+            return null;
+        }
+        $this->searched = 0;
+        $length = $newline - $this->offset;
+        $line = (string)substr($this->buffer, $this->offset, $length);
+        return $this->take(self::isUtf8($line) ? Message::TEXT : Message::BINARY, $length + 1, $length, $line);
+    }
+
+    private function takeFrame(int $available): ?Message
+    {
+        if ($available >= self::FRAME_HEADER_SIZE) {
+            $header = unpack('Ctype/Nlength', $this->buffer, $this->offset);
+            $size = self::FRAME_HEADER_SIZE + $header['length'];
+            if ($available < $size) {
+                return null;
+            }
+            $payload = (string)substr($this->buffer, $this->offset + self::FRAME_HEADER_SIZE, $header['length']);
+            if ($header['type'] === self::TYPE_CLOSE) {
+                $this->closeCode = strlen($payload) >= 2 ? unpack('n', $payload)[1] : 1005;
+                $this->closeReason = (string)substr($payload, 2);
+                $this->take('', $size, 0);
+                $this->disconnect();
+                return null;
+            }
+            $type = $header['type'] === self::TYPE_TEXT ? Message::TEXT : Message::BINARY;
+            return $this->take($type, $size, 0, $payload);
+        }
+        return null;
+    }
+
+    /** Consume $consumed bytes of the buffer; return them (or $data) as a message. */
+    private function take(string $type, int $consumed, int $length, ?string $data = null): ?Message
+    {
+        if ($data === null && $length > 0) {
+            $data = $this->offset === 0 && $length === strlen($this->buffer)
+                ? $this->buffer : (string)substr($this->buffer, $this->offset, $length);
+        }
+        $this->offset += $consumed;
+        // Drop consumed bytes now and then, not on every message (that would be quadratic).
+        if ($this->offset === strlen($this->buffer)) {
+            $this->buffer = '';
+            $this->offset = 0;
+        } elseif ($this->offset > self::READ_SIZE) {
+            $this->buffer = (string)substr($this->buffer, $this->offset);
+            $this->offset = 0;
+        }
+        return $type === '' ? null : new Message($type, (string)$data);
+    }
+
+    // -- sending --------------------------------------------------------------
+
+    /**
+     * Send a Message, or a string: as $type when given, else as text when it
+     * is valid UTF-8 and binary otherwise. False when the client is gone.
+     *
+     * @param Message|string $message
+     */
+    public function send($message, ?string $type = null): bool
+    {
+        if ($message instanceof Message) {
+            return $this->sendMessage($message->type, $message->data);
+        }
+        $message = (string)$message;
+        return $this->sendMessage($type ?? (self::isUtf8($message) ? Message::TEXT : Message::BINARY), $message);
+    }
+
+    public function sendText(string $text): bool
+    {
+        return $this->sendMessage(Message::TEXT, $text);
+    }
+
+    public function sendBinary(string $data): bool
+    {
+        return $this->sendMessage(Message::BINARY, $data);
+    }
+
+    private function sendMessage(string $type, string $data): bool
+    {
+        if ($type !== Message::TEXT && $type !== Message::BINARY) {
+            throw new \InvalidArgumentException("message type must be 'text' or 'binary', not '$type'");
+        }
+        if ($this->socket === null) {
+            return false;
+        }
+        if ($this->mode === self::MODE_FRAMED) {
+            if ($type === Message::TEXT && !self::isUtf8($data)) {
+                throw new \InvalidArgumentException('a text message must be valid UTF-8');
+            }
+            $header = pack('CN', $type === Message::TEXT ? self::TYPE_TEXT : self::TYPE_BINARY, strlen($data));
+            return strlen($data) <= 65536 ? $this->write($header . $data)
+                : $this->write($header) && $this->write($data);
+        }
+        if ($this->mode === self::MODE_LINE) {
+            if (strpos($data, "\n") !== false) {
+                throw new \InvalidArgumentException('in line mode a message cannot contain "\n"');
+            }
+            return $this->write($data . "\n");
+        }
+        return $this->write($data);
+    }
+
+    /**
+     * Close the WebSocket and the connection to the bridge. The code and
+     * reason reach the client in framed mode; in the other modes the client
+     * gets 1000 when the script then exits with status 0.
+     */
+    public function close(int $code = 1000, string $reason = ''): void
+    {
+        if ($this->socket !== null && $this->mode === self::MODE_FRAMED) {
+            $payload = pack('n', $code) . $reason;
+            $this->write(pack('CN', self::TYPE_CLOSE, strlen($payload)) . $payload);
+        }
+        $this->disconnect();
+    }
+
+    private function write(string $data): bool
+    {
+        $length = strlen($data);
+        for ($done = 0; $done < $length; $done += $written) {
+            $chunk = $done === 0 && $length <= self::WRITE_SIZE ? $data : substr($data, $done, self::WRITE_SIZE);
+            $written = @fwrite($this->socket, $chunk);
+            if ($written === false || $written === 0) {
+                $this->disconnect();
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private function disconnect(): void
+    {
+        if ($this->socket !== null) {
+            fclose($this->socket);
+            $this->socket = null;
+        }
+    }
+
+    private static function isUtf8(string $data): bool
+    {
+        return preg_match('//u', $data) === 1;
+    }
+}

@@ -1,0 +1,91 @@
+"""Which script, message mode and subprotocol a request gets.
+
+``--route /chat=chat.php,mode=framed,subprotocol=chat.v1`` maps one request
+path to its own script, optionally with its own mode and subprotocol list;
+``--script`` handles every other path. Refusals are ``Rejected`` (404, 400)
+so nothing is spawned for them.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from greenbridge.modes import MODES
+from greenbridge.websocket import Rejected
+
+
+@dataclass(frozen=True)
+class Route:
+    path: Optional[str]  # None: the default script, for every path without a route
+    script: str
+    message_mode: Optional[str] = None  # None: --message-mode
+    subprotocols: Optional[Tuple[str, ...]] = None  # None: --subprotocol
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What one admitted request runs with."""
+    script: str
+    message_mode: str
+    subprotocol: Optional[str]
+
+
+def parse_route(text):
+    """``PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]...`` -> Route; ValueError when malformed."""
+    target, *options = [part.strip() for part in text.split(",")]
+    path, equals, script = target.partition("=")
+    path, script = path.strip(), script.strip()
+    if not equals or not path.startswith("/") or not script:
+        raise ValueError("expected PATH=SCRIPT with PATH starting with /")
+    message_mode = None
+    subprotocols = []
+    for option in options:
+        name, equals, value = option.partition("=")
+        name, value = name.strip(), value.strip()
+        if name == "mode" and value in MODES:
+            message_mode = value
+        elif name == "subprotocol" and value:
+            subprotocols.append(value)
+        else:
+            raise ValueError("unknown route option %r (mode=raw|line|framed, subprotocol=NAME)"
+                             % option)
+    return Route(path, os.path.abspath(script), message_mode,
+                 tuple(subprotocols) if subprotocols else None)
+
+
+class Router:
+    def __init__(self, routes, default_script, message_mode, subprotocols):
+        self._routes = {route.path: route for route in routes}
+        self._default = Route(None, default_script) if default_script else None
+        self._message_mode = message_mode
+        self._subprotocols = subprotocols
+
+    def endpoint(self, path, offered_protocols):
+        """The Endpoint for a request path and its Sec-WebSocket-Protocol value, or Rejected."""
+        route = self._routes.get(path, self._default)
+        if route is None:
+            raise Rejected("404 Not Found", "no route for %s" % path)
+        accepted = self._subprotocols if route.subprotocols is None else route.subprotocols
+        return Endpoint(route.script, route.message_mode or self._message_mode,
+                        select_subprotocol(parse_protocols(offered_protocols), accepted))
+
+
+def parse_protocols(header_value):
+    return [token.strip() for token in (header_value or "").split(",") if token.strip()]
+
+
+def select_subprotocol(offered, accepted):
+    """The first offered protocol that is accepted; with no accepted list, the first offered.
+
+    Browsers drop a connection whose requested protocol is not echoed, so an
+    unconfigured bridge echoes the client's first choice.
+    """
+    if not offered:
+        return None
+    if not accepted:
+        return offered[0]
+    for protocol in offered:
+        if protocol in accepted:
+            return protocol
+    raise Rejected("400 Bad Request", "none of the offered subprotocols (%s) is supported"
+                   % ", ".join(offered))

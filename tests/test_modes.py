@@ -1,0 +1,112 @@
+"""The message-mode codecs on their own (no sockets): what PHP gets and how its bytes are cut."""
+
+import struct
+
+import pytest
+
+from greenbridge import modes
+
+
+def frame(frame_type, payload):
+    return struct.pack("!BI", frame_type, len(payload)) + payload
+
+
+def feed_bytewise(decoder, data):
+    events = []
+    for index in range(len(data)):
+        events += decoder.feed(data[index:index + 1])
+    return events
+
+
+def test_client_messages_encoded_per_mode():
+    assert modes.encode_message("raw", 0x1, b"hi") == b"hi"
+    assert modes.encode_message("line", 0x1, b"hi") == b"hi\n"
+    assert modes.encode_message("framed", 0x1, "hé".encode()) == b"\x01\x00\x00\x00\x03h\xc3\xa9"
+    assert modes.encode_message("framed", 0x2, b"") == b"\x02\x00\x00\x00\x00"
+
+
+def test_close_frames_for_php():
+    assert modes.encode_close(1000, "bye") == b"\x08\x00\x00\x00\x05\x03\xe8bye"
+    assert modes.encode_close(1005, "") == b"\x08\x00\x00\x00\x00"
+
+
+def test_raw_decoder_passes_reads_as_binary():
+    decoder = modes.decoder("raw", 10)
+    assert decoder.feed(b"abc") == [(0x2, b"abc")]
+    assert decoder.feed(b"") == []
+
+
+def test_line_decoder_cuts_lines_and_types_them():
+    decoder = modes.decoder("line", 100)
+    assert decoder.feed(b"one\ntw") == [(0x1, b"one")]
+    assert decoder.feed(b"o\n\n\xff\xfe\nh\xc3") == [(0x1, b"two"), (0x1, b""), (0x2, b"\xff\xfe")]
+    assert decoder.feed(b"\xa9\n") == [(0x1, "hé".encode())]
+
+
+def test_line_decoder_same_result_bytewise():
+    data = b"alpha\nbeta\n\xed\xa0\x80\n"  # the last line is a UTF-16 surrogate: not UTF-8
+    assert feed_bytewise(modes.decoder("line", 100), data) == \
+        [(0x1, b"alpha"), (0x1, b"beta"), (0x2, b"\xed\xa0\x80")]
+
+
+@pytest.mark.parametrize("chunks", [[b"x" * 11], [b"x" * 6, b"x" * 5], [b"x" * 11 + b"\n"]])
+def test_line_over_the_limit_is_1009(chunks):
+    decoder = modes.decoder("line", 10)
+    events = [event for chunk in chunks for event in decoder.feed(chunk)]
+    assert len(events) == 1 and isinstance(events[0], modes.PhpProtocolError)
+    assert events[0].code == 1009
+
+
+def test_line_at_the_limit_passes():
+    assert modes.decoder("line", 10).feed(b"x" * 10 + b"\n") == [(0x1, b"x" * 10)]
+
+
+def test_framed_decoder_whole_and_bytewise():
+    data = (frame(0x1, "héllo".encode()) + frame(0x2, b"\x00\xff") + frame(0x1, b"")
+            + frame(0x8, b"\x0f\xa0going"))
+    expected = [(0x1, "héllo".encode()), (0x2, b"\x00\xff"), (0x1, b""), modes.Close(4000, "going")]
+    assert modes.decoder("framed", 100).feed(data) == expected
+    assert feed_bytewise(modes.decoder("framed", 100), data) == expected
+
+
+def test_framed_close_without_code():
+    assert modes.decoder("framed", 100).feed(frame(0x8, b"")) == [modes.Close(1005, "")]
+
+
+def test_framed_large_frame_in_pieces():
+    payload = bytes(range(256)) * 4096
+    decoder = modes.decoder("framed", len(payload))
+    data = frame(0x2, payload)
+    events = []
+    for start in range(0, len(data), 65536):
+        events += decoder.feed(data[start:start + 65536])
+    assert events == [(0x2, payload)]
+    assert decoder.pending == 0
+
+
+@pytest.mark.parametrize("data,complaint", [
+    (frame(0x3, b"x"), "unknown type 0x03"),
+    (frame(0x0, b""), "unknown type 0x00"),
+    (struct.pack("!BI", 0x2, 101), "binary frame of 101 bytes (over 100)"),
+    (struct.pack("!BI", 0x8, 126), "close frame of 126 bytes"),
+    (frame(0x1, b"\xff"), "not UTF-8"),
+    (frame(0x1, b"\xed\xa0\x80"), "not UTF-8"),
+    (frame(0x8, b"\x03"), "1-byte payload"),
+    (frame(0x8, b"\x03\xed"), "invalid close code 1005"),
+    (frame(0x8, b"\x00\x05"), "invalid close code 5"),
+    (frame(0x8, b"\x03\xe8\xff"), "reason that is not UTF-8"),
+], ids=["type", "type-zero", "too-long", "close-too-long", "utf8", "surrogate", "close-1-byte",
+        "close-1005", "close-code", "close-reason"])
+def test_framed_errors_are_1011_and_say_what_was_wrong(data, complaint):
+    [error] = modes.decoder("framed", 100).feed(data)
+    assert isinstance(error, modes.PhpProtocolError)
+    assert error.code == 1011
+    assert complaint in str(error)
+    assert error.client_reason == "PHP protocol error"
+
+
+def test_messages_before_an_error_are_kept():
+    *good, error = modes.decoder("framed", 100).feed(frame(0x1, b"ok") + frame(0x7, b""))
+    assert good == [(0x1, b"ok")] and isinstance(error, modes.PhpProtocolError)
+    *good, error = modes.decoder("line", 3).feed(b"one\n" + b"x" * 4)
+    assert good == [(0x1, b"one")] and error.code == 1009
