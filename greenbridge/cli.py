@@ -188,7 +188,8 @@ def _add_acme_options(parser):
 
 class _PrintPhpLibrary(configargparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.exit(0, PHP_LIBRARY + "\n")
+        print(PHP_LIBRARY)
+        parser.exit(0)
 
 
 def parse_config(argv=None, environment=None):
