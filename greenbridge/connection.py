@@ -132,7 +132,7 @@ class Connection:
                          modes.decoder(mode, config.max_payload_size), traffic, self.id),
         ]
         if config.ping_interval:
-            pumps.append(gevent.spawn(pump.heartbeat, self._websocket,
+            pumps.append(gevent.spawn(pump.heartbeat, self._websocket, self._php_writer,
                                       config.ping_interval, config.ping_timeout))
         try:
             return self._wait_for_end(pumps)

@@ -47,17 +47,17 @@ class PhpWriter:
     def __init__(self, php_socket, mode):
         self.socket = php_socket
         self.mode = mode
-        # A pump killed inside sendall leaves a cut frame: nothing may follow it.
-        self._frame_half_sent = False
+        # True inside sendall. A pump killed there leaves a cut frame: nothing may follow it.
+        self.writing = False
 
     def send_message(self, opcode, payload):
-        self._frame_half_sent = True
+        self.writing = True
         send_all(self.socket, modes.encode_message(self.mode, opcode, payload))
-        self._frame_half_sent = False
+        self.writing = False
 
     def finish(self, code, reason):
         """Framed mode: tell PHP how the client went (a close frame), then end our side."""
-        if self.mode != modes.FRAMED or self._frame_half_sent:
+        if self.mode != modes.FRAMED or self.writing:
             return
         try:
             with gevent.Timeout(_PHP_CLOSE_FRAME_TIMEOUT):
@@ -110,9 +110,15 @@ def php_to_client(php_socket, websocket, buffer_size, early_data, decoder, traff
             return PHP_ENDED
 
 
-def heartbeat(websocket, interval, timeout):
-    """Ping a client that sent nothing for `interval` seconds; give up after `timeout` more."""
+def heartbeat(websocket, php_writer, interval, timeout):
+    """Ping a client that sent nothing for `interval` seconds; give up after `timeout` more.
+
+    While PHP is slow to take the client's last message, nobody reads the
+    client's frames (pongs included): that is back-pressure, not a dead client.
+    """
     while True:
+        if php_writer.writing:
+            websocket.last_received = time.monotonic()
         idle_for = time.monotonic() - websocket.last_received
         if idle_for < interval:
             gevent.sleep(interval - idle_for)
@@ -126,5 +132,5 @@ def heartbeat(websocket, interval, timeout):
         except (OSError, WebSocketError):
             return CLIENT_ENDED
         gevent.sleep(max(0.0, pinged_at + timeout - time.monotonic()))
-        if websocket.last_received < pinged_at:
+        if websocket.last_received < pinged_at and not php_writer.writing:
             return CLOSE_GOING_AWAY, "no pong within %gs" % timeout

@@ -134,7 +134,8 @@ def start_bridge():
     started = []
 
     def start(*flags, script=SCENARIO_PHP, env=None, php=PHP, cwd=REPO):
-        args = ["-H", "127.0.0.1", "-P", "0", "-e", php, "-s", script, *flags]
+        script_flags = ("-s", script) if script else ()  # None: routes only
+        args = ["-H", "127.0.0.1", "-P", "0", "-e", php, *script_flags, *flags]
         bridge = Bridge(args, env=env, cwd=cwd)
         started.append(bridge)
         return bridge.wait_listening()

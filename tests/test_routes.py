@@ -1,0 +1,176 @@
+"""Handshake rules: routes, subprotocol selection and origin checks; refusals spawn no PHP."""
+
+import json
+import os
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from conftest import REPO, SCENARIO_PHP
+from greenbridge.cli import parse_config
+from test_cli import run_cli
+
+LIBRARY_PHP = os.path.join(REPO, "tests", "php", "library.php")
+
+
+def php_environment(bridge, path="/", **options):
+    """What scenario.php (do=env) was given, as seen through a real connection."""
+    separator = "&" if "?" in path else "?"
+    with connect(bridge.url(path + separator + "do=env"), **options) as ws:
+        return json.loads(ws.recv(timeout=10)), ws.subprotocol
+
+
+def refused(bridge, path="/", **options):
+    with pytest.raises(InvalidStatus) as refusal:
+        with connect(bridge.url(path), **options):
+            pass
+    return refusal.value.response.status_code, refusal.value.response.body.decode()
+
+
+def assert_nothing_spawned(bridge):
+    assert "greenbridge.access" not in bridge.log
+    assert not bridge.php_processes()
+
+
+# -- routes ------------------------------------------------------------------
+
+def test_route_gets_its_script_and_mode_others_the_default(start_bridge):
+    bridge = start_bridge("--route", "/api=%s,mode=framed" % LIBRARY_PHP)
+    with connect(bridge.url("/api?do=api")) as ws:
+        assert json.loads(ws.recv(timeout=10))["mode"] == "framed"  # library.php answered
+    environment, _ = php_environment(bridge, "/elsewhere")
+    assert environment["WSS_MESSAGE_MODE"] == "raw"
+    assert environment["WSS_REQUEST_PATH"] == "/elsewhere"
+
+
+def test_without_script_unrouted_paths_get_404(start_bridge):
+    bridge = start_bridge("--route", "/only=%s" % SCENARIO_PHP, script=None)
+    assert php_environment(bridge, "/only")[0]["WSS_REQUEST_PATH"] == "/only"
+    assert refused(bridge, "/other")[0] == 404
+    assert refused(bridge, "/only/")[0] == 404  # paths match exactly
+    bridge.wait_for_log("404 Not Found")
+    assert bridge.log.count("greenbridge.access") == 1
+
+
+def test_route_subprotocols_replace_the_global_list(start_bridge):
+    bridge = start_bridge("--subprotocol", "global.v1",
+                          "--route", "/chat=%s,subprotocol=chat.v2,subprotocol=chat.v1"
+                          % SCENARIO_PHP)
+    environment, chosen = php_environment(bridge, "/chat", subprotocols=["chat.v1", "chat.v2"])
+    assert chosen == "chat.v1" and environment["WSS_SUBPROTOCOL"] == "chat.v1"
+    assert refused(bridge, "/chat", subprotocols=["global.v1"])[0] == 400
+    assert php_environment(bridge, "/", subprotocols=["global.v1"])[1] == "global.v1"
+
+
+def test_routes_from_config_file_and_environment(tmp_path):
+    config_file = tmp_path / "bridge.conf"
+    config_file.write_text('php-executable = php\nroute = ["/a=%s,mode=framed", "/b=%s"]\n'
+                           % (SCENARIO_PHP, LIBRARY_PHP))
+    config = parse_config(["-c", str(config_file)], environment={})
+    assert [(r.path, r.script, r.message_mode) for r in config.routes] == [
+        ("/a", SCENARIO_PHP, "framed"), ("/b", LIBRARY_PHP, None)]
+    assert config.script is None
+    config = parse_config(["-e", "php"], environment={
+        "WSS_CONFIG_ROUTES": '["/c=%s,mode=line,subprotocol=x"]' % SCENARIO_PHP,
+        "WSS_CONFIG_MESSAGE_MODE": "framed", "WSS_CONFIG_SUBPROTOCOLS": "[y, z]"})
+    assert [(r.path, r.message_mode, r.subprotocols) for r in config.routes] == [
+        ("/c", "line", ("x",))]
+    assert config.message_mode == "framed" and config.subprotocols == ("y", "z")
+
+
+@pytest.mark.parametrize("args,complaint", [
+    (["--route", "chat=x.php"], "--route: invalid route"),
+    (["--route", "/chat=%s,mode=fancy" % SCENARIO_PHP], "--route: invalid route"),
+    (["--route", "/chat=/no/such.php"], "--route /chat: '/no/such.php' is not a file"),
+    (["--message-mode", "lines", "-s", SCENARIO_PHP], "--message-mode: invalid message mode"),
+    (["--subprotocol", "a b", "-s", SCENARIO_PHP], "--subprotocol: invalid subprotocol"),
+    (["--allow-origin", "https://a.com/path", "-s", SCENARIO_PHP], "--allow-origin: invalid"),
+    (["--allow-origin", "*.*.com", "-s", SCENARIO_PHP], "--allow-origin: invalid"),
+    (["--ping-timeout", "0", "-s", SCENARIO_PHP], "--ping-timeout must be over 0"),
+    ([], "--script is required (or at least one --route)"),
+])
+def test_bad_options_are_one_line_exit_2(args, complaint):
+    result = run_cli("-e", "php", *args)
+    assert result.returncode == 2
+    assert complaint in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_new_options_are_in_help():
+    result = run_cli("--help")
+    for text in ("--message-mode", "WSS_CONFIG_MESSAGE_MODE", "--route", "WSS_CONFIG_ROUTES",
+                 "--subprotocol", "WSS_CONFIG_SUBPROTOCOLS", "--allow-origin",
+                 "WSS_CONFIG_ALLOW_ORIGINS", "--same-origin", "WSS_CONFIG_SAME_ORIGIN",
+                 "--ping-interval", "WSS_CONFIG_PING_INTERVAL", "--ping-timeout",
+                 "WSS_CONFIG_PING_TIMEOUT", "--php-lib"):
+        assert text in result.stdout
+
+
+# -- subprotocols --------------------------------------------------------------
+
+def test_without_a_list_the_first_offered_subprotocol_is_echoed(start_bridge):
+    bridge = start_bridge()
+    environment, chosen = php_environment(bridge, subprotocols=["first", "second"])
+    assert chosen == "first" and environment["WSS_SUBPROTOCOL"] == "first"
+    environment, chosen = php_environment(bridge)
+    assert chosen is None and "WSS_SUBPROTOCOL" not in environment
+
+
+def test_the_first_offered_protocol_in_the_list_is_chosen(start_bridge):
+    bridge = start_bridge("--subprotocol", "b", "--subprotocol", "c")
+    environment, chosen = php_environment(bridge, subprotocols=["a", "c", "b"])
+    assert chosen == "c" and environment["WSS_SUBPROTOCOL"] == "c"
+    assert php_environment(bridge)[1] is None  # offering none is fine
+
+
+def test_no_matching_subprotocol_is_400_and_spawns_nothing(start_bridge):
+    bridge = start_bridge("--subprotocol", "b")
+    status, body = refused(bridge, subprotocols=["a", "x"])
+    assert status == 400
+    bridge.wait_for_log(r"400 Bad Request \(none of the offered subprotocols \(a, x\)")
+    assert_nothing_spawned(bridge)
+
+
+# -- origins -------------------------------------------------------------------
+
+@pytest.mark.parametrize("origin,allowed", [
+    ("https://app.example.com", True),
+    ("https://deep.app.example.com", True),
+    ("http://app.example.com", True),
+    ("https://example.com", False),           # *.example.com means subdomains only
+    ("https://app.example.com:8443", False),  # a non-default port must be listed
+    ("https://evil.com", False),
+    ("https://app.example.com.evil.com", False),
+    ("http://localhost:3000", True),
+    ("http://localhost:3001", False),
+    ("null", False),
+])
+def test_allow_origin_patterns(start_bridge, origin, allowed):
+    bridge = start_bridge("--allow-origin", "*.example.com",
+                          "--allow-origin", "http://localhost:3000")
+    if allowed:
+        assert php_environment(bridge, origin=origin)[0]["WSS_ORIGIN"] == origin
+    else:
+        assert refused(bridge, origin=origin)[0] == 403
+        bridge.wait_for_log("403 Forbidden")
+        assert_nothing_spawned(bridge)
+
+
+def test_scheme_in_the_pattern_is_enforced(start_bridge):
+    bridge = start_bridge("--allow-origin", "https://*.example.com")
+    assert php_environment(bridge, origin="https://a.example.com")[0]["WSS_ORIGIN"]
+    assert refused(bridge, origin="http://a.example.com")[0] == 403
+
+
+def test_same_origin_compares_origin_with_host(start_bridge):
+    bridge = start_bridge("--same-origin")
+    own = "http://127.0.0.1:%d" % bridge.port
+    assert php_environment(bridge, origin=own)[0]["WSS_ORIGIN"] == own
+    assert refused(bridge, origin="http://127.0.0.1:1")[0] == 403
+    assert refused(bridge, origin="https://elsewhere.example")[0] == 403
+
+
+def test_requests_without_origin_are_not_browsers_and_pass(start_bridge):
+    bridge = start_bridge("--allow-origin", "https://only.example")
+    assert "WSS_ORIGIN" not in php_environment(bridge)[0]
