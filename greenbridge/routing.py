@@ -88,4 +88,4 @@ def select_subprotocol(offered, accepted):
         if protocol in accepted:
             return protocol
     raise Rejected("400 Bad Request", "none of the offered subprotocols (%s) is supported"
-                   % ", ".join(offered))
+                   % ", ".join(offered), kind="subprotocol")
