@@ -210,9 +210,10 @@ def test_library_refuses_invalid_utf8_text(start_bridge):
 
 
 def test_php_lib_flag_prints_the_library_path():
-    result = subprocess.run([sys.executable, "-m", "greenbridge", "--php-lib"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
+    # The installed console script, next to the venv's python (as a user runs it).
+    command = os.path.join(os.path.dirname(sys.executable), "greenbridge")
+    result = subprocess.run([command, "--php-lib"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
     path = result.stdout.strip()
     assert os.path.basename(path) == "Greenbridge.php" and os.path.isfile(path)
     lint = subprocess.run(["php", "-l", path], capture_output=True, text=True, timeout=60)
