@@ -214,7 +214,8 @@ class _Connection:
 
     def close(self):
         if not self.disconnected:
-            self.transport.send_close()
+            from picows import WSCloseCode
+            self.transport.send_close(WSCloseCode.OK)
             self.transport.disconnect()
 
 
@@ -538,13 +539,12 @@ def print_table(results):
             ratio = "%.2f" % (ours / theirs) if ours is not None and theirs else "-"
             rows.append((scenario, label, _format(ours), _format(theirs), ratio))
         for name in SERVERS:
-            for run in by_server[name]:
-                for key in ("errors", "failure_examples"):
-                    if run.get(key):
-                        rows.append((scenario, "%s %s" % (name, key), str(run[key])[:60], "", ""))
-                for key in ("1MiB_failure", "16MiB_failure"):
-                    if key in run:
-                        rows.append((scenario, "%s %s" % (name, key), run[key][:60], "", ""))
+            for key in ("errors", "failure_examples", "1MiB_failure", "16MiB_failure"):
+                seen = [str(run[key]) for run in by_server[name] if run.get(key)]
+                if seen:
+                    rows.append((scenario, "%s %s" % (name, key),
+                                 "%s (%d of %d runs)" % (seen[0][:50], len(seen), len(by_server[name])),
+                                 "", ""))
     widths = [max(len(row[column]) for row in rows) for column in range(5)]
     line = "  ".join("=" * width for width in widths)
     print(line)
@@ -619,14 +619,20 @@ def main():
     parser.add_argument("--workers", default="auto", help="greenbridge --workers")
     parser.add_argument("--php", default="php")
     parser.add_argument("--output", default=os.path.join(REPO, "scripts", "bench-results"))
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the scenarios run in the existing results.json")
     options = parser.parse_args()
     if shutil.which("websocketd") is None:
         parser.error("websocketd is not installed (apt-get install websocketd)")
     os.makedirs(options.output, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix="greenbridge-bench-")
 
+    results_path = os.path.join(options.output, "results.json")
     results = {"machine": machine_description(), "workers": options.workers,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "scenarios": {}}
+    if options.update and os.path.exists(results_path):
+        with open(results_path) as existing:
+            results["scenarios"] = json.load(existing)["scenarios"]
     for scenario in options.only.split(","):
         repetitions = options.idle_repetitions if scenario == "idle" else options.repetitions
         runs = results["scenarios"][scenario] = {name: [] for name in SERVERS}
@@ -642,7 +648,7 @@ def main():
              for run in runs for key in ("load_before", "load_after")]
     results["load_average_1min"] = {"min": min(loads), "median": statistics.median(loads),
                                     "max": max(loads)}
-    with open(os.path.join(options.output, "results.json"), "w") as output:
+    with open(results_path, "w") as output:
         json.dump(results, output, indent=1)
     print_table(results)
     print("1-minute load average during the runs: min %.1f, median %.1f, max %.1f"

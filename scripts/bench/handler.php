@@ -13,7 +13,10 @@ if ($id !== false) {
     $out = STDOUT;
     $query = getenv('QUERY_STRING');
 }
-// The same reads and writes for both: unbuffered, up to 64 KiB at a time.
+// The same reads and writes for both: unbuffered, up to 64 KiB at a time,
+// and no read timeout (PHP's default_socket_timeout, 60 s, would end idle
+// back-connections; stdin has none).
+stream_set_timeout($in, 86400);
 foreach ([$in, $out] as $stream) {
     stream_set_chunk_size($stream, 65536);
     stream_set_read_buffer($stream, 0);
