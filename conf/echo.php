@@ -2,6 +2,9 @@
 // Example greenbridge handler: connect back, send the connection ID, echo every byte.
 // Runs once per WebSocket connection; the bridge tells it where to connect.
 
+// No read timeout: PHP's default_socket_timeout (60 s) would end a quiet connection.
+ini_set('default_socket_timeout', '-1');
+
 $address = sprintf('tcp://%s:%s', getenv('WSS_TCP_HOST'), getenv('WSS_TCP_PORT'));
 $socket = stream_socket_client($address, $errno, $errstr, 5);
 if ($socket === false) {
