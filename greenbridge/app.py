@@ -116,8 +116,8 @@ def _header_text(name, value):
 class Admission:
     """One connection slot and one process slot, held until the connection ends."""
 
-    def __init__(self, counters, request, endpoint):
-        self._counters = counters
+    def __init__(self, app, request, endpoint):
+        self._app = app
         self.request = request
         self.endpoint = endpoint
 
@@ -130,7 +130,7 @@ class Admission:
         return self
 
     def __exit__(self, *exc_info):
-        self._counters.add(OPEN_CONNECTIONS, -1)
+        self._app.release(self.request.client_ip)
         return False
 
 
@@ -153,6 +153,8 @@ class BridgeApp:
         # Shared with the other workers: the limits hold for all of them together.
         self.counters = counters
         self.metrics = metrics
+        # Only this process's: with --workers, each worker counts its own.
+        self.admitted_per_ip = {}
         self.connections = {}
         self.draining = False
         metrics.watch(self)
@@ -173,6 +175,12 @@ class BridgeApp:
         endpoint = self.router.endpoint(request.path,
                                         request.headers.get("sec-websocket-protocol"))
         config = self.config
+        per_ip_limit = config.max_connections_per_ip
+        from_this_ip = self.admitted_per_ip.get(request.client_ip, 0)
+        if per_ip_limit and from_this_ip >= per_ip_limit:
+            raise Rejected("503 Service Unavailable",
+                           "connection limit per address (%d) reached" % per_ip_limit,
+                           [("Retry-After", RETRY_AFTER_SECONDS)])
         # Each connection holds one PHP process, so one counter serves both limits.
         admitted, open_connections = self.counters.add_if_below(
             OPEN_CONNECTIONS, min(config.max_connections, config.max_processes))
@@ -183,7 +191,17 @@ class BridgeApp:
                 reason = "PHP process limit (%d) reached" % config.max_processes
             raise Rejected("503 Service Unavailable", reason,
                            [("Retry-After", RETRY_AFTER_SECONDS)])
-        return Admission(self.counters, request, endpoint)
+        self.admitted_per_ip[request.client_ip] = from_this_ip + 1
+        return Admission(self, request, endpoint)
+
+    def release(self, client_ip):
+        """Give back the slots an Admission held."""
+        self.counters.add(OPEN_CONNECTIONS, -1)
+        remaining = self.admitted_per_ip[client_ip] - 1
+        if remaining:
+            self.admitted_per_ip[client_ip] = remaining
+        else:
+            del self.admitted_per_ip[client_ip]
 
     def serve(self, environ, websocket, admission):
         """Run one connection to its end, in the calling (connection) greenlet."""

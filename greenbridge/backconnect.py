@@ -6,8 +6,10 @@ on the ID's AsyncResult. Anything unexpected closes only that one socket.
 """
 
 import errno
+import hashlib
+import hmac
 import logging
-import time
+import os
 import uuid
 from socket import SO_SNDBUF, SOL_SOCKET
 
@@ -15,13 +17,16 @@ import gevent
 from gevent import socket
 from gevent.event import AsyncResult
 
+from greenbridge.logs import RateLimitedLog, format_address
+
 log = logging.getLogger("greenbridge.backconnect")
 
 ID_LINE_TIMEOUT = 5.0
 ID_LINE_MAX_BYTES = 128
-# Out of descriptors: wait this long before accepting again, log at most this often.
-_ACCEPT_BACKOFF = 0.1
-_ACCEPT_ERROR_LOG_INTERVAL = 1.0
+# Out of descriptors: wait this long before accepting again.
+ACCEPT_BACKOFF = 0.1
+# accept() errors that mean "no resources right now", not "the listener is broken".
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class BackConnection:
@@ -40,9 +45,15 @@ class BackConnectListener:
         self._listener = listener
         self._socket_buffer_size = socket_buffer_size
         self._metrics = metrics
+        # Keyed by an HMAC of the ID under a per-process secret: how long a
+        # lookup takes depends on digests an attacker cannot relate to real
+        # IDs, so timing the refusals tells nothing about them.
+        self._secret = os.urandom(32)
         self._pending = {}
         self._accept_greenlet = None
-        self._last_accept_error_log = 0.0
+        self._log_accept_error = RateLimitedLog(log, logging.ERROR)
+        # A flood of bad back-connections must not flood the log too.
+        self._log_refusal = RateLimitedLog(log, logging.WARNING)
 
     @property
     def address(self):
@@ -60,45 +71,43 @@ class BackConnectListener:
     def expect(self, connection_id):
         """Register an ID; the returned AsyncResult receives its BackConnection."""
         pending = AsyncResult()
-        self._pending[connection_id] = pending
+        self._pending[self._key(connection_id)] = pending
         return pending
 
     def forget(self, connection_id):
         """The ID no longer pairs (its connection paired, gave up or ended)."""
-        self._pending.pop(connection_id, None)
+        self._pending.pop(self._key(connection_id), None)
+
+    def _key(self, connection_id):
+        return hmac.new(self._secret, connection_id.encode("ascii"), hashlib.sha256).digest()
 
     def _accept_forever(self):
         while True:
             try:
                 sock, peer = self._listener.accept()
             except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._log_accept_error(error)
-                    gevent.sleep(_ACCEPT_BACKOFF)
+                if error.errno in OUT_OF_RESOURCES:
+                    self._log_accept_error("back-connection accept failed: %s; retrying",
+                                           error.strerror)
+                    gevent.sleep(ACCEPT_BACKOFF)
                     continue
                 if error.errno in (errno.ECONNABORTED, errno.EINTR, errno.EAGAIN):
                     continue
                 raise
             gevent.spawn(self._identify, sock, peer)
 
-    def _log_accept_error(self, error):
-        now = time.monotonic()
-        if now - self._last_accept_error_log >= _ACCEPT_ERROR_LOG_INTERVAL:
-            self._last_accept_error_log = now
-            log.error("back-connection accept failed: %s; retrying", error.strerror)
-
     def _identify(self, sock, peer):
         try:
             connection_id, early_data = self._read_id_line(sock)
         except _Refused as refusal:
-            log.warning("back-connection from %s refused: %s", _format_peer(peer), refusal)
+            self._log_refusal("back-connection from %s refused: %s", format_address(peer), refusal)
             self._metrics.backconnect_rejects.inc()
             sock.close()
             return
-        pending = self._pending.pop(connection_id, None)
+        pending = self._pending.pop(self._key(connection_id), None)
         if pending is None:
-            log.warning("back-connection from %s refused: unknown or already used ID %s",
-                        _format_peer(peer), connection_id)
+            self._log_refusal("back-connection from %s refused: unknown or already used ID %s",
+                              format_address(peer), connection_id)
             self._metrics.backconnect_rejects.inc()
             sock.close()
             return
@@ -134,7 +143,3 @@ class BackConnectListener:
 
 class _Refused(Exception):
     pass
-
-
-def _format_peer(peer):
-    return "%s:%s" % peer[:2] if isinstance(peer, tuple) else str(peer)

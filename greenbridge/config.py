@@ -66,6 +66,9 @@ class Config:
     same_origin: bool = False
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
+    handshake_timeout: float = 10.0
+    max_pending_handshakes: int = 128
+    max_connections_per_ip: int = 0
     # The server's own environment, captured once at start-up; PHP inherits
     # it minus every WSS_CONFIG_* variable.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -258,6 +261,9 @@ def build_config(options, environment):
         same_origin=options.same_origin,
         ping_interval=options.ping_interval,
         ping_timeout=options.ping_timeout,
+        handshake_timeout=options.handshake_timeout,
+        max_pending_handshakes=options.max_pending_handshakes,
+        max_connections_per_ip=options.max_connections_per_ip,
         base_environment=dict(environment),
     )
 

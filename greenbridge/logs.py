@@ -52,3 +52,30 @@ def configure_logging(level_name, log_format="text", stream=None):
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level_name])
+
+
+class RateLimitedLog:
+    """Logs a recurring problem at most once per `interval` seconds, counting what it held back."""
+
+    def __init__(self, logger, level, interval=1.0):
+        self._logger = logger
+        self._level = level
+        self._interval = interval
+        self._last = float("-inf")
+        self._held_back = 0
+
+    def __call__(self, message, *args):
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            self._held_back += 1
+            return
+        if self._held_back:
+            message += " (%d more like it not logged)"
+            args += (self._held_back,)
+        self._last, self._held_back = now, 0
+        self._logger.log(self._level, message, *args)
+
+
+def format_address(address):
+    """host:port of a socket address, for log lines."""
+    return "%s:%s" % address[:2] if isinstance(address, tuple) else str(address)

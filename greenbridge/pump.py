@@ -17,7 +17,6 @@ import gevent
 from geventwebsocket.exceptions import WebSocketError
 
 from greenbridge import modes
-from greenbridge.sockets import send_all
 from greenbridge.websocket import CLOSE_GOING_AWAY, OPCODE_PING
 
 log = logging.getLogger("greenbridge.pump")
@@ -28,6 +27,8 @@ PHP_ENDED = "php"
 
 # PHP that does not read must not hold teardown for long.
 _PHP_CLOSE_FRAME_TIMEOUT = 1.0
+# While PHP is not reading, look this often whether the client is still there.
+CLIENT_CHECK_INTERVAL = 1.0
 
 
 class Traffic:
@@ -50,10 +51,13 @@ class PhpWriter:
         # True inside sendall. A pump killed there leaves a cut frame: nothing may follow it.
         self.writing = False
 
-    def send_message(self, opcode, payload):
+    def send_message(self, opcode, payload, client_connected):
+        """Write one message; False if the client left while PHP was not reading it."""
         self.writing = True
-        send_all(self.socket, modes.encode_message(self.mode, opcode, payload))
-        self.writing = False
+        delivered = _send_while_client_connected(
+            self.socket, modes.encode_message(self.mode, opcode, payload), client_connected)
+        self.writing = not delivered  # a cut message: nothing may follow it
+        return delivered
 
     def finish(self, code, reason):
         """Framed mode: tell PHP how the client went (a close frame), then end our side."""
@@ -75,11 +79,37 @@ def client_to_php(websocket, php_writer, traffic):
             return CLIENT_ENDED
         opcode, payload = message
         try:
-            php_writer.send_message(opcode, payload)
+            delivered = php_writer.send_message(opcode, payload, websocket.client_connected)
         except OSError:
             return PHP_ENDED
+        if not delivered:
+            websocket.mark_disconnected()
+            return CLIENT_ENDED
         traffic.to_php += len(payload)
         traffic.last_activity = time.monotonic()
+
+
+def _send_while_client_connected(php_socket, data, client_connected):
+    """sendall to PHP that gives up (False) if the client leaves while PHP is not reading.
+
+    Without it a PHP script that stops reading would hold its process and
+    both sockets until it exits, long after the client has gone.
+    """
+    view = memoryview(data)
+    sent = 0
+    while sent < len(view):
+        timer = gevent.Timeout(CLIENT_CHECK_INTERVAL)
+        timer.start()
+        try:
+            sent += php_socket.send(view[sent:])
+        except gevent.Timeout as fired:
+            if fired is not timer:
+                raise
+            if not client_connected():
+                return False
+        finally:
+            timer.close()
+    return True
 
 
 def php_to_client(php_socket, websocket, buffer_size, early_data, decoder, traffic, connection_id):

@@ -5,17 +5,23 @@ First SIGINT/SIGTERM: stop accepting, let connections finish for up to
 processes; exit 0. A second signal kills every PHP group and exits at once.
 """
 
+import gc
+import ipaddress
 import logging
 import os
+import resource
 import signal
 
 import gevent
 from gevent import socket
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
+from greenlet import greenlet
 
 from greenbridge.app import BridgeApp
-from greenbridge.backconnect import BackConnectListener
+from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
+from greenbridge.handshake import PendingHandshakes
+from greenbridge.logs import RateLimitedLog
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
@@ -30,13 +36,45 @@ EXIT_CANNOT_LISTEN = 1
 _LISTEN_BACKLOG = 1024
 
 
+class BridgeServer(WSGIServer):
+    """A WSGIServer that rides out running out of descriptors.
+
+    gevent's own server prints a traceback for every failed accept; this one
+    logs at most one line a second, pauses accepting briefly and goes on.
+    It also keeps the register of handshakes being read (see handshake.py).
+    """
+
+    def __init__(self, listener, application, handshakes, **kwargs):
+        super().__init__(listener, application, **kwargs)
+        self.handshakes = handshakes
+        self._log_accept_error = RateLimitedLog(log, logging.ERROR)
+
+    def do_read(self):
+        try:
+            return super().do_read()
+        except OSError as error:
+            if error.errno not in OUT_OF_RESOURCES:
+                raise
+            self._log_accept_error("accept failed: %s; pausing accepts for %gs",
+                                   error.strerror, ACCEPT_BACKOFF)
+        self.stop_accepting()
+        gevent.spawn_later(ACCEPT_BACKOFF, self._resume_accepting)
+        return None
+
+    def _resume_accepting(self):
+        if not self.closed:
+            self.start_accepting()
+
+
 def run(config):
     """Serve until a signal ends it; with --workers over 1, as the workers' arbiter."""
+    raise_open_files_limit()
     try:
         listeners = Listeners.bind(config)
     except OSError as error:
         log.error("cannot listen: %s", error)
         return EXIT_CANNOT_LISTEN
+    warn_if_backconnect_reachable(listeners)
     counters = SharedCounters(COUNTER_NAMES, config.workers)
     notifier = Notifier(config.notify_socket)
     if config.workers == 1:
@@ -126,8 +164,9 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     backconnect = BackConnectListener(listeners.backconnect[index], config.write_buffer_size,
                                       metrics)
     app = BridgeApp(config, backconnect, counters, metrics)
-    ws_server = WSGIServer(listeners.websocket, app, handler_class=BridgeHandler,
-                           log=None, error_log=logging.getLogger("greenbridge.wsgi"))
+    handshakes = PendingHandshakes(config.max_pending_handshakes, config.handshake_timeout)
+    ws_server = BridgeServer(listeners.websocket, app, handshakes, handler_class=BridgeHandler,
+                             log=None, error_log=logging.getLogger("greenbridge.wsgi"))
     backconnect.start()
     ws_server.start()
     admin_server = None
@@ -152,6 +191,7 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     # is the arbiter's to handle; it passes it on as SIGTERM.
     signals = (signal.SIGINT, signal.SIGTERM) if worker_number is None else (signal.SIGTERM,)
     _install_signal_handlers(stop_requested, app, signals, notifier)
+    gevent.signal_handler(signal.SIGUSR1, log_status, app, ws_server)
     stop_requested.wait()
     notifier.stopping()
     _shut_down(ws_server, backconnect, app, config)
@@ -167,6 +207,39 @@ def _not_ready_because(ws_server, app):
     if ws_server.closed:
         return "WebSocket listener closed"
     return None
+
+
+def warn_if_backconnect_reachable(listeners):
+    host = listeners.backconnect[0].getsockname()[0]
+    if not ipaddress.ip_address(host).is_loopback:
+        log.warning("the back-connection listener is on %s, not loopback: anyone who can reach "
+                    "it may try connection IDs; keep --tcp-bind on 127.0.0.1 or firewall it",
+                    host)
+
+
+def raise_open_files_limit():
+    """Every connection costs several descriptors: use all the system allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as error:
+            log.warning("could not raise the open files limit to %s: %s", hard, error)
+    log.info("open files limit: %s (hard limit %s)", _limit_text(soft), _limit_text(hard))
+
+
+def _limit_text(limit):
+    return "unlimited" if limit == resource.RLIM_INFINITY else str(limit)
+
+
+def log_status(app, ws_server):
+    """One line of what the server holds now (SIGUSR1), for operators and leak checks."""
+    # Counting greenlets walks the heap: a few milliseconds, only when asked.
+    greenlets = sum(1 for thing in gc.get_objects() if isinstance(thing, greenlet))
+    log.info("status: %d connections, %d pending handshakes, %d greenlets, "
+             "%d open descriptors", len(app.connections), len(ws_server.handshakes), greenlets,
+             len(os.listdir("/proc/self/fd")))
 
 
 def _install_signal_handlers(stop_requested, app, signals, notifier):

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import struct
 import time
-from socket import SO_SNDBUF, SOL_SOCKET
+from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO
 
 from gevent import Timeout
 from gevent.lock import Semaphore
@@ -32,6 +32,10 @@ from geventwebsocket.websocket import Stream, WebSocket
 
 from greenbridge.frames import TextChecker, encode_header, header_size, parse_header, unmask
 from greenbridge.sockets import send_all
+
+from greenbridge.handshake import (MAX_HANDSHAKE_BYTES, UNLIMITED_HANDSHAKES, CappedReader,
+                                   HandshakeAborted, HandshakeTooLarge)
+from greenbridge.logs import format_address
 
 log = logging.getLogger("greenbridge.websocket")
 
@@ -63,6 +67,12 @@ _COPY_LIMIT = 256 * 1024
 _CLOSE_FRAME_SEND_TIMEOUT = 5.0
 # Bytes asked for per receive from the client.
 _RECEIVE_SIZE = 64 * 1024
+# tcp_info.tcpi_state (the first byte) of a connection both sides still hold open.
+_TCP_ESTABLISHED = 1
+
+_HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                               b"Connection: close\r\nContent-Length: 0\r\n\r\n")
+_BAD_REQUEST_RESPONSE = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
 class MessageTooBig(WebSocketError):
@@ -140,7 +150,7 @@ class BridgeWebSocket(WebSocket):
             self.close(CLOSE_PROTOCOL_ERROR, str(error) or "protocol error")
         except (OSError, WebSocketError):
             # The client vanished without a close frame.
-            self._mark_closed(CLOSE_ABNORMAL, "client disconnected without close frame")
+            self.mark_disconnected()
         return None
 
     def _read_message(self):
@@ -276,6 +286,22 @@ class BridgeWebSocket(WebSocket):
                 log.debug("could not send close frame %d", code)
         self._mark_closed(*(_record or (code, reason)))
 
+    # -- the client's TCP connection ------------------------------------
+
+    def client_connected(self):
+        """False once the client's TCP connection ended (FIN or RST), even with frames unread.
+
+        Asks the kernel for the connection's state, so it neither reads nor blocks.
+        """
+        try:
+            state = self._socket.getsockopt(IPPROTO_TCP, TCP_INFO, 1)[0]
+        except (OSError, AttributeError):
+            return False
+        return state == _TCP_ESTABLISHED
+
+    def mark_disconnected(self):
+        self._mark_closed(CLOSE_ABNORMAL, "client disconnected without close frame")
+
     def _mark_closed(self, code, reason):
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
@@ -396,9 +422,50 @@ class BridgeHandler(WebSocketHandler):
     gevent-websocket's own handler answers 101 before the application runs.
     This one offers the upgrade as ``environ["greenbridge.upgrade"]`` (see
     PendingUpgrade) and otherwise behaves as a plain WSGI handler.
+
+    Each request is read under the limits of ``handshake.py``: 16 KiB, and,
+    under greenbridge's own server (which keeps the ``handshakes`` register),
+    a deadline and a cap on how many are read at once.
     """
 
+    def handle(self):
+        try:
+            super().handle()
+        except HandshakeAborted as aborted:
+            log.info("client %s: %s", format_address(self.client_address), aborted)
+
+    def handle_one_request(self):
+        handshakes = getattr(self.server, "handshakes", UNLIMITED_HANDSHAKES)
+        handshakes.begin()
+        self.rfile = CappedReader(self.rfile, MAX_HANDSHAKE_BYTES)
+        try:
+            return super().handle_one_request()
+        finally:
+            handshakes.end()
+            self._uncap()
+
+    def read_request(self, raw_requestline):
+        result = super().read_request(raw_requestline)
+        # The headers are in: a body or WebSocket frames are read without the cap.
+        self._uncap()
+        return result
+
+    def _uncap(self):
+        if isinstance(self.rfile, CappedReader):
+            self.rfile = self.rfile.stream
+
+    def _handle_client_error(self, error):
+        # gevent prints a traceback for some client errors (too many headers);
+        # a client's mistake is worth one line.
+        log.info("bad request from %s: %s", format_address(self.client_address),
+                 str(error) or type(error).__name__)
+        if isinstance(error, HandshakeTooLarge):
+            return "431", _HEADERS_TOO_LARGE_RESPONSE
+        return "400", _BAD_REQUEST_RESPONSE
+
     def run_application(self):
+        # The request is in: what follows is the connection's, not the handshake's.
+        getattr(self.server, "handshakes", UNLIMITED_HANDSHAKES).end()
         self.environ["greenbridge.local_address"] = self.socket.getsockname()[:2]
         if wants_websocket(self.environ):
             self.environ["greenbridge.upgrade"] = PendingUpgrade(self)

@@ -10,6 +10,7 @@ import time
 
 import psutil
 import pytest
+from websockets.sync.client import connect
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIO_PHP = os.path.join(REPO, "tests", "php", "scenario.php")
@@ -68,6 +69,12 @@ class Bridge:
                     return match
             time.sleep(0.02)
         raise AssertionError("no log line matching %r in:\n%s" % (pattern, self.log))
+
+    def assert_serves(self):
+        """A fresh connection still gets its message echoed (scenario.php or echo.php)."""
+        with connect(self.url()) as ws:
+            ws.send(b"still serving")
+            assert ws.recv(timeout=20) == b"still serving"
 
     def php_processes(self):
         """PHP processes (and their children) started by this server or its workers."""

@@ -174,3 +174,25 @@ def test_installed_script_runs_the_shipped_config():
         assert bridge.stop() == 0
     finally:
         bridge.kill()
+
+
+def test_readme_configuration_table_is_well_formed_and_true():
+    """README.rst parses without warnings, and each row of its option table names the
+    flag's real environment variable."""
+    import docutils.core
+    import docutils.nodes
+
+    with open(os.path.join(REPO, "README.rst"), encoding="utf-8") as readme:
+        document = docutils.core.publish_doctree(
+            readme.read(), settings_overrides={"report_level": 5, "halt_level": 2})
+    rows = {}
+    for row in document.findall(docutils.nodes.row):
+        cells = [entry.astext() for entry in row.findall(docutils.nodes.entry)]
+        if len(cells) == 5 and cells[0].startswith("--"):
+            rows[cells[0].split()[0]] = cells
+    env_vars = {flag: action.env_var for action in build_parser()._actions
+                for flag in action.option_strings}
+    for flag, _short, env_name, _default in RUST_BRIDGE_OPTIONS:
+        assert flag in rows, flag
+    for flag, cells in rows.items():
+        assert env_vars[flag] == cells[3], flag

@@ -19,7 +19,7 @@ def frame(opcode, payload, fin=True, mask=True, rsv=0):
         header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, length)
     else:
         header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, length)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if mask else payload
+    body = unmask(payload, key) if mask else payload
     return header + key + body
 
 

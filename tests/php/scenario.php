@@ -76,6 +76,11 @@ switch ($do) {
         send_all($socket, $id);
         sleep((int)($q['seconds'] ?? 60));
         exit(0);
+    case 'close_output':
+        fclose(STDOUT);
+        fclose(STDERR);
+        send_all($socket, $id);
+        break;
     case 'ignore_term':
         pcntl_async_signals(true);
         pcntl_signal(SIGTERM, SIG_IGN);

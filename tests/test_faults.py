@@ -1,0 +1,308 @@
+"""Fault injection: clients, PHP scripts and strangers that misbehave on purpose.
+
+Each test breaks something with real PHP and real sockets, checks what the
+user would see, and then checks that the server still serves a fresh client.
+(Scenarios already covered in test_bridge.py and test_frames.py are not
+repeated here.)
+"""
+
+import json
+import signal
+import socket
+import struct
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from conftest import ECHO_PHP
+from test_bridge import upgrade_request
+from test_frames import RawClient, frame
+
+# An assertion failing in a helper thread fails the test.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+def abort(sock, reset):
+    """Drop a TCP connection without a close frame: FIN, or RST when `reset`."""
+    if reset:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def access_line(bridge, connection_id=None, timeout=20):
+    pattern = r"greenbridge\.access: \[%s\].*" % (connection_id or "[0-9a-f-]{36}")
+    return bridge.wait_for_log(pattern, timeout=timeout).group(0)
+
+
+# -- clients ------------------------------------------------------------------
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_client_vanishing_without_close_frame_ends_its_php(start_bridge, reset):
+    bridge = start_bridge()
+    client = RawClient(bridge.port, "/?do=ignore_term")  # PHP that would run for ever
+    client.sock.sendall(frame(0x2, b"x"))
+    pid = int(client.read_frame()[1])
+    abort(client.sock, reset)
+    bridge.wait_no_php(timeout=20)
+    assert not psutil.pid_exists(pid)
+    assert "close=1006 'client disconnected without close frame'" in access_line(bridge)
+    bridge.assert_serves()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_client_leaving_while_php_does_not_read_is_noticed(start_bridge, reset):
+    """The bridge is stuck writing a 32 MiB message to a PHP that stopped reading
+    when the client goes."""
+    bridge = start_bridge("--max-payload-size", str(64 * 1024 * 1024))
+    client = RawClient(bridge.port, "/?do=sink&seconds=300")
+    client.sock.settimeout(60)
+    client.sock.sendall(frame(0x2, b"s" * 32 * 1024 * 1024))
+    abort(client.sock, reset)
+    bridge.wait_no_php(timeout=20)
+    assert "close=1006 'client disconnected without close frame'" in access_line(bridge)
+    bridge.assert_serves()
+
+
+def test_invalid_frame_then_fresh_connection_is_served(start_bridge):
+    bridge = start_bridge()
+    for bad_frame, code in [(frame(0x1, b"x", rsv=0x40), 1002), (frame(0x1, b"\xc3\x28"), 1007)]:
+        client = RawClient(bridge.port)
+        client.sock.sendall(bad_frame)
+        assert client.read_close_code() == code
+        client.close()
+    bridge.wait_no_php()
+    bridge.assert_serves()
+    assert "Traceback" not in bridge.log
+
+
+def test_oversized_frame_header_is_refused_before_reading_it(start_bridge):
+    """A header announcing 2**63 bytes: 1009 at once, nothing allocated."""
+    bridge = start_bridge("--max-payload-size", "1000")
+    client = RawClient(bridge.port)
+    client.sock.sendall(struct.pack("!BBQ", 0x82, 0xFF, 2 ** 63 - 1) + b"mask")
+    assert client.read_close_code() == 1009
+    client.close()
+    bridge.assert_serves()
+
+
+def test_a_thousand_attempts_over_the_limit_get_503_and_spawn_nothing(start_bridge):
+    bridge = start_bridge("--max-connections", "4")
+    holders = [connect(bridge.url()) for _ in range(4)]
+    php_before = {p.pid for p in bridge.php_processes()}
+    statuses = []
+    latencies = []
+    flood_done = threading.Event()
+
+    def attempt(count):
+        for _ in range(count):
+            with socket.create_connection(("127.0.0.1", bridge.port), timeout=30) as sock:
+                sock.sendall(upgrade_request())
+                statuses.append(sock.recv(12))
+
+    def keep_talking(ws):
+        while not flood_done.is_set():
+            started = time.monotonic()
+            ws.send(b"during the flood")
+            assert ws.recv(timeout=30) == b"during the flood"
+            latencies.append(time.monotonic() - started)
+
+    talker = threading.Thread(target=keep_talking, args=(holders[0],))
+    talker.start()
+    try:
+        flooders = [threading.Thread(target=attempt, args=(125,)) for _ in range(8)]
+        for thread in flooders:
+            thread.start()
+        for thread in flooders:
+            thread.join(300)
+        flood_done.set()
+        talker.join(60)
+        assert statuses == [b"HTTP/1.1 503"] * 1000
+        assert {p.pid for p in bridge.php_processes()} == php_before
+        assert latencies, "the open connection was not served during the flood"
+        for ws in holders:
+            ws.send(b"after the flood")
+            assert ws.recv(timeout=10) == b"after the flood"
+    finally:
+        flood_done.set()
+        for ws in holders:
+            ws.close()
+    bridge.wait_no_php()
+    bridge.assert_serves()
+    print("round trip during the flood: %d samples, max %.1f ms"
+          % (len(latencies), 1000 * max(latencies)))
+
+
+# -- PHP ----------------------------------------------------------------------
+
+def test_php_closing_stdout_and_stderr_early_changes_nothing(start_bridge):
+    bridge = start_bridge()
+    with connect(bridge.url("/?do=close_output")) as ws:
+        for number in range(5):
+            ws.send(b"%d" % number)
+            assert ws.recv(timeout=10) == b"%d" % number
+    assert "close=1000 'client closed'" in access_line(bridge)
+    bridge.wait_no_php()
+    assert "Traceback" not in bridge.log
+
+
+def test_php_flooding_a_reading_client_keeps_bridge_memory_bounded(start_bridge):
+    bridge = start_bridge()
+    server = psutil.Process(bridge.process.pid)
+    rss_before = server.memory_info().rss
+    peak = rss_before
+    chunks = 1600  # 100 MiB
+    received = 0
+    with connect(bridge.url("/?do=flood&chunks=%d" % chunks), max_size=None) as ws:
+        while received < chunks * 65536:
+            received += len(ws.recv(timeout=30))
+            peak = max(peak, server.memory_info().rss)
+    assert received == chunks * 65536
+    assert peak - rss_before < 32 * 1024 * 1024
+    bridge.assert_serves()
+
+
+# -- the back-connection port ----------------------------------------------------
+
+def send_id(bridge, connection_id):
+    """Connect to the back-connection port as PHP would; True if the bridge kept the socket."""
+    with socket.create_connection(("127.0.0.1", bridge.tcp_port), timeout=10) as sock:
+        sock.sendall(connection_id.encode() + b"\n")
+        sock.settimeout(1)
+        try:
+            return sock.recv(1) != b""
+        except socket.timeout:
+            return True
+
+
+def test_a_used_id_is_refused_while_and_after_its_connection_runs(start_bridge):
+    bridge = start_bridge()
+    with connect(bridge.url("/?do=env")) as ws:
+        connection_id = json.loads(ws.recv(timeout=10))["WSS_CONNECTION_ID"]
+        assert not send_id(bridge, connection_id)
+        bridge.wait_for_log("refused: unknown or already used ID %s" % connection_id)
+        ws.send(b"the real PHP still answers")
+        assert ws.recv(timeout=10) == b"the real PHP still answers"
+    access_line(bridge, connection_id)
+    bridge.wait_no_php()
+    time.sleep(1.1)  # refusals are logged at most once a second
+    assert not send_id(bridge, connection_id)
+    bridge.wait_for_log("refused: unknown or already used ID %s" % connection_id)
+    bridge.assert_serves()
+
+
+def test_idle_back_connections_are_closed_and_hold_nothing_up(start_bridge):
+    bridge = start_bridge()
+    idle = [socket.create_connection(("127.0.0.1", bridge.tcp_port), timeout=30)
+            for _ in range(50)]
+    try:
+        bridge.assert_serves()  # PHP pairs while 50 strangers sit on the port
+        for sock in idle:
+            assert sock.recv(1) == b""  # closed by the bridge after the ID timeout
+    finally:
+        for sock in idle:
+            sock.close()
+    bridge.wait_for_log(r"refused: no ID line within 5s")
+    bridge.assert_serves()
+
+
+@pytest.mark.timeout(600)
+def test_random_ids_never_pair(start_bridge):
+    bridge = start_bridge()
+    count, parallel = 100_000, 2
+    kept = []
+
+    def stranger(share):
+        for _ in range(share):
+            with socket.create_connection(("127.0.0.1", bridge.tcp_port), timeout=30) as sock:
+                sock.sendall(str(uuid.uuid4()).encode() + b"\n")
+                try:
+                    refused = sock.recv(1) == b""
+                except socket.timeout:
+                    refused = False
+                if not refused:
+                    kept.append(sock.getsockname())
+
+    # A real connection waits for its PHP while the strangers guess.
+    with connect(bridge.url(), ping_interval=None) as ws:
+        threads = [threading.Thread(target=stranger, args=(count // parallel,))
+                   for _ in range(parallel)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(540)
+        ws.send(b"unharmed")
+        assert ws.recv(timeout=10) == b"unharmed"
+    assert kept == []
+    bridge.wait_for_log(r"refused: unknown or already used ID .* \(\d+ more like it not logged\)")
+    bridge.assert_serves()
+
+
+# -- the process ------------------------------------------------------------------
+
+def test_sigterm_with_200_open_connections(start_bridge):
+    bridge = start_bridge("--max-connections", "300", "--max-processes", "300",
+                          "--shutdown-timeout", "5", script=ECHO_PHP)
+    clients = []
+    for number in range(200):
+        ws = connect(bridge.url(), open_timeout=60)
+        ws.send(b"%d" % number)
+        assert ws.recv(timeout=60) == b"%d" % number
+        clients.append(ws)
+    php = bridge.php_processes()
+    assert len(php) == 200
+    bridge.signal(signal.SIGTERM)
+    codes = []
+    for ws in clients:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=60)
+        codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+    assert codes == [1001] * 200
+    assert bridge.process.wait(60) == 0
+    assert not [p for p in php if p.is_running()]
+
+
+def test_burst_of_200_never_exceeds_max_processes(start_bridge):
+    bridge = start_bridge("--max-processes", "50", "--max-connections", "300")
+    most_php = 0
+    sampling = True
+
+    def sample():
+        nonlocal most_php
+        while sampling:
+            most_php = max(most_php, len(bridge.php_processes()))
+            time.sleep(0.01)
+
+    outcomes = []
+    gate = threading.Barrier(200)
+
+    def client():
+        gate.wait()
+        try:
+            with connect(bridge.url("/?do=sink&seconds=3"), open_timeout=60):
+                outcomes.append(101)
+        except InvalidStatus as refused:
+            outcomes.append((refused.response.status_code,
+                             bool(refused.response.headers.get("Retry-After"))))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        clients = [threading.Thread(target=client) for _ in range(200)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(120)
+    finally:
+        sampling = False
+        sampler.join(10)
+    assert len(outcomes) == 200
+    assert 0 < outcomes.count(101) <= 50
+    assert outcomes.count((503, True)) == 200 - outcomes.count(101)
+    assert most_php <= 50
+    bridge.wait_no_php(timeout=30)
+    bridge.assert_serves()

@@ -1,0 +1,185 @@
+"""The limits that keep abusive clients cheap: handshake time, size and count, per-address
+connections, descriptors; and what the server tells operators about them."""
+
+import re
+import resource
+import signal
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from test_bridge import raw_http, upgrade_request
+
+
+def half_sent_handshake(port, source="127.0.0.1"):
+    """A client that sends the start of an upgrade request and then nothing."""
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(upgrade_request()[:40])
+    return sock
+
+
+def closed_by_server(sock):
+    """True when the server closed the socket (EOF or reset), False when it is still open."""
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(4096) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_slow_handshake_is_dropped_after_the_handshake_timeout(start_bridge):
+    bridge = start_bridge("--handshake-timeout", "1")
+    slow = half_sent_handshake(bridge.port)
+    slow.settimeout(30)
+    assert slow.recv(4096) == b""  # the server hung up
+    slow.close()
+    bridge.wait_for_log(r"client 127\.0\.0\.1:\d+: no complete upgrade request within 1s")
+    assert bridge.php_processes() == []
+    bridge.assert_serves()
+
+
+def test_handshake_timeout_does_not_cut_open_connections(start_bridge):
+    bridge = start_bridge("--handshake-timeout", "1")
+    with connect(bridge.url()) as ws:
+        time.sleep(2)
+        ws.send(b"after the handshake timeout")
+        assert ws.recv(timeout=10) == b"after the handshake timeout"
+
+
+def test_request_over_16_kib_gets_431(start_bridge):
+    bridge = start_bridge()
+    fits = upgrade_request(extra=b"X-Padding: " + b"p" * 15000 + b"\r\n")
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=10) as sock:
+        sock.sendall(fits)
+        assert sock.recv(12) == b"HTTP/1.1 101"
+    too_large = upgrade_request(extra=b"".join(b"X-Padding-%d: %s\r\n" % (n, b"p" * 4000)
+                                                for n in range(5)))
+    response = raw_http(bridge.port, too_large)
+    assert response.startswith("HTTP/1.1 431 ")
+    bridge.wait_for_log(r"bad request from 127\.0\.0\.1:\d+: request line and headers over 16384")
+    assert "Traceback" not in bridge.log
+    bridge.assert_serves()
+
+
+def test_too_many_headers_is_one_line_not_a_traceback(start_bridge):
+    bridge = start_bridge()
+    response = raw_http(bridge.port, upgrade_request(
+        extra=b"".join(b"X-H%d: v\r\n" % n for n in range(150))))
+    assert response.startswith("HTTP/1.1 400 ")
+    bridge.wait_for_log(r"bad request from .*more than 100 headers")
+    assert "Traceback" not in bridge.log
+    bridge.assert_serves()
+
+
+def test_slowloris_crowd_does_not_keep_out_a_real_client(start_bridge):
+    """100 half-sent handshakes, past a cap of 20: the oldest go, a real client still echoes."""
+    bridge = start_bridge("--max-pending-handshakes", "20")
+    crowd = [half_sent_handshake(bridge.port) for _ in range(100)]
+    try:
+        bridge.assert_serves()
+        bridge.wait_for_log(r"20 handshakes pending: dropping the oldest")
+        still_open = [sock for sock in crowd if not closed_by_server(sock)]
+        assert len(still_open) <= 20
+        assert bridge.php_processes() == []
+    finally:
+        for sock in crowd:
+            sock.close()
+    assert "Traceback" not in bridge.log
+
+
+def test_slowloris_under_the_cap_still_lets_real_clients_in(start_bridge):
+    bridge = start_bridge()  # default cap (128) above the crowd
+    crowd = [half_sent_handshake(bridge.port) for _ in range(100)]
+    try:
+        for _ in range(3):
+            bridge.assert_serves()
+    finally:
+        for sock in crowd:
+            sock.close()
+
+
+def test_connections_per_address_are_limited(start_bridge):
+    bridge = start_bridge("--max-connections-per-ip", "2")
+
+    def connect_from(source):
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", bridge.port))
+        return connect(bridge.url(), sock=sock)
+
+    with connect_from("127.0.0.1"), connect_from("127.0.0.1"):
+        with pytest.raises(InvalidStatus) as refused:
+            connect_from("127.0.0.1")
+        assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["Retry-After"]
+        assert b"per address (2)" in refused.value.response.body
+        assert len(bridge.php_processes()) == 2
+        # Another address is counted on its own.
+        with connect_from("127.0.0.2") as other:
+            other.send(b"other address")
+            assert other.recv(timeout=10) == b"other address"
+    bridge.wait_no_php()
+    with connect_from("127.0.0.1") as again:
+        again.send(b"slot came back")
+        assert again.recv(timeout=10) == b"slot came back"
+
+
+def test_open_files_limit_is_raised_and_logged(start_bridge):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    bridge = start_bridge()
+    server_soft, server_hard = psutil.Process(bridge.process.pid).rlimit(resource.RLIMIT_NOFILE)
+    assert server_soft == server_hard == hard
+    bridge.wait_for_log(r"open files limit: %d \(hard limit %d\)" % (hard, hard))
+
+
+def test_running_out_of_descriptors_pauses_accepting_and_recovers(start_bridge):
+    bridge = start_bridge()
+    server = psutil.Process(bridge.process.pid)
+    idle_limit = server.rlimit(resource.RLIMIT_NOFILE)
+    server.rlimit(resource.RLIMIT_NOFILE, (server.num_fds() + 10, idle_limit[1]))
+    started = time.monotonic()
+    crowd = []
+    try:
+        for _ in range(40):  # more than the server can hold: the rest wait in the backlog
+            crowd.append(half_sent_handshake(bridge.port))
+        bridge.wait_for_log(r"accept failed: Too many open files; pausing accepts")
+        time.sleep(2)  # the server keeps failing accept(); it must log, not spin or die
+        assert bridge.process.poll() is None
+        failures = [line for line in bridge.lines if "accept failed" in line]
+        assert 1 <= len(failures) <= time.monotonic() - started + 1  # one line a second at most
+    finally:
+        for sock in crowd:
+            sock.close()
+    server.rlimit(resource.RLIMIT_NOFILE, idle_limit)
+    bridge.assert_serves()
+    assert "Traceback" not in bridge.log
+
+
+def test_back_connection_listener_off_loopback_is_warned_about(start_bridge):
+    bridge = start_bridge("--tcp-bind", "0.0.0.0")
+    bridge.wait_for_log(r"WARNING .*back-connection listener is on 0\.0\.0\.0, not loopback")
+    quiet = start_bridge()
+    assert "not loopback" not in quiet.log
+
+
+def test_sigusr1_logs_what_the_server_holds(start_bridge):
+    bridge = start_bridge()
+    with connect(bridge.url()) as ws:
+        ws.send(b"x")
+        ws.recv(timeout=10)
+        bridge.signal(signal.SIGUSR1)
+        match = bridge.wait_for_log(r"status: 1 connections, 0 pending handshakes, "
+                                    r"(\d+) greenlets, (\d+) open descriptors")
+    assert int(match.group(1)) >= 4  # hub, server, connection, two pumps...
+    assert int(match.group(2)) > 0
