@@ -6,6 +6,7 @@ user would see, and then checks that the server still serves a fresh client.
 repeated here.)
 """
 
+import contextlib
 import json
 import signal
 import socket
@@ -92,7 +93,8 @@ def test_oversized_frame_header_is_refused_before_reading_it(start_bridge):
 
 def test_a_thousand_attempts_over_the_limit_get_503_and_spawn_nothing(start_bridge):
     bridge = start_bridge("--max-connections", "4")
-    holders = [connect(bridge.url()) for _ in range(4)]
+    holders_stack = contextlib.ExitStack()
+    holders = [holders_stack.enter_context(connect(bridge.url())) for _ in range(4)]
     php_before = {p.pid for p in bridge.php_processes()}
     statuses = []
     latencies = []
@@ -129,8 +131,7 @@ def test_a_thousand_attempts_over_the_limit_get_503_and_spawn_nothing(start_brid
             assert ws.recv(timeout=10) == b"after the flood"
     finally:
         flood_done.set()
-        for ws in holders:
-            ws.close()
+        holders_stack.close()
     bridge.wait_no_php()
     bridge.assert_serves()
     print("round trip during the flood: %d samples, max %.1f ms"
@@ -247,20 +248,21 @@ def test_random_ids_never_pair(start_bridge):
 def test_sigterm_with_200_open_connections(start_bridge):
     bridge = start_bridge("--max-connections", "300", "--max-processes", "300",
                           "--shutdown-timeout", "5", script=ECHO_PHP)
-    clients = []
-    for number in range(200):
-        ws = connect(bridge.url(), open_timeout=60)
-        ws.send(b"%d" % number)
-        assert ws.recv(timeout=60) == b"%d" % number
-        clients.append(ws)
-    php = bridge.php_processes()
-    assert len(php) == 200
-    bridge.signal(signal.SIGTERM)
     codes = []
-    for ws in clients:
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=60)
-        codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+    with contextlib.ExitStack() as stack:
+        clients = []
+        for number in range(200):
+            ws = stack.enter_context(connect(bridge.url(), open_timeout=60))
+            ws.send(b"%d" % number)
+            assert ws.recv(timeout=60) == b"%d" % number
+            clients.append(ws)
+        php = bridge.php_processes()
+        assert len(php) == 200
+        bridge.signal(signal.SIGTERM)
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=60)
+            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
     assert codes == [1001] * 200
     assert bridge.process.wait(60) == 0
     assert not [p for p in php if p.is_running()]

@@ -1,9 +1,12 @@
 """Resources come back: descriptors, child processes and memory after many connections."""
 
+import re
+import signal
 import threading
 import time
 
 import psutil
+import pytest
 from websockets.sync.client import connect
 
 from conftest import ECHO_PHP
@@ -32,11 +35,11 @@ def churn(bridge, connections, parallel=16):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(300)
+        thread.join(900)
     return failures
 
 
-def settle(server, bridge, baseline_fds, timeout=10):
+def settle(server, bridge, baseline_fds, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not bridge.php_processes() and server.num_fds() <= baseline_fds:
@@ -44,19 +47,48 @@ def settle(server, bridge, baseline_fds, timeout=10):
         time.sleep(0.1)
 
 
-def test_descriptors_processes_and_memory_return_after_churn(start_bridge):
+def status(bridge, timeout=10):
+    """Ask the server (SIGUSR1) what it holds: {"connections": n, "greenlets": n, ...}."""
+    seen = len(bridge.lines)
+    bridge.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in bridge.lines[seen:]:
+            match = _STATUS.search(line)
+            if match:
+                return {name: int(value) for name, value in match.groupdict().items()}
+        time.sleep(0.05)
+    raise AssertionError("no status line after SIGUSR1:\n" + bridge.log)
+
+
+_STATUS = re.compile(r"status: (?P<connections>\d+) connections, (?P<handshakes>\d+) pending "
+                     r"handshakes, (?P<greenlets>\d+) greenlets, (?P<descriptors>\d+) open")
+
+
+@pytest.mark.timeout(1200)
+def test_descriptors_processes_greenlets_and_memory_return_after_10000_connections(
+        start_bridge):
     bridge = start_bridge(script=ECHO_PHP)
     server = psutil.Process(bridge.process.pid)
     idle_fds = server.num_fds()
-
-    assert churn(bridge, 300) == []
-    settle(server, bridge, idle_fds)
-    rss_warm = server.memory_info().rss
+    idle = status(bridge)
 
     assert churn(bridge, 1000) == []
     settle(server, bridge, idle_fds)
+    rss_after_1000 = server.memory_info().rss
+
+    assert churn(bridge, 9000) == []
+    settle(server, bridge, idle_fds)
     assert bridge.php_processes() == []
     assert server.num_fds() == idle_fds
-    assert server.memory_info().rss - rss_warm < 5 * 1024 * 1024
-    assert bridge.log.count("greenbridge.access") == 1300
+    after = status(bridge)
+    assert after["connections"] == after["handshakes"] == 0
+    assert after["greenlets"] == idle["greenlets"]
+    rss_growth = server.memory_info().rss - rss_after_1000
+    assert rss_growth < 5 * 1024 * 1024
+    assert bridge.log.count("greenbridge.access") == 10000
     assert "Traceback" not in bridge.log
+    print("\nchurn: descriptors %d -> %d, greenlets %d -> %d, RSS after 1,000 %.1f MiB, "
+          "after 10,000 %+.2f MiB" % (idle_fds, server.num_fds(), idle["greenlets"],
+                                      after["greenlets"], rss_after_1000 / 2 ** 20,
+                                      rss_growth / 2 ** 20))
