@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from greenbridge.backconnect import BackConnectListener
+from greenbridge.metrics import Metrics
+from greenbridge.server import listen_tcp
 from greenbridge.websocket import Rejected, check_upgrade_request
 from test_bridge import upgrade_request
 
@@ -136,7 +138,7 @@ def test_upgrade_checks_only_accept_or_reject(upgrade, connection, version, key,
 
 @pytest.fixture(scope="module")
 def listener():
-    backconnect = BackConnectListener("127.0.0.1", 0, 65536)
+    backconnect = BackConnectListener(listen_tcp("127.0.0.1", 0), 65536, Metrics())
     backconnect.start()
     yield backconnect
     backconnect.close()

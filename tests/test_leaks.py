@@ -83,7 +83,8 @@ def test_descriptors_processes_greenlets_and_memory_return_after_10000_connectio
     assert server.num_fds() == idle_fds
     after = status(bridge)
     assert after["connections"] == after["handshakes"] == 0
-    assert after["greenlets"] == idle["greenlets"]
+    # Start-up leaves a few short-lived greenlets; none may stay per connection.
+    assert after["greenlets"] <= idle["greenlets"]
     rss_growth = server.memory_info().rss - rss_after_1000
     assert rss_growth < 5 * 1024 * 1024
     assert bridge.log.count("greenbridge.access") == 10000
