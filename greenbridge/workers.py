@@ -57,7 +57,8 @@ class Arbiter:
 
     def run(self):
         self._signal_handlers = [gevent.signal_handler(signum, self._events.put, ("signal", signum))
-                                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+                                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                                signal.SIGUSR1)]
         log.info("greenbridge arbiter (pid %d) starting %d workers",
                  os.getpid(), self._config.workers)
         for number in range(1, self._config.workers + 1):
@@ -67,6 +68,8 @@ class Arbiter:
             event = self._events.get()
             if event[0] == "signal" and event[1] == signal.SIGHUP:
                 self._on_reload()
+            elif event[0] == "signal" and event[1] == signal.SIGUSR1:
+                self._signal_workers(signal.SIGUSR1)  # each logs its status line
             elif event[0] == "signal":
                 self._on_signal(event[1])
             elif event[0] == "exited":
@@ -106,6 +109,7 @@ class Arbiter:
             # A SIGHUP passed on before the worker set up its reload handler
             # must not kill it (SIGHUP's default action).
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             status = self._serve_worker(number)
         except BaseException:
             log.exception("worker %d failed", number)

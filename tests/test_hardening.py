@@ -118,7 +118,10 @@ def test_connections_per_address_are_limited(start_bridge):
         sock.connect(("127.0.0.1", bridge.port))
         return connect(bridge.url(), sock=sock)
 
-    with connect_from("127.0.0.1"), connect_from("127.0.0.1"):
+    with connect_from("127.0.0.1") as first, connect_from("127.0.0.1") as second:
+        for ws in (first, second):  # both PHP processes are up
+            ws.send(b"hi")
+            assert ws.recv(timeout=10) == b"hi"
         with pytest.raises(InvalidStatus) as refused:
             connect_from("127.0.0.1")
         assert refused.value.response.status_code == 503
@@ -183,3 +186,16 @@ def test_sigusr1_logs_what_the_server_holds(start_bridge):
                                     r"(\d+) greenlets, (\d+) open descriptors")
     assert int(match.group(1)) >= 4  # hub, server, connection, two pumps...
     assert int(match.group(2)) > 0
+
+
+def test_sigusr1_to_the_arbiter_reaches_every_worker(start_bridge):
+    from test_workers import wait_workers
+    bridge = start_bridge("--workers", "2")
+    wait_workers(bridge, [1, 2])
+    bridge.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and bridge.log.count("status: ") < 2:
+        time.sleep(0.05)
+    assert bridge.log.count("status: 0 connections, 0 pending handshakes") == 2
+    assert bridge.process.poll() is None
+    bridge.assert_serves()
