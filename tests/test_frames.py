@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from greenbridge.frames import unmask
 from test_bridge import upgrade_request
 
 
