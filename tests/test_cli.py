@@ -195,4 +195,4 @@ def test_readme_configuration_table_is_well_formed_and_true():
     for flag, _short, env_name, _default in RUST_BRIDGE_OPTIONS:
         assert flag in rows, flag
     for flag, cells in rows.items():
-        assert env_vars[flag] == cells[3], flag
+        assert (env_vars[flag] or "") == cells[3], flag
