@@ -95,6 +95,9 @@ def test_a_thousand_attempts_over_the_limit_get_503_and_spawn_nothing(start_brid
     bridge = start_bridge("--max-connections", "4")
     holders_stack = contextlib.ExitStack()
     holders = [holders_stack.enter_context(connect(bridge.url())) for _ in range(4)]
+    for ws in holders:  # PHP starts after the 101: wait until each one answers
+        ws.send(b"ready")
+        assert ws.recv(timeout=30) == b"ready"
     php_before = {p.pid for p in bridge.php_processes()}
     statuses = []
     latencies = []
