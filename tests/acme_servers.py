@@ -24,6 +24,7 @@ import urllib.request
 import pytest
 
 from certs import make_ca
+from conftest import stop_process
 
 BLOCKED_DOMAIN = "blocked.test"
 # challtestsrv resolves this one to 127.0.0.2, where nothing answers HTTP-01.
@@ -52,16 +53,6 @@ def wait_for_port(port, process, name, timeout=30):
         except OSError:
             time.sleep(0.05)
     raise AssertionError("%s did not listen on port %d" % (name, port))
-
-
-def stop(process):
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def make_throwaway_ca(folder):
@@ -99,7 +90,7 @@ class ChallTestSrv:
             return response.read()
 
     def stop(self):
-        stop(self.process)
+        stop_process(self.process)
         self.log.close()
 
 
@@ -157,7 +148,7 @@ zone "{zone}" {{
         return [line.strip('"') for line in output.split()]
 
     def stop(self):
-        stop(self.process)
+        stop_process(self.process)
         self.log.close()
 
 
@@ -210,7 +201,7 @@ class Pebble:
         return context
 
     def stop(self):
-        stop(self.process)
+        stop_process(self.process)
         self.log.close()
 
 

@@ -20,6 +20,17 @@ PHP = "php"
 _LISTENING = re.compile(r"listening on ws://([\d.]+):(\d+) \(PHP connects back to ([\d.]+):(\d+)\)")
 
 
+def stop_process(process, timeout=10):
+    """SIGTERM a helper process we started (by PID), SIGKILL it if it does not end."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
 class Bridge:
     """A greenbridge server started as its own process; its log is collected as it runs."""
 

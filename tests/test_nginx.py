@@ -12,7 +12,7 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from conftest import REPO
+from conftest import REPO, stop_process
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
 # nginx listens here; the client connects from another loopback address, so
@@ -137,12 +137,7 @@ def nginx(tmp_path):
 
     yield start
     for process in started:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, timeout=15)
 
 
 @pytest.fixture
