@@ -1,11 +1,9 @@
 """The limits that keep abusive clients cheap: handshake time, size and count, per-address
 connections, descriptors; and what the server tells operators about them."""
 
-import re
 import resource
 import signal
 import socket
-import threading
 import time
 
 import psutil
