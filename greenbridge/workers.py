@@ -8,8 +8,11 @@ global limits live in shared.SharedCounters, one row per worker.
 The arbiter serves nothing itself. It replaces a worker that dies, passes
 SIGTERM and SIGINT on to all workers as SIGTERM (a second one makes them
 kill their PHP processes and exit at once), and exits when they all have.
+A worker whose arbiter dies (even by SIGKILL) gets SIGTERM from the kernel
+and drains, so no worker or PHP process is left behind as an orphan.
 """
 
+import ctypes
 import logging
 import os
 import signal
@@ -88,8 +91,10 @@ class Arbiter:
         return EXIT_OK
 
     def _start_worker(self, number):
+        arbiter_pid = os.getpid()
         pid = fork_and_watch(self._on_child_exit, ref=True)
         if pid == 0:
+            _end_with_parent(arbiter_pid)
             self._become_worker(number)
         self._workers[pid] = _Worker(number, pid)
 
@@ -171,3 +176,17 @@ class Arbiter:
         self._starts_pending += 1
         gevent.spawn_later(delay, self._events.put, ("start", worker.number))
         return False
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _end_with_parent(arbiter_pid):
+    """In a new worker: have the kernel send SIGTERM (drain) when the arbiter dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("workers will outlive a killed arbiter: prctl failed: %s",
+                    os.strerror(ctypes.get_errno()))
+    # The arbiter may have died between the fork and the prctl: no signal then.
+    if os.getppid() != arbiter_pid:
+        os._exit(EXIT_WORKER_FAILED)

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
+import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -158,3 +159,41 @@ def test_shared_counters_never_exceed_a_limit_across_processes():
     assert counters.per_row("open_connections") == taken
     counters.clear_row(0)
     assert counters.total("open_connections") == 500 - taken[0]
+
+
+def test_workers_drain_and_exit_when_the_arbiter_is_killed(start_bridge):
+    bridge = start_bridge("--workers", "2", "--shutdown-timeout", "1")
+    workers = wait_workers(bridge, [1, 2])
+    worker_pids = {pid for pid, _port in workers.values()}
+    with ExitStack() as stack:
+        held = [open_env_connection(stack, bridge)[0] for _ in range(4)]
+        php = bridge.php_processes()
+        assert len(php) == len(held)
+        # Orphans are no longer the server's children: watch them by PID.
+        watched = [psutil.Process(pid) for pid in worker_pids] + php
+        bridge.process.kill()  # SIGKILL: the arbiter gets no chance to pass anything on
+        bridge.process.wait(10)
+        codes = []
+        for ws in held:
+            try:
+                ws.recv(timeout=30)
+            except ConnectionClosed as closed:
+                codes.append(closed.rcvd.code if closed.rcvd else None)
+            except TimeoutError:
+                codes.append("open")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(process) for process in watched):
+            time.sleep(0.05)
+        left = [process for process in watched if _alive(process)]
+        for process in left:  # the test failed: end what it started, by PID
+            process.kill()
+        assert not left
+        assert codes == [1001] * len(held), "workers drain as on SIGTERM"
+
+
+def _alive(process):
+    """Running, not a zombie (an orphan's zombie waits for whoever adopted it)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
