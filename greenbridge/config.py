@@ -218,6 +218,10 @@ def build_config(options, environment):
         _existing_file("--route %s" % each.path, each.script)
     if options.ping_interval and not options.ping_timeout:
         raise ConfigError("--ping-timeout must be over 0 when --ping-interval is set")
+    if options.max_payload_size > modes.MAX_FRAME_LENGTH:
+        # Framed mode writes each message's length in 4 bytes.
+        raise ConfigError("--max-payload-size (%d) must not exceed %d (4 GiB - 1)"
+                          % (options.max_payload_size, modes.MAX_FRAME_LENGTH))
     if options.buffer_size > options.max_write_buffer_size:
         raise ConfigError(
             "--buffer-size (%d) must not exceed --max-write-buffer-size (%d)"

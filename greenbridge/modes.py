@@ -29,6 +29,7 @@ TYPE_CLOSE = 0x8
 
 _FRAME_HEADER = struct.Struct("!BI")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size
+MAX_FRAME_LENGTH = 2 ** 32 - 1  # what the 4-byte length can say
 
 
 class Close:

@@ -107,6 +107,7 @@ def test_php_args_reach_the_script(start_bridge, tmp_path):
     (["-s", "/nonexistent/handler.php"], "--script: '/nonexistent/handler.php' is not a file"),
     (["-e", "php-does-not-exist"], "--php-executable: 'php-does-not-exist' not found"),
     (["-b", "100", "--max-write-buffer-size", "50"], "--buffer-size (100) must not exceed"),
+    (["--max-payload-size", str(2 ** 32)], "--max-payload-size (4294967296) must not exceed"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
 def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):

@@ -73,6 +73,18 @@ switch ($do) {
         fwrite($client->stream(), hex2bin($q['hex']));
         $client->receive();
         exit(0);
+    case 'write_pieces':
+        // Write the hex-encoded bytes in pieces cut at the given offsets, then exit:
+        // what a broken PHP might write, as split as the test wants.
+        $data = hex2bin($q['hex']);
+        $start = 0;
+        foreach (array_filter(explode(',', $q['cuts'] ?? '')) as $cut) {
+            fwrite($client->stream(), substr($data, $start, (int)$cut - $start));
+            $start = (int)$cut;
+            usleep(2000);  // so the bridge reads the pieces apart
+        }
+        fwrite($client->stream(), substr($data, $start));
+        exit(0);
     case 'bad_text':
         try {
             $client->sendText("\xff");

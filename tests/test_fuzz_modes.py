@@ -1,0 +1,280 @@
+"""Property-based fuzzing of what PHP writes: the framed and line decoders, alone and end to end.
+
+Random, mutated, truncated, oversized and split inputs must never raise out of
+a decoder, must give the same messages however the bytes are cut, and must
+reach the client as those messages followed by the right close code, with
+one log line for what PHP did wrong and never a traceback.
+"""
+
+import re
+import struct
+import time
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from greenbridge import modes
+from test_fuzz import mutated
+
+MAX_SIZE = 64  # small, so that oversized frames and lines come up often
+FUZZ = settings(max_examples=500, deadline=None, derandomize=True)
+FUZZ_END_TO_END = settings(max_examples=100, deadline=None, derandomize=True,
+                           suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                  HealthCheck.too_slow])
+
+# Close codes PHP may put in a close frame (RFC 6455 7.4 and the registered 1012-1014).
+SENDABLE_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
+                        1014, *range(3000, 5000)}
+
+
+# -- inputs ----------------------------------------------------------------------
+
+def frame(frame_type, payload):
+    return struct.pack("!BI", frame_type, len(payload)) + payload
+
+
+payloads = st.one_of(st.binary(max_size=MAX_SIZE + 2),
+                     st.text(max_size=20).map(lambda text: text.encode("utf-8", "surrogatepass")))
+close_payloads = st.one_of(
+    st.just(b""), st.binary(max_size=3),
+    st.tuples(st.sampled_from(sorted(SENDABLE_CLOSE_CODES)[:20] + [0, 999, 1004, 1005, 1006,
+                                                                     1015, 2999, 5000, 65535]),
+              st.text(max_size=10) | st.sampled_from(["r" * 123, "r" * 124, "é" * 62])).map(lambda pair: struct.pack("!H", pair[0])
+                                        + pair[1].encode("utf-8", "surrogatepass")))
+frames = st.one_of(
+    st.tuples(st.sampled_from([modes.TYPE_TEXT, modes.TYPE_BINARY]), payloads),
+    st.tuples(st.just(modes.TYPE_CLOSE), close_payloads),
+    st.tuples(st.integers(0, 255), st.binary(max_size=8)),
+).map(lambda pair: frame(*pair))
+# A frame whose header claims more than is sent: cut short, or oversized.
+lengths = st.one_of(st.sampled_from([0, 1, 2, 124, 125, 126, MAX_SIZE - 1, MAX_SIZE, MAX_SIZE + 1,
+                                      2 ** 31, 2 ** 32 - 1]),
+                    st.integers(0, 2 ** 32 - 1))
+lying_headers = st.tuples(st.sampled_from([1, 2, 8]) | st.integers(0, 255), lengths,
+                          st.binary(max_size=8)).map(
+    lambda parts: struct.pack("!BI", parts[0], parts[1]) + parts[2])
+
+framed_streams = st.one_of(
+    st.lists(frames, max_size=6).map(b"".join),
+    st.lists(frames, min_size=1, max_size=4).map(b"".join).flatmap(mutated),
+    st.tuples(st.lists(frames, max_size=3).map(b"".join), lying_headers).map(b"".join),
+    st.binary(max_size=200),
+)
+line_streams = st.one_of(
+    st.lists(st.one_of(payloads, st.binary(min_size=MAX_SIZE - 2, max_size=MAX_SIZE + 2)),
+             max_size=6).map(lambda lines: b"\n".join(lines) + b"\n"),
+    st.binary(max_size=200),
+    st.binary(max_size=200).flatmap(mutated),
+)
+
+
+@st.composite
+def split(draw, data):
+    """`data` cut into pieces at random offsets (empty pieces included)."""
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    return [data[start:end] for start, end in zip([0] + cuts, cuts + [len(data)])]
+
+
+# -- what a decoder must make of the bytes, written plainly --------------------------
+
+def reference_framed(data, max_size):
+    """Messages, then ("close", code, reason) or ("error", 1011), or nothing more."""
+    events, offset = [], 0
+    while len(data) - offset >= 5:
+        frame_type, length = data[offset], int.from_bytes(data[offset + 1:offset + 5], "big")
+        if frame_type not in (1, 2, 8) or length > (125 if frame_type == 8 else max_size):
+            return events + [("error", 1011)]
+        if len(data) - offset - 5 < length:
+            return events
+        payload = data[offset + 5:offset + 5 + length]
+        offset += 5 + length
+        if frame_type == 8:
+            return events + [_reference_close(payload)]
+        if frame_type == 1 and not _is_utf8(payload):
+            return events + [("error", 1011)]
+        events.append((frame_type, payload))
+    return events
+
+
+def _reference_close(payload):
+    if not payload:
+        return "close", 1005, ""
+    code = int.from_bytes(payload[:2], "big")
+    if len(payload) < 2 or code not in SENDABLE_CLOSE_CODES or not _is_utf8(payload[2:]):
+        return "error", 1011
+    return "close", code, payload[2:].decode()
+
+
+def reference_lines(data, max_size):
+    """One message per complete line (text when UTF-8), ("error", 1009) at the first long one."""
+    *lines, rest = data.split(b"\n")
+    events = []
+    for line in lines:
+        if len(line) > max_size:
+            return events + [("error", 1009)]
+        events.append((1 if _is_utf8(line) else 2, line))
+    return events + [("error", 1009)] if len(rest) > max_size else events
+
+
+def _is_utf8(data):
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def decode(mode, pieces):
+    """Feed the pieces one by one; the events as the pump sees them, up to the first end."""
+    decoder = modes.decoder(mode, MAX_SIZE)
+    events = []
+    for piece in pieces:
+        for event in decoder.feed(piece):
+            if isinstance(event, modes.PhpProtocolError):
+                assert "\n" not in str(event) and str(event).startswith("PHP ")
+                return events + [("error", event.code)]
+            if isinstance(event, modes.Close):
+                return events + [("close", event.code, event.reason)]
+            events.append(event)
+        # Between reads it holds at most one unfinished frame or line.
+        assert decoder.pending < modes.FRAME_HEADER_SIZE + MAX_SIZE
+    return events
+
+
+# -- the decoders on their own ---------------------------------------------------
+
+def assert_decodes_as_the_reference(mode, reference, whole, pieces):
+    assert b"".join(pieces) == whole
+    expected = reference(whole, MAX_SIZE)
+    assert decode(mode, [whole]) == expected
+    assert decode(mode, pieces) == expected
+
+
+@FUZZ
+@given(data=framed_streams.flatmap(lambda data: st.tuples(st.just(data), split(data))))
+@example(data=(frame(1, b"ok") + frame(8, b"\x03\xe8bye") + frame(9, b""),
+               [b"\x01\x00", frame(1, b"ok")[2:] + frame(8, b"\x03\xe8bye") + frame(9, b"")]))
+@example(data=(struct.pack("!BI", 2, 2 ** 32 - 1), [b"", struct.pack("!BI", 2, 2 ** 32 - 1)]))
+def test_framed_decoder_matches_the_reference_however_cut(data):
+    assert_decodes_as_the_reference(modes.FRAMED, reference_framed, *data)
+
+
+@FUZZ
+@given(data=line_streams.flatmap(lambda data: st.tuples(st.just(data), split(data))))
+@example(data=(b"x" * (MAX_SIZE + 1), [b"x" * MAX_SIZE, b"x"]))
+def test_line_decoder_matches_the_reference_however_cut(data):
+    assert_decodes_as_the_reference(modes.LINE, reference_lines, *data)
+
+
+@FUZZ
+@given(messages=st.lists(st.tuples(st.sampled_from([1, 2]), payloads), max_size=8),
+       cut=st.integers(1, 7))
+def test_framed_messages_come_out_exactly_as_framed(messages, cut):
+    messages = [(kind, payload) for kind, payload in messages
+                if len(payload) <= MAX_SIZE and (kind == 2 or _is_utf8(payload))]
+    data = b"".join(frame(kind, payload) for kind, payload in messages)
+    pieces = [data[start:start + cut] for start in range(0, len(data), cut)]
+    assert decode(modes.FRAMED, pieces) == messages
+
+
+# -- end to end: PHP writes the bytes, a real client reads what the bridge made of them -----
+
+@pytest.fixture(scope="module")
+def bridges(request):
+    from conftest import Bridge
+    from test_messages import LIBRARY_PHP
+    started = {}
+    for mode in (modes.FRAMED, modes.LINE):
+        bridge = Bridge(["-H", "127.0.0.1", "-P", "0", "-e", "php", "-s", LIBRARY_PHP,
+                         "--message-mode", mode, "--max-payload-size", str(MAX_SIZE),
+                         "--php-kill-grace", "0.2"])
+        request.addfinalizer(bridge.kill)
+        started[mode] = bridge.wait_listening()
+    return started
+
+
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
+_PROTOCOL_ERROR_LINE = re.compile(r"WARNING greenbridge\.pump: \[[0-9a-f-]{36}\] PHP (sent|wrote) "
+                                  r"[^\n]*; closing with 10(09|11)$")
+
+
+def what_the_client_sees(bridge, pieces):
+    cuts = []
+    for piece in pieces[:-1]:
+        cuts.append((cuts[-1] if cuts else 0) + len(piece))
+    url = bridge.url("/?do=write_pieces&hex=%s&cuts=%s"
+                     % (b"".join(pieces).hex(), ",".join(map(str, cuts))))
+    received = []
+    with connect(url, open_timeout=30) as ws:
+        try:
+            while True:
+                message = ws.recv(timeout=30)
+                received.append((1, message.encode()) if isinstance(message, str) else (2, message))
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None, "closed without a close frame"
+            return received, (closed.rcvd.code, closed.rcvd.reason)
+
+
+def expected_by_the_client(events):
+    """The messages the client must get, and then its close code and reason."""
+    if events and events[-1][0] == "close":
+        return events[:-1], events[-1][1:]
+    if events and events[-1][0] == "error":
+        code = events[-1][1]
+        return events[:-1], (code, "PHP protocol error" if code == 1011
+                             else "message from PHP too big")
+    return events, (1000, "PHP closed the connection")
+
+
+def wait_for_access_lines(bridge, count, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum("greenbridge.access:" in line for line in bridge.lines) >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError("no access line for the connection:\n" + bridge.log[-3000:])
+
+
+def check_end_to_end(bridge, mode, pieces):
+    log_start = len(bridge.lines)
+    connections_before = sum("greenbridge.access:" in line for line in bridge.lines)
+    events = decode(mode, pieces)
+    assert what_the_client_sees(bridge, pieces) == expected_by_the_client(events)
+    wait_for_access_lines(bridge, connections_before + 1)
+    new_lines = bridge.lines[log_start:]
+    # Everything logged is one line each: no traceback, no continuation lines.
+    assert all(_LOG_LINE.match(line) for line in new_lines), "\n".join(new_lines)
+    errors = [line for line in new_lines if _PROTOCOL_ERROR_LINE.search(line)]
+    assert len(errors) == (1 if events and events[-1][0] == "error" else 0), "\n".join(new_lines)
+
+
+@FUZZ_END_TO_END
+@given(data=framed_streams.flatmap(split))
+@example(data=[frame(1, b"ok"), frame(7, b"")])
+@example(data=[frame(1, "é".encode())[:6], frame(1, "é".encode())[6:]])
+@example(data=[frame(8, b"\x0f\xa0bye")])
+@example(data=[frame(2, b"cut sh")[:8]])
+def test_framed_garbage_from_php_end_to_end(bridges, data):
+    check_end_to_end(bridges[modes.FRAMED], modes.FRAMED, data)
+
+
+@settings(FUZZ_END_TO_END, max_examples=30)
+@given(data=line_streams.flatmap(split))
+@example(data=[b"one\ntw", b"o\n", b"x" * (MAX_SIZE + 1)])
+def test_line_garbage_from_php_end_to_end(bridges, data):
+    check_end_to_end(bridges[modes.LINE], modes.LINE, data)
+
+
+def test_after_the_php_fuzz_both_bridges_still_serve(bridges):
+    # Runs after the fuzz tests above (pytest keeps file order).
+    for mode in (modes.FRAMED, modes.LINE):
+        bridge = bridges[mode]
+        with connect(bridge.url()) as ws:
+            ws.send("still serving")
+            assert ws.recv(timeout=20) == "still serving"
+        assert bridge.process.poll() is None
+        assert "Traceback" not in bridge.log
+        assert not re.search(r"<Greenlet .* failed with ", bridge.log)  # gevent's line for a crash
