@@ -66,11 +66,14 @@ class Connection:
         close = (CLOSE_INTERNAL_ERROR, "internal error")
         try:
             back_connection = self._start_php(pending)
-            if back_connection is None:
-                close = self._close_request.value if self._close_request.ready() else \
-                    (CLOSE_INTERNAL_ERROR, "PHP did not connect back")
-            else:
+            if back_connection is not None:
                 close = self._bridge(back_connection)
+            elif self._close_request.ready():
+                close = self._close_request.value
+            elif self._websocket.closed:
+                close = self._websocket.close_code, self._websocket.close_reason
+            else:
+                close = CLOSE_INTERNAL_ERROR, "PHP did not connect back"
         finally:
             self._backconnect.forget(self.id)
             if self._php_socket is None and pending.ready():
@@ -80,7 +83,27 @@ class Connection:
             self._log_access(started)
 
     def _start_php(self, pending):
-        """Spawn PHP (retrying) until it connects back; None when it never does."""
+        """Spawn PHP (retrying) until it connects back; None when it never does.
+
+        A client that leaves meanwhile ends the wait: on a starved machine PHP
+        can take longer to start than the client is willing to wait, and a
+        process started for nobody only slows the others down.
+        """
+        client_gone = gevent.spawn(self._wait_until_client_gone)
+        try:
+            back_connection = self._spawn_until_connected(pending, client_gone)
+            if back_connection is None and client_gone.ready():
+                log.warning("[%s] client left while PHP was starting", self.id)
+                self._websocket.mark_disconnected()
+            return back_connection
+        finally:
+            client_gone.kill()
+
+    def _wait_until_client_gone(self):
+        while self._websocket.client_connected():
+            gevent.sleep(pump.CLIENT_CHECK_INTERVAL)
+
+    def _spawn_until_connected(self, pending, client_gone):
         config = self._config
         endpoint = self._endpoint
         command = [config.php_executable, endpoint.script, *config.php_args]
@@ -91,7 +114,9 @@ class Connection:
         attempts = 1 + config.php_connect_retries
         for attempt in range(1, attempts + 1):
             if attempt > 1:
-                gevent.sleep(_SPAWN_BACKOFF[min(attempt - 2, len(_SPAWN_BACKOFF) - 1)])
+                backoff = _SPAWN_BACKOFF[min(attempt - 2, len(_SPAWN_BACKOFF) - 1)]
+                if gevent.wait([client_gone, self._close_request], timeout=backoff, count=1):
+                    return None
             try:
                 self._process = PhpProcess.spawn(command, environment, self.id)
             except OSError as error:
@@ -101,14 +126,14 @@ class Connection:
                 continue
             spawned = time.monotonic()
             remaining = max(0.0, deadline - spawned)
-            gevent.wait([pending, self._process.exit_event, self._close_request],
+            gevent.wait([pending, self._process.exit_event, self._close_request, client_gone],
                         timeout=remaining, count=1)
             if pending.ready():
                 self._metrics.connect_back_seconds.observe(time.monotonic() - spawned)
                 back_connection = pending.value
                 self._php_socket = back_connection.socket
                 return back_connection
-            if self._close_request.ready():
+            if self._close_request.ready() or client_gone.ready():
                 return None
             if self._process.returncode is None:
                 log.warning("[%s] PHP did not connect back within %gs",

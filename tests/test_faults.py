@@ -69,6 +69,22 @@ def test_client_leaving_while_php_does_not_read_is_noticed(start_bridge, reset):
     bridge.assert_serves()
 
 
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_client_leaving_while_php_starts_ends_its_php(start_bridge, reset):
+    """PHP slower to connect back than the client is patient (as on a starved machine)."""
+    bridge = start_bridge("--php-connect-timeout", "120")
+    client = RawClient(bridge.port, "/?do=never_connect")  # PHP sleeps 60 s instead
+    deadline = time.monotonic() + 20
+    while not bridge.php_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bridge.php_processes(), "PHP never started"
+    abort(client.sock, reset)
+    bridge.wait_no_php(timeout=20)
+    assert "close=1006 'client disconnected without close frame'" in access_line(bridge)
+    assert "client left while PHP was starting" in bridge.log
+    bridge.assert_serves()
+
+
 def test_invalid_frame_then_fresh_connection_is_served(start_bridge):
     bridge = start_bridge()
     for bad_frame, code in [(frame(0x1, b"x", rsv=0x40), 1002), (frame(0x1, b"\xc3\x28"), 1007)]:
