@@ -9,7 +9,14 @@ connections, and every second each one sends a message and waits for its
 echo. Prints one JSON object with the results and exits 1 if any connection
 dropped, any echo was wrong, or the server's memory grew by more than
 --max-growth-mib between the end of the ramp-up and the end of the run.
-Needs the test tools (scripts/setup.sh --test).
+
+A dropped connection is counted by who ended it: the client's own timeout
+("client_timeouts": on a starved machine this is the soak giving up, not the
+server), a close from the server ("server_closes", by code and reason), a
+refused upgrade, or a TCP connection lost without a close frame. The report
+also gives the load average, how long the first echo took (it waits for PHP
+to start), latencies during and after the ramp-up, and the server's warning
+lines counted by kind. Needs the test tools (scripts/setup.sh --test).
 """
 
 import argparse
@@ -25,9 +32,17 @@ import time
 
 import psutil
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LISTENING = re.compile(r"listening on ws://[\d.]+:(\d+) ")
+_PROBLEM_LINE = re.compile(r" ((?:WARNING|ERROR|CRITICAL) .*)")
+_LOG_NOISE = re.compile(r"\[[0-9a-f-]{36}\]|\d+(\.\d+)?")
+
+# The client's own patience. The first echo waits for PHP to start, which a
+# starved machine can make slow; the server's own limit is --php-connect-timeout.
+OPEN_TIMEOUT = 60
+ECHO_TIMEOUT = 30
 
 
 def start_server(connections):
@@ -52,27 +67,67 @@ def start_server(connections):
 
 
 async def exchange(port, number, start_delay, stop_at, results):
-    """One connection: a message a second until the stop time, every echo checked."""
+    """One connection: a message a second until the stop time, every echo checked.
+
+    A connection that ends early is counted by who ended it: the client's own
+    timeout (on a starved machine), the server (its close code), a refused
+    upgrade, or a TCP connection lost without a close frame.
+    """
     await asyncio.sleep(start_delay)
+    stage = "opening"
+    opened = time.monotonic()
     try:
-        async with connect("ws://127.0.0.1:%d/" % port, open_timeout=60,
+        async with connect("ws://127.0.0.1:%d/" % port, open_timeout=OPEN_TIMEOUT,
                            ping_interval=None) as ws:
-            results["open"] += 1
+            stage = "first echo"
             sequence = 0
             while not stop_at or time.monotonic() < stop_at[0]:
                 message = b"%d:%d" % (number, sequence)
                 started = time.monotonic()
                 await ws.send(message)
-                echoed = await asyncio.wait_for(ws.recv(), 30)
-                if sequence:  # the first answer also waited for PHP to start
-                    results["latencies"].append(time.monotonic() - started)
+                echoed = await asyncio.wait_for(ws.recv(), ECHO_TIMEOUT)
+                if sequence:  # split: the ramp-up also starts PHP processes
+                    results["latencies" if stop_at else "ramp_latencies"].append(
+                        time.monotonic() - started)
+                else:  # the first answer also waited for PHP to start
+                    results["first_echoes"].append(time.monotonic() - opened)
+                    results["established"] += 1
+                    stage = "echo"
                 results["messages"] += 1
                 results["wrong"] += echoed != message
                 sequence += 1
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    except TimeoutError:
+        outcome = ("client_timeouts", "waiting for the %s" % stage if stage != "opening"
+                   else "opening (%gs)" % OPEN_TIMEOUT)
+    except ConnectionClosed as closed:
+        outcome = ("server_closes", "%d %s" % (closed.rcvd.code, closed.rcvd.reason)) \
+            if closed.rcvd else ("lost", "TCP closed without a close frame")
+    except InvalidStatus as refused:
+        outcome = ("refused", "HTTP %d" % refused.response.status_code)
     except Exception as error:  # counted: the soak reports, it does not stop
-        results["dropped"] += 1
-        print("soak: connection %d dropped: %r" % (number, error), file=sys.stderr)
+        outcome = ("other", repr(error))
+    else:
+        return
+    kind, detail = outcome
+    results[kind][detail] = results[kind].get(detail, 0) + 1
+    print("soak: connection %d dropped (%s: %s) after %.1fs"
+          % (number, kind, detail, time.monotonic() - opened), file=sys.stderr)
+
+
+DROP_KINDS = ("client_timeouts", "server_closes", "refused", "lost", "other")
+
+
+def summarize_log(lines):
+    """Warning and error lines of the server's log, counted by kind (IDs and numbers masked)."""
+    kinds = {}
+    for line in lines:
+        match = _PROBLEM_LINE.search(line)
+        if not match:
+            continue
+        kind = _LOG_NOISE.sub("N", match.group(1).strip())
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda item: -item[1])[:10])
 
 
 def percentile(values, fraction):
@@ -82,15 +137,18 @@ def percentile(values, fraction):
 
 async def run(options):
     server, port, log_lines = start_server(options.connections)
-    results = {"open": 0, "messages": 0, "dropped": 0, "wrong": 0, "latencies": []}
-    stop_at = []  # the stop time, set once every connection is open
+    results = {"established": 0, "messages": 0, "wrong": 0, "latencies": [], "ramp_latencies": [],
+               "first_echoes": [],
+               "client_timeouts": {}, "server_closes": {}, "refused": {}, "lost": {}, "other": {}}
+    stop_at = []  # the stop time, set once every connection is established or dropped
+    load_at_start = os.getloadavg()[0]
     try:
         process = psutil.Process(server.pid)
         clients = asyncio.gather(*(
             exchange(port, number, options.ramp * number / options.connections, stop_at,
                      results) for number in range(options.connections)))
-        ramp_deadline = time.monotonic() + options.ramp + 60
-        while results["open"] + results["dropped"] < options.connections and \
+        ramp_deadline = time.monotonic() + options.ramp + OPEN_TIMEOUT + ECHO_TIMEOUT
+        while results["established"] + dropped(results) < options.connections and \
                 time.monotonic() < ramp_deadline:
             await asyncio.sleep(0.5)
         php_at_start = len(process.children())
@@ -109,24 +167,42 @@ async def run(options):
     report = {
         "connections": options.connections,
         "duration_s": options.duration,
+        "load_average_at_start": round(load_at_start, 2),
+        "load_average_at_end": round(os.getloadavg()[0], 2),
+        "established": results["established"],
         "php_processes_at_start": php_at_start,
         "messages": results["messages"],
-        "dropped": results["dropped"],
+        "dropped": dropped(results),
+        # Who ended the dropped connections, and why.
+        "client_timeouts": results["client_timeouts"],
+        "server_closes": results["server_closes"],
+        "refused": results["refused"],
+        "lost": results["lost"],
+        "other": results["other"],
         "wrong_echoes": results["wrong"],
+        "first_echo_p50_s": round(percentile(results["first_echoes"], 0.5), 2),
+        "first_echo_max_s": round(max(results["first_echoes"], default=0.0), 2),
+        "ramp_latency_p99_ms": round(1000 * percentile(results["ramp_latencies"], 0.99), 2),
         "latency_p50_ms": round(1000 * percentile(results["latencies"], 0.5), 2),
         "latency_p99_ms": round(1000 * percentile(results["latencies"], 0.99), 2),
+        "latency_max_ms": round(1000 * max(results["latencies"], default=0.0), 2),
         "rss_start_mib": round(rss_start / 2 ** 20, 1),
         "rss_end_mib": round(rss_end / 2 ** 20, 1),
         "rss_max_mib": round(max(rss_samples) / 2 ** 20, 1),
         "rss_growth_mib": round(growth_mib, 2),
         "tracebacks_in_log": tracebacks,
+        "server_warnings": summarize_log(log_lines),
         "server_exit_status": exit_status,
     }
     print(json.dumps(report))
-    healthy = (not results["dropped"] and not results["wrong"] and not tracebacks
+    healthy = (not dropped(results) and not results["wrong"] and not tracebacks
                and growth_mib <= options.max_growth_mib and exit_status == 0
                and php_at_start == options.connections)
     return 0 if healthy else 1
+
+
+def dropped(results):
+    return sum(sum(results[kind].values()) for kind in DROP_KINDS)
 
 
 def main():
