@@ -1,10 +1,11 @@
-"""Property-based fuzzing of what strangers can send: the HTTP upgrade and the ID line.
+"""Property-based fuzzing of what strangers can send: the HTTP upgrade, frames, the ID line.
 
 Random and mutated inputs must never raise out of the parsers, never pair a
 wrong connection ID, and never stop the server from serving.
 """
 
 import socket
+import struct
 import uuid
 
 import gevent
@@ -16,8 +17,9 @@ from hypothesis import strategies as st
 from greenbridge.backconnect import BackConnectListener
 from greenbridge.metrics import Metrics
 from greenbridge.server import listen_tcp
-from greenbridge.websocket import Rejected, check_upgrade_request
+from greenbridge.websocket import Rejected, check_upgrade_request, valid_close_code
 from test_bridge import upgrade_request
+from test_frames import RawClient, frame
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -99,6 +101,49 @@ def test_random_upgrade_requests_get_an_http_answer_or_a_close(fuzz_bridge, data
     answer = send_request(fuzz_bridge.port, data)
     assert answer == b"" or answer.startswith(ANSWERS), answer[:200]
     assert fuzz_bridge.process.poll() is None
+
+
+client_frames = st.builds(
+    frame,
+    opcode=st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA]) | st.integers(0, 15),
+    payload=st.one_of(st.binary(max_size=200), st.text(max_size=30).map(str.encode),
+                      st.sampled_from([b"\x03\xe8", b"\x03\xe8bye", b"\x03", b"\x03\xed",
+                                       b"\x0f\xa0\xff"])),
+    fin=st.just(True) | st.booleans(),
+    mask=st.just(True) | st.booleans(),
+    rsv=st.just(0) | st.sampled_from([0x10, 0x20, 0x40]),
+)
+frame_streams = st.one_of(
+    st.lists(client_frames, max_size=6).map(b"".join),
+    st.lists(client_frames, min_size=1, max_size=4).map(b"".join).flatmap(mutated),
+    st.binary(max_size=300),
+)
+
+
+@settings(FUZZ, max_examples=150)
+@given(data=frame_streams)
+@example(data=frame(0x1, b"\xff") + frame(0x2, b"never read"))
+@example(data=frame(0x8, b"\x03\xe8bye"))
+@example(data=struct.pack("!BBQ", 0x82, 0xFF, 2 ** 63) + b"mask")
+def test_random_frames_after_the_upgrade_get_echoes_and_a_valid_close(fuzz_bridge, data):
+    client = RawClient(fuzz_bridge.port)
+    client.sock.settimeout(30)  # the server must end the connection by itself
+    try:
+        client.sock.sendall(data)
+        client.sock.shutdown(socket.SHUT_WR)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server closed first
+    try:
+        while True:
+            opcode, payload = client.read_frame()
+            assert opcode in (0x2, 0x8), opcode  # raw mode: binary echoes, then a close
+            if opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if payload else None
+                assert code is None or valid_close_code(code), payload
+    except (EOFError, ConnectionResetError):
+        pass
+    finally:
+        client.sock.close()
 
 
 def test_after_the_upgrade_fuzz_the_server_still_serves(fuzz_bridge):
