@@ -16,6 +16,7 @@ from greenbridge import devconsole
 from greenbridge.connection import Connection
 from greenbridge.origin import OriginPolicy
 from greenbridge.routing import Router
+from greenbridge.tls.layer import client_certificate_variables
 from greenbridge.shared import OPEN_CONNECTIONS
 from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION,
                                    CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
@@ -39,6 +40,8 @@ class Request:
     path: str
     query: str
     headers: Dict[str, str]
+    # WSS_TLS and WSS_CLIENT_CERT_* on wss://, empty on ws://.
+    tls_variables: Dict[str, str]
 
 
 def capture_request(environ, config):
@@ -54,6 +57,7 @@ def capture_request(environ, config):
         headers[name] = _header_text(name, value)
     path = _header_text("request path", environ.get("PATH_INFO", "") or "/")
     query = _header_text("query string", environ.get("QUERY_STRING", ""))
+    tls = environ.get("greenbridge.tls")
     local_host, local_port = environ.get("greenbridge.local_address") or (
         environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", "0"))
     client_ip, client_port = environ.get("REMOTE_ADDR", ""), int(environ.get("REMOTE_PORT") or 0)
@@ -73,6 +77,7 @@ def capture_request(environ, config):
         path=path,
         query=query,
         headers=headers,
+        tls_variables=client_certificate_variables(tls) if tls is not None else {},
     )
 
 

@@ -142,6 +142,37 @@ def build_parser():
     add("--max-connections-per-ip", env_var="WSS_CONFIG_MAX_CONNECTIONS_PER_IP",
         type=cfg.non_negative_int, default=0,
         help="open connections per client address at most; more get HTTP 503 (0: no limit)")
+    add("--tls-mode", env_var="WSS_CONFIG_TLS_MODE", type=cfg.choice_of(cfg.TLS_MODES),
+        default="none", help="none (ws://), internal (self-signed), manual (--tls-cert/"
+                             "--tls-key) or automate (ACME)")
+    add("--tls-domain", env_var="WSS_CONFIG_TLS_DOMAINS", action="append",
+        help="domain of the certificate, wildcards allowed (repeatable; default localhost; "
+             "in the environment or config file as a list: [a, b])")
+    add("--tls-key-type", env_var="WSS_CONFIG_TLS_KEY_TYPE",
+        type=cfg.choice_of(cfg.TLS_KEY_TYPES), default="ed25519",
+        help="key of the internal self-signed certificate: " + ", ".join(cfg.TLS_KEY_TYPES))
+    add("--tls-cert", env_var="WSS_CONFIG_TLS_CERT",
+        help="PEM certificate, a full chain allowed (manual mode)")
+    add("--tls-key", env_var="WSS_CONFIG_TLS_KEY", help="PEM private key (manual mode)")
+    add("--tls-client-auth", env_var="WSS_CONFIG_TLS_CLIENT_AUTH_MODE",
+        type=cfg.choice_of(cfg.TLS_CLIENT_AUTH_MODES), default="none",
+        help="client certificates: none, request, require, verify-if-given or "
+             "require-and-verify")
+    add("--tls-client-auth-ca", env_var="WSS_CONFIG_TLS_CLIENT_AUTH_CA",
+        help="PEM CA bundle client certificates are verified against")
+    add("--tls-ciphers", env_var="WSS_CONFIG_TLS_CIPHERS", action="append",
+        help="allowed cipher suite, OpenSSL name, TLS 1.2 or 1.3 (repeatable; "
+             "default: OpenSSL's)")
+    add("--tls-curves", env_var="WSS_CONFIG_TLS_CURVES", action="append",
+        help="allowed key-exchange group, in order of preference (repeatable; "
+             "default: OpenSSL's)")
+    add("--tls-alpn", env_var="WSS_CONFIG_TLS_ALPN",
+        help="comma-separated ALPN protocols offered, e.g. http/1.1 (default: no ALPN)")
+    add("--tls-secrets-log", env_var="WSS_CONFIG_TLS_INSECURE_SECRETS_LOG",
+        help="append TLS secrets to this file in NSS key log format (for Wireshark; "
+             "insecure: debugging only)")
+    add("--tls-min-version", env_var="WSS_CONFIG_TLS_MIN_VERSION",
+        type=cfg.choice_of(cfg.TLS_VERSIONS), default="1.2", help="1.2 or 1.3")
     _add_acme_options(parser)
     return parser
 

@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
 from greenbridge import modes, origin, routing
+from greenbridge.tls.selfsigned import KEY_TYPES as TLS_KEY_TYPES
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 LOG_FORMATS = ("text", "json")
+TLS_MODES = ("none", "internal", "manual", "automate")
+TLS_CLIENT_AUTH_MODES = ("none", "request", "require", "verify-if-given", "require-and-verify")
+TLS_VERSIONS = ("1.2", "1.3")
 
 # Variables that configure the bridge itself; they may hold secrets, so PHP
 # never inherits them.
@@ -69,6 +73,18 @@ class Config:
     handshake_timeout: float = 10.0
     max_pending_handshakes: int = 128
     max_connections_per_ip: int = 0
+    tls_mode: str = "none"
+    tls_domains: Tuple[str, ...] = ("localhost",)
+    tls_key_type: str = "ed25519"
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    tls_client_auth: str = "none"
+    tls_client_auth_ca: Optional[str] = None
+    tls_ciphers: Tuple[str, ...] = ()
+    tls_curves: Tuple[str, ...] = ()
+    tls_alpn: Tuple[str, ...] = ()
+    tls_secrets_log: Optional[str] = None
+    tls_min_version: str = "1.2"
     # The server's own environment, captured once at start-up; PHP inherits
     # it minus every WSS_CONFIG_* variable.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -169,6 +185,40 @@ def worker_count(text):
 
 
 worker_count.__name__ = "worker count (a positive integer or auto)"
+def choice_of(choices):
+    def parse(text):
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = "choice (%s)" % ", ".join(choices)
+    return parse
+
+
+def _names(values):
+    """Repeated flag values, each of which may also hold a ':' or ',' separated list."""
+    names = []
+    for value in values or ():
+        names.extend(name.strip() for name in value.replace(",", ":").split(":") if name.strip())
+    return tuple(names)
+
+
+def _check_tls(options):
+    if options.tls_mode == "automate":
+        raise ConfigError("--tls-mode automate: not available in this build")
+    if options.tls_mode == "manual":
+        for flag, path in (("--tls-cert", options.tls_cert), ("--tls-key", options.tls_key)):
+            if not path:
+                raise ConfigError("--tls-mode manual needs %s" % flag)
+    elif options.tls_cert or options.tls_key:
+        raise ConfigError("--tls-cert and --tls-key need --tls-mode manual")
+    if options.tls_client_auth in ("verify-if-given", "require-and-verify") \
+            and not options.tls_client_auth_ca:
+        raise ConfigError("--tls-client-auth %s needs --tls-client-auth-ca"
+                          % options.tls_client_auth)
+    if options.tls_client_auth_ca:
+        _existing_file("--tls-client-auth-ca", options.tls_client_auth_ca)
 
 
 def message_mode(text):
@@ -230,6 +280,8 @@ def build_config(options, environment):
         raise ConfigError("--tcp-port %d: workers 1 to %d listen on %d to %d, past 65535"
                           % (options.tcp_port, options.workers, options.tcp_port,
                              options.tcp_port + options.workers - 1))
+    _check_tls(options)
+    alpn = tuple(name.strip() for name in (options.tls_alpn or "").split(",") if name.strip())
     return Config(
         php_executable=php_executable,
         script=script,
@@ -268,6 +320,18 @@ def build_config(options, environment):
         handshake_timeout=options.handshake_timeout,
         max_pending_handshakes=options.max_pending_handshakes,
         max_connections_per_ip=options.max_connections_per_ip,
+        tls_mode=options.tls_mode,
+        tls_domains=tuple(options.tls_domain or ("localhost",)),
+        tls_key_type=options.tls_key_type,
+        tls_cert=options.tls_cert,
+        tls_key=options.tls_key,
+        tls_client_auth=options.tls_client_auth,
+        tls_client_auth_ca=options.tls_client_auth_ca,
+        tls_ciphers=_names(options.tls_ciphers),
+        tls_curves=_names(options.tls_curves),
+        tls_alpn=alpn,
+        tls_secrets_log=options.tls_secrets_log,
+        tls_min_version=options.tls_min_version,
         base_environment=dict(environment),
     )
 

@@ -45,6 +45,7 @@ def build_environment(base_environment, request, connection_id, back_connect_add
     for header, variable in HEADER_VARIABLES.items():
         if header in request.headers:
             environment[variable] = request.headers[header]
+    environment.update(request.tls_variables)
     return environment
 
 

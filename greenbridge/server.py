@@ -20,11 +20,12 @@ from greenlet import greenlet
 
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
-from greenbridge.handshake import PendingHandshakes
+from greenbridge.handshake import HandshakeAborted, PendingHandshakes
 from greenbridge.logs import RateLimitedLog
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
+from greenbridge.tls.layer import TLSLayer, TLSSetupError
 from greenbridge.workers import Arbiter
 from greenbridge.websocket import BridgeHandler
 
@@ -33,6 +34,7 @@ log = logging.getLogger("greenbridge.server")
 EXIT_OK = 0
 EXIT_IMMEDIATE = 1
 EXIT_CANNOT_LISTEN = 1
+EXIT_BAD_CONFIG = 2
 _LISTEN_BACKLOG = 1024
 
 
@@ -41,13 +43,29 @@ class BridgeServer(WSGIServer):
 
     gevent's own server prints a traceback for every failed accept; this one
     logs at most one line a second, pauses accepting briefly and goes on.
-    It also keeps the register of handshakes being read (see handshake.py).
+    It also keeps the register of handshakes being read (see handshake.py)
+    and, on wss://, runs the TLS handshake under the same deadline and cap.
     """
 
-    def __init__(self, listener, application, handshakes, **kwargs):
+    def __init__(self, listener, application, handshakes, tls=None, **kwargs):
         super().__init__(listener, application, **kwargs)
         self.handshakes = handshakes
+        self.tls = tls
         self._log_accept_error = RateLimitedLog(log, logging.ERROR)
+
+    def handle(self, sock, address):
+        if self.tls is not None:
+            self.handshakes.begin()
+            try:
+                sock = self.tls.accept(sock, address)
+            except HandshakeAborted as aborted:
+                log.info("client %s: TLS handshake: %s", format_address(address), aborted)
+                return
+            finally:
+                self.handshakes.end()
+            if sock is None:
+                return
+        super().handle(sock, address)
 
     def do_read(self):
         try:
@@ -69,6 +87,16 @@ class BridgeServer(WSGIServer):
 def run(config):
     """Serve until a signal ends it; with --workers over 1, as the workers' arbiter."""
     raise_open_files_limit()
+    tls = None
+    if config.tls_mode != "none":
+        # Once, before any worker starts: every worker serves the same certificate.
+        tls = TLSLayer(config)
+        try:
+            tls.load()
+        except TLSSetupError as error:
+            log.error("%s", error)
+            tls.close()
+            return EXIT_BAD_CONFIG
     try:
         listeners = Listeners.bind(config)
     except OSError as error:
@@ -78,7 +106,7 @@ def run(config):
     counters = SharedCounters(COUNTER_NAMES, config.workers)
     notifier = Notifier(config.notify_socket)
     if config.workers == 1:
-        return serve(config, listeners, counters, notifier=notifier)
+        return serve(config, listeners, counters, notifier=notifier, tls=tls)
 
     # The arbiter holds the one admin listener; a scrape asks every worker.
     channels = [MetricsChannel() for _ in range(config.workers)]
@@ -87,7 +115,8 @@ def run(config):
     def serve_worker(number):
         if admin_server is not None:
             admin_server.close()  # the arbiter's, inherited through the fork
-        return serve(config, listeners, counters, number, metrics_channel=channels[number - 1])
+        return serve(config, listeners, counters, number, metrics_channel=channels[number - 1],
+                     tls=tls)
 
     arbiter = Arbiter(config, listeners, counters, serve_worker, notifier)
     if listeners.admin is not None:
@@ -156,7 +185,7 @@ def start_admin_server(listener, admin_app):
 
 
 def serve(config, listeners, counters, worker_number=None, notifier=None,
-          metrics_channel=None):
+          metrics_channel=None, tls=None):
     """Run one server (the only one, or worker `worker_number`) until a signal ends it."""
     index = (worker_number or 1) - 1
     counters.use_row(index)
@@ -165,8 +194,11 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
                                       metrics)
     app = BridgeApp(config, backconnect, counters, metrics)
     handshakes = PendingHandshakes(config.max_pending_handshakes, config.handshake_timeout)
-    ws_server = BridgeServer(listeners.websocket, app, handshakes, handler_class=BridgeHandler,
-                             log=None, error_log=logging.getLogger("greenbridge.wsgi"))
+    ws_server = BridgeServer(listeners.websocket, app, handshakes, tls=tls,
+                             handler_class=BridgeHandler, log=None,
+                             error_log=logging.getLogger("greenbridge.wsgi"))
+    if tls is not None:
+        tls.watch_files()
     backconnect.start()
     ws_server.start()
     admin_server = None
@@ -180,9 +212,9 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     tcp_host, tcp_port = backconnect.address
     who = "greenbridge" if worker_number is None else \
         "greenbridge worker %d (pid %d)" % (worker_number, os.getpid())
-    log.info("%s listening on ws://%s:%d (PHP connects back to %s:%d); script %s, "
-             "%d route(s), %s mode", who, host, port, tcp_host, tcp_port, config.script,
-             len(config.routes), config.message_mode)
+    log.info("%s listening on %s://%s:%d (PHP connects back to %s:%d); script %s, "
+             "%d route(s), %s mode", who, "ws" if tls is None else "wss", host, port, tcp_host,
+             tcp_port, config.script, len(config.routes), config.message_mode)
     notifier = notifier or Notifier("")  # under an arbiter, the arbiter tells systemd
     notifier.ready("listening on %s:%d" % (host, port))
 
@@ -190,13 +222,15 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     # Under an arbiter, SIGINT (a Ctrl-C reaching the whole process group)
     # is the arbiter's to handle; it passes it on as SIGTERM.
     signals = (signal.SIGINT, signal.SIGTERM) if worker_number is None else (signal.SIGTERM,)
-    _install_signal_handlers(stop_requested, app, signals, notifier)
+    _install_signal_handlers(stop_requested, app, signals, notifier, tls)
     gevent.signal_handler(signal.SIGUSR1, log_status, app, ws_server)
     stop_requested.wait()
     notifier.stopping()
     _shut_down(ws_server, backconnect, app, config)
     if admin_server is not None:
         admin_server.close()
+    if tls is not None:
+        tls.close()
     log.info("%s stopped", who)
     return EXIT_OK
 
@@ -242,7 +276,7 @@ def log_status(app, ws_server):
              len(os.listdir("/proc/self/fd")))
 
 
-def _install_signal_handlers(stop_requested, app, signals, notifier):
+def _install_signal_handlers(stop_requested, app, signals, notifier, tls):
     def on_signal(signum):
         if stop_requested.is_set():
             log.warning("second %s: killing all PHP processes and exiting now",
@@ -254,9 +288,11 @@ def _install_signal_handlers(stop_requested, app, signals, notifier):
         stop_requested.set()
 
     def on_reload():
-        # Nothing is reloadable yet but the TLS certificate, which hooks in here.
+        # Nothing is reloadable but the TLS certificate.
         notifier.reloading()
         log.info("SIGHUP: reloading")
+        if tls is not None:
+            tls.reload("SIGHUP")
         notifier.ready()
 
     for signum in signals:

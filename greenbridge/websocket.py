@@ -467,6 +467,8 @@ class BridgeHandler(WebSocketHandler):
         # The request is in: what follows is the connection's, not the handshake's.
         getattr(self.server, "handshakes", UNLIMITED_HANDSHAKES).end()
         self.environ["greenbridge.local_address"] = self.socket.getsockname()[:2]
+        # The pyOpenSSL connection on a wss:// listener (see tls/greensocket.py).
+        self.environ["greenbridge.tls"] = getattr(self.socket, "tls", None)
         if wants_websocket(self.environ):
             self.environ["greenbridge.upgrade"] = PendingUpgrade(self)
         WSGIHandler.run_application(self)

@@ -17,7 +17,8 @@ SCENARIO_PHP = os.path.join(REPO, "tests", "php", "scenario.php")
 ECHO_PHP = os.path.join(REPO, "conf", "echo.php")
 PHP = "php"
 
-_LISTENING = re.compile(r"listening on ws://([\d.]+):(\d+) \(PHP connects back to ([\d.]+):(\d+)\)")
+_LISTENING = re.compile(
+    r"listening on (wss?)://([\d.]+):(\d+) \(PHP connects back to ([\d.]+):(\d+)\)")
 
 
 def stop_process(process, timeout=10):
@@ -44,6 +45,7 @@ class Bridge:
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
         self.port = self.tcp_port = None
+        self.scheme = "ws"
 
     def _read_log(self):
         for raw in self.process.stdout:
@@ -55,7 +57,8 @@ class Bridge:
             for line in self.lines:
                 match = _LISTENING.search(line)
                 if match:
-                    self.port, self.tcp_port = int(match.group(2)), int(match.group(4))
+                    self.scheme = match.group(1)
+                    self.port, self.tcp_port = int(match.group(3)), int(match.group(5))
                     return self
             if self.process.poll() is not None:
                 break
@@ -67,7 +70,7 @@ class Bridge:
         return "\n".join(self.lines)
 
     def url(self, path="/"):
-        return "ws://127.0.0.1:%d%s" % (self.port, path)
+        return "%s://127.0.0.1:%d%s" % (self.scheme, self.port, path)
 
     def wait_for_log(self, pattern, timeout=10):
         """Wait for a log line matching the regex; return the match."""

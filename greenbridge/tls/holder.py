@@ -70,7 +70,7 @@ class CertificateHolder:
         self._served = served
         leaf = served.leaf
         log.info("serving certificate serial %x for %s, valid until %s (from %s)",
-                 leaf.serial_number, ", ".join(self.domains) or "(no DNS names)",
+                 leaf.serial_number, ", ".join(_subject_names(leaf)) or "(no names)",
                  leaf.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC"), source)
         for callback in list(self._listeners):
             try:
@@ -116,6 +116,15 @@ def subject_dns_names(certificate):
     except x509.ExtensionNotFound:
         return []
     return names.value.get_values_for_type(x509.DNSName)
+
+
+def _subject_names(certificate):
+    """DNS names and IP addresses, for the log."""
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in names.value]
 
 
 def _warn_if_not_valid_now(leaf, source):

@@ -30,6 +30,7 @@ switch ($do) {
             if (strpos($name, 'WSS_') === 0 || $name === 'GREENBRIDGE_TEST_INHERITED') $env[$name] = $value;
         }
         send_all($socket, $id . json_encode($env));
+        if (!empty($q['then_exit'])) exit(0);
         break;
     case 'fullenv':
         send_all($socket, $id . json_encode(getenv()));

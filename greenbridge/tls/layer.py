@@ -1,0 +1,170 @@
+"""The TLS side of the server: the certificate for each mode, handshakes, reloads.
+
+Handshakes run in each connection's own greenlet, before HTTP and before any
+connection slot is taken, under the server's --handshake-timeout.
+"""
+
+import hashlib
+import logging
+import os
+
+import gevent
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+
+from greenbridge.logs import format_address
+from greenbridge.tls.context import TLSOptionError, build_context, client_certificate_verified
+from greenbridge.tls.greensocket import GreenTLSSocket, describe_error
+from greenbridge.tls.holder import CertificateError, CertificateHolder
+from greenbridge.tls.selfsigned import self_signed_pair
+
+log = logging.getLogger("greenbridge.tls")
+
+# Manual mode: how often the certificate and key files are checked for changes.
+FILE_CHECK_INTERVAL = 2.0
+
+
+class TLSSetupError(Exception):
+    """TLS cannot start; the message is one line."""
+
+
+class TLSLayer:
+    def __init__(self, config):
+        self._config = config
+        self.holder = CertificateHolder()
+        self._context = None
+        self._context_for = None
+        self._secrets_log = None
+        self._watcher = None
+
+    # -- start-up ----------------------------------------------------------
+
+    def load(self):
+        """Get the first certificate and check every option; TLSSetupError if anything is bad."""
+        config = self._config
+        try:
+            if config.tls_mode == "internal":
+                chain_pem, key_pem = self_signed_pair(config.tls_domains, config.tls_key_type)
+                self.holder.install(chain_pem, key_pem, "self-signed (%s)" % config.tls_key_type)
+            elif config.tls_mode == "manual":
+                self.holder.load_files(config.tls_cert, config.tls_key)
+            else:
+                raise TLSSetupError("--tls-mode %s: not available in this build" % config.tls_mode)
+        except CertificateError as error:
+            raise TLSSetupError(str(error)) from None
+        if config.tls_secrets_log:
+            self._open_secrets_log(config.tls_secrets_log)
+        try:
+            self._current_context()
+        except TLSOptionError as error:
+            raise TLSSetupError(str(error)) from None
+
+    def watch_files(self):
+        """Manual mode: reload when the certificate or key file changes (in this process)."""
+        config = self._config
+        if config.tls_mode == "manual" and self._watcher is None:
+            self._watcher = gevent.spawn(self._watch_files, config.tls_cert, config.tls_key)
+
+    def _open_secrets_log(self, path):
+        try:
+            # Unbuffered: a key line is useful only if it is on disk when Wireshark looks.
+            self._secrets_log = open(path, "ab", buffering=0)
+        except OSError as error:
+            raise TLSSetupError("--tls-secrets-log: cannot open %r: %s"
+                                % (path, error.strerror)) from None
+        log.warning("INSECURE: TLS session secrets are written to %s (--tls-secrets-log); "
+                    "anyone who can read it can decrypt the traffic", path)
+
+    def close(self):
+        if self._watcher is not None:
+            self._watcher.kill()
+        if self._secrets_log is not None:
+            self._secrets_log.close()
+
+    # -- handshakes --------------------------------------------------------
+
+    def _current_context(self):
+        served = self.holder.served
+        if served is not self._context_for:
+            keylog = self._write_secret if self._secrets_log is not None else None
+            self._context = build_context(self._config, served, keylog)
+            self._context_for = served
+        return self._context
+
+    def _write_secret(self, _connection, line):
+        self._secrets_log.write(line + b"\n")
+
+    def accept(self, tcp_socket, address):
+        """Run the server handshake; the TLS socket, or None (logged at debug) when it fails.
+
+        The caller bounds the time (--handshake-timeout). On any failure,
+        including that deadline, the TCP socket is closed here, through gevent,
+        so the loop forgets the descriptor before its number is reused.
+        """
+        tls_socket = GreenTLSSocket(SSL.Connection(self._current_context(), tcp_socket),
+                                    tcp_socket)
+        tls_socket.tls.set_accept_state()
+        try:
+            tls_socket.do_handshake()
+        except (OSError, SSL.Error) as error:
+            log.debug("TLS handshake with %s failed: %s", format_address(address),
+                      getattr(error, "strerror", None) or describe_error(error))
+            tcp_socket.close()
+            return None
+        except BaseException:
+            tcp_socket.close()
+            raise
+        return tls_socket
+
+    # -- reloading ---------------------------------------------------------
+
+    def reload(self, reason):
+        """Read the certificate again (manual mode); a bad pair keeps the old one serving."""
+        config = self._config
+        if config.tls_mode != "manual":
+            log.info("%s: nothing to reload in --tls-mode %s", reason, config.tls_mode)
+            return
+        try:
+            self.holder.load_files(config.tls_cert, config.tls_key)
+        except CertificateError as error:
+            log.error("%s: certificate not reloaded, the old one stays: %s", reason, error)
+
+    def _watch_files(self, *paths):
+        seen = _file_states(paths)
+        while True:
+            gevent.sleep(FILE_CHECK_INTERVAL)
+            now = _file_states(paths)
+            # A pair half-written is refused; the next change (the other file) retries.
+            if now != seen:
+                seen = now
+                self.reload("certificate files changed")
+
+
+def _file_states(paths):
+    states = []
+    for path in paths:
+        try:
+            status = os.stat(path)
+            states.append((status.st_ino, status.st_size, status.st_mtime_ns))
+        except OSError:
+            states.append(None)
+    return states
+
+
+def client_certificate_variables(tls):
+    """The WSS_TLS / WSS_CLIENT_CERT_* variables PHP gets for a pyOpenSSL connection."""
+    variables = {"WSS_TLS": "1"}
+    certificate = tls.get_peer_certificate(as_cryptography=True)
+    if certificate is None:
+        return variables
+    variables.update({
+        "WSS_CLIENT_CERT_SUBJECT": certificate.subject.rfc4514_string(),
+        "WSS_CLIENT_CERT_ISSUER": certificate.issuer.rfc4514_string(),
+        "WSS_CLIENT_CERT_SERIAL": "%X" % certificate.serial_number,
+        "WSS_CLIENT_CERT_FINGERPRINT": hashlib.sha256(
+            certificate.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        "WSS_CLIENT_CERT_VERIFIED": "1" if client_certificate_verified(tls) else "0",
+        "WSS_CLIENT_CERT_PEM": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+    })
+    return variables
+

@@ -1,0 +1,506 @@
+"""wss://: certificates of every mode and key type, client certificates, options, reloads.
+
+Clients are real: the websockets library and Python's ssl module over TLS,
+and ``openssl s_client`` where the issue asks to see ciphers, groups and ALPN.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import connect
+
+from certs import DAY, NOW, make_ca
+from conftest import ECHO_PHP, REPO
+from greenbridge.cli import build_parser
+
+DOMAINS = ["localhost", "*.example.test", "127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return make_ca("greenbridge test CA")
+
+
+@pytest.fixture(scope="module")
+def other_ca():
+    return make_ca("some other CA")
+
+
+@pytest.fixture
+def server_files(tmp_path, ca):
+    """A manual-mode certificate (issued by `ca`) and key, as files."""
+    return ca.issue("localhost", ["localhost"]).write(tmp_path, "server")
+
+
+def client_context(trusted_pem=None, certificate=None, maximum_version=None):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if trusted_pem is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.load_verify_locations(cadata=trusted_pem.decode("ascii"))
+    if certificate is not None:
+        context.load_cert_chain(*certificate)
+    if maximum_version is not None:
+        context.maximum_version = maximum_version
+    return context
+
+
+def served_certificate(port, context=None, server_hostname="localhost"):
+    """The certificate a new handshake gets, as a cryptography object."""
+    context = context or client_context()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        with context.wrap_socket(raw, server_hostname=server_hostname) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def key_type_of(certificate):
+    """The --tls-key-type name of a certificate's key."""
+    key = certificate.public_key()
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "p256", "secp384r1": "p384"}[key.curve.name]
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa%d" % key.key_size
+    return type(key).__name__
+
+
+def php_environment(bridge, context, server_hostname="localhost"):
+    with connect(bridge.url("/?do=env"), ssl=context, server_hostname=server_hostname,
+                 open_timeout=20) as ws:
+        return json.loads(ws.recv(timeout=20))
+
+
+def assert_echoes(ws, text="ping"):
+    ws.send(text)
+    assert ws.recv(timeout=20) == text.encode()
+
+
+# Answered with 426 and a close, so s_client (with -ign_eof) reports the whole session.
+NOT_AN_UPGRADE = b"GET / HTTP/1.0\r\n\r\n"
+
+
+def s_client(port, *args, stdin=NOT_AN_UPGRADE):
+    """openssl s_client's report of one connection that sends `stdin` and reads to the end."""
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-servername", "localhost",
+         "-ign_eof", *args], input=stdin, capture_output=True, timeout=60)
+    return result.stdout.decode("latin-1") + result.stderr.decode("latin-1")
+
+
+def start_failure(*flags, env=None):
+    """Run the bridge expecting it to refuse to start; return (status, output)."""
+    environment = dict(os.environ)
+    environment.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "greenbridge", "-H", "127.0.0.1", "-P", "0", "-e", "php",
+         "-s", ECHO_PHP, *flags], cwd=REPO, env=environment, capture_output=True, text=True,
+        timeout=60)
+    return result.returncode, result.stdout + result.stderr
+
+
+# -- certificate modes ------------------------------------------------------
+
+@pytest.mark.parametrize("key_type", ["ed25519", "p256", "p384", "rsa2048", "rsa4096"])
+def test_internal_mode_serves_a_self_signed_certificate_of_each_key_type(start_bridge, key_type):
+    domain_flags = [flag for domain in DOMAINS for flag in ("--tls-domain", domain)]
+    bridge = start_bridge("--tls-mode", "internal", "--tls-key-type", key_type, *domain_flags,
+                          script=ECHO_PHP)
+    assert bridge.url().startswith("wss://")
+    certificate = served_certificate(bridge.port)
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost", "*.example.test"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert key_type_of(certificate) == key_type
+    # Trusting exactly that certificate, hostname checks pass for every name in it.
+    trusting = client_context(certificate.public_bytes(Encoding.PEM))
+    for hostname in ("localhost", "chat.example.test"):
+        with connect(bridge.url(), ssl=trusting, server_hostname=hostname,
+                     open_timeout=20) as ws:
+            assert_echoes(ws, "héllo from " + hostname)
+
+
+def test_default_internal_certificate_is_ed25519_for_localhost(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal")
+    certificate = served_certificate(bridge.port)
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert key_type_of(certificate) == "ed25519"
+
+
+def test_manual_mode_serves_the_full_chain_and_php_is_told_it_is_tls(start_bridge, tmp_path,
+                                                                     ca):
+    intermediate = ca.issue("greenbridge test intermediate", ca=True)
+    cert_path, key_path = intermediate.issue("localhost", ["localhost"]).write(
+        tmp_path, "chain", chain=True)
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path)
+    # The client trusts only the root: the handshake works only if the chain is sent.
+    env = php_environment(bridge, client_context(ca.cert_pem))
+    assert env["WSS_TLS"] == "1"
+    assert not [name for name in env if name.startswith("WSS_CLIENT_CERT_")]
+    assert env["WSS_SERVER_PORT"] == str(bridge.port)
+
+
+def test_plain_ws_tells_php_nothing_about_tls(start_bridge):
+    bridge = start_bridge()
+    with connect(bridge.url("/?do=env")) as ws:
+        env = json.loads(ws.recv(timeout=20))
+    assert "WSS_TLS" not in env
+
+
+def test_manual_mode_from_environment_variables(start_bridge, server_files, ca):
+    cert_path, key_path = server_files
+    bridge = start_bridge(env={"WSS_CONFIG_TLS_MODE": "manual", "WSS_CONFIG_TLS_CERT": cert_path,
+                               "WSS_CONFIG_TLS_KEY": key_path})
+    with connect(bridge.url(), ssl=client_context(ca.cert_pem), server_hostname="localhost",
+                 open_timeout=20) as ws:
+        assert_echoes(ws)
+
+
+# -- client certificates ----------------------------------------------------
+
+OK, REFUSED = "ok", "refused"
+# mode -> outcome for (no certificate, certificate from the CA, certificate from another CA)
+CLIENT_AUTH_OUTCOMES = {
+    "none": (OK, OK, OK),
+    "request": (OK, OK, OK),
+    "require": (REFUSED, OK, OK),
+    "verify-if-given": (OK, OK, REFUSED),
+    "require-and-verify": (REFUSED, OK, REFUSED),
+}
+
+
+@pytest.mark.parametrize("mode", list(CLIENT_AUTH_OUTCOMES))
+def test_client_auth_mode(start_bridge, tmp_path, ca, other_ca, server_files, mode):
+    cert_path, key_path = server_files
+    ca_path = tmp_path / "clients-ca.pem"
+    ca_path.write_bytes(ca.cert_pem)
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          "--tls-client-auth", mode, "--tls-client-auth-ca", str(ca_path),
+                          "-l", "debug")
+    good = ca.issue("alice", client=True)
+    stranger = other_ca.issue("mallory", client=True)
+    clients = [None, good.write(tmp_path, "good"), stranger.write(tmp_path, "stranger")]
+    for client, outcome, issued in zip(clients, CLIENT_AUTH_OUTCOMES[mode],
+                                       (None, good, stranger)):
+        context = client_context(ca.cert_pem, client)
+        if outcome == REFUSED:
+            # TLS 1.3 clients may learn of it only when they read the HTTP answer.
+            with pytest.raises((OSError, InvalidHandshake, ConnectionClosed)):
+                php_environment(bridge, context)
+            continue
+        env = php_environment(bridge, context)
+        assert env["WSS_TLS"] == "1"
+        if client is None or mode == "none":
+            assert "WSS_CLIENT_CERT_SUBJECT" not in env
+            continue
+        certificate = issued.certificate
+        assert env["WSS_CLIENT_CERT_SUBJECT"] == certificate.subject.rfc4514_string()
+        assert env["WSS_CLIENT_CERT_ISSUER"] == certificate.issuer.rfc4514_string()
+        assert int(env["WSS_CLIENT_CERT_SERIAL"], 16) == certificate.serial_number
+        assert env["WSS_CLIENT_CERT_FINGERPRINT"] == certificate.fingerprint(hashes.SHA256()).hex()
+        assert env["WSS_CLIENT_CERT_PEM"].encode() == issued.cert_pem
+        assert env["WSS_CLIENT_CERT_VERIFIED"] == ("1" if issued is good else "0")
+    if REFUSED in CLIENT_AUTH_OUTCOMES[mode]:
+        bridge.wait_for_log(r"DEBUG greenbridge\.tls: TLS handshake with 127\.0\.0\.1:\d+ failed")
+    assert "Traceback" not in bridge.log
+
+
+def test_client_certificate_with_openssl_s_client(start_bridge, tmp_path, ca, server_files):
+    cert_path, key_path = server_files
+    ca_path = tmp_path / "clients-ca.pem"
+    ca_path.write_bytes(ca.cert_pem)
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          "--tls-client-auth", "require-and-verify",
+                          "--tls-client-auth-ca", str(ca_path))
+    client_cert, client_key = ca.issue("bob", client=True).write(tmp_path, "bob")
+    upgrade = (b"GET /?do=env&then_exit=1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+    report = s_client(bridge.port, "-cert", client_cert, "-key", client_key, stdin=upgrade)
+    assert "101 Switching Protocols" in report
+    assert '"WSS_CLIENT_CERT_SUBJECT":"O=greenbridge tests,CN=bob"' in report
+    assert '"WSS_CLIENT_CERT_VERIFIED":"1"' in report
+    # Without a certificate the server ends the handshake.
+    refused = s_client(bridge.port, stdin=upgrade)
+    assert "101 Switching Protocols" not in refused
+    assert "certificate required" in refused or "handshake failure" in refused
+
+
+# -- options ------------------------------------------------------------------
+
+def test_ciphers_limit_both_tls_versions(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal", "--tls-key-type", "p256",
+                          "--tls-ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256",
+                          "--tls-ciphers", "TLS_CHACHA20_POLY1305_SHA256")
+    assert "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" in s_client(bridge.port, "-tls1_2")
+    refused = s_client(bridge.port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384")
+    assert "Cipher is (NONE)" in refused or "handshake failure" in refused
+    assert "Cipher is TLS_CHACHA20_POLY1305_SHA256" in s_client(bridge.port, "-tls1_3")
+    refused = s_client(bridge.port, "-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384")
+    assert "Cipher is (NONE)" in refused or "handshake failure" in refused
+
+
+def test_curves_limit_the_key_exchange_groups(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal", "--tls-curves", "P-384",
+                          "--tls-curves", "X25519")
+    assert "Server Temp Key: ECDH, secp384r1" in s_client(bridge.port, "-groups", "P-384") \
+        or "Server Temp Key: ECDH, P-384" in s_client(bridge.port, "-groups", "P-384")
+    assert "Server Temp Key: X25519" in s_client(bridge.port, "-groups", "X25519")
+    refused = s_client(bridge.port, "-groups", "P-256")
+    assert "Cipher is (NONE)" in refused or "handshake failure" in refused
+
+
+def test_alpn_is_negotiated(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal", "--tls-alpn", "http/1.1", script=ECHO_PHP)
+    assert "ALPN protocol: http/1.1" in s_client(bridge.port, "-alpn", "h2,http/1.1")
+    assert "No ALPN negotiated" in s_client(bridge.port, "-alpn", "h2")
+    context = client_context()
+    context.set_alpn_protocols(["http/1.1"])
+    with connect(bridge.url(), ssl=context, open_timeout=20) as ws:
+        assert_echoes(ws)
+
+
+def test_secrets_log_holds_the_same_secrets_as_the_client(start_bridge, tmp_path):
+    server_log, client_log = tmp_path / "server-keys.log", tmp_path / "client-keys.log"
+    bridge = start_bridge("--tls-mode", "internal", "--tls-secrets-log", str(server_log),
+                          script=ECHO_PHP)
+    bridge.wait_for_log(r"WARNING greenbridge\.tls: INSECURE: TLS session secrets are written")
+    context = client_context()
+    context.keylog_filename = str(client_log)
+    with connect(bridge.url(), ssl=context, open_timeout=20) as ws:
+        assert_echoes(ws)
+    client_lines = set(client_log.read_text().split("\n")) - {""}
+    client_lines = {line for line in client_lines if not line.startswith("#")}
+    assert any(line.startswith("CLIENT_TRAFFIC_SECRET_0 ") for line in client_lines)
+    assert client_lines <= set(server_log.read_text().split("\n"))
+
+
+def test_min_version_1_3_refuses_tls_1_2(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal", "--tls-min-version", "1.3")
+    with pytest.raises(ssl.SSLError):
+        served_certificate(bridge.port, client_context(maximum_version=ssl.TLSVersion.TLSv1_2))
+    assert "Protocol  : TLSv1.3" in s_client(bridge.port)
+    default = start_bridge("--tls-mode", "internal")
+    assert "Protocol  : TLSv1.2" in s_client(default.port, "-tls1_2")
+    refused = s_client(default.port, "-tls1_1")
+    assert "Cipher is (NONE)" in refused or "alert" in refused or "no protocols" in refused
+
+
+TLS_OPTIONS = [
+    ("--tls-mode", "WSS_CONFIG_TLS_MODE", "none"),
+    ("--tls-domain", "WSS_CONFIG_TLS_DOMAINS", None),
+    ("--tls-key-type", "WSS_CONFIG_TLS_KEY_TYPE", "ed25519"),
+    ("--tls-cert", "WSS_CONFIG_TLS_CERT", None),
+    ("--tls-key", "WSS_CONFIG_TLS_KEY", None),
+    ("--tls-client-auth", "WSS_CONFIG_TLS_CLIENT_AUTH_MODE", "none"),
+    ("--tls-client-auth-ca", "WSS_CONFIG_TLS_CLIENT_AUTH_CA", None),
+    ("--tls-ciphers", "WSS_CONFIG_TLS_CIPHERS", None),
+    ("--tls-curves", "WSS_CONFIG_TLS_CURVES", None),
+    ("--tls-alpn", "WSS_CONFIG_TLS_ALPN", None),
+    ("--tls-secrets-log", "WSS_CONFIG_TLS_INSECURE_SECRETS_LOG", None),
+    ("--tls-min-version", "WSS_CONFIG_TLS_MIN_VERSION", "1.2"),
+]
+
+
+@pytest.mark.parametrize("flag,env_name,default", TLS_OPTIONS)
+def test_every_tls_option_has_its_environment_variable_and_is_in_the_readme(flag, env_name,
+                                                                             default):
+    actions = {action.dest: action for action in build_parser()._actions}
+    action = actions[flag[2:].replace("-", "_")]
+    assert action.option_strings == [flag]
+    assert action.env_var == env_name
+    assert action.default == default
+    readme = open(os.path.join(REPO, "README.rst"), encoding="utf-8").read()
+    assert flag in readme and env_name in readme
+
+
+# -- live reload --------------------------------------------------------------
+
+def test_sighup_reloads_and_open_connections_keep_working(start_bridge, tmp_path, ca):
+    first = ca.issue("localhost", ["localhost"])
+    cert_path, key_path = first.write(tmp_path, "live")
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          script=ECHO_PHP)
+    trusting = client_context(ca.cert_pem)
+    with connect(bridge.url(), ssl=trusting, server_hostname="localhost",
+                 open_timeout=20) as ws:
+        assert_echoes(ws, "before")
+        assert served_certificate(bridge.port).serial_number == first.certificate.serial_number
+
+        second = ca.issue("localhost", ["localhost"])
+        second.write(tmp_path, "live")
+        bridge.signal(signal.SIGHUP)
+        bridge.wait_for_log("serving certificate serial %x" % second.certificate.serial_number)
+        assert served_certificate(bridge.port).serial_number == second.certificate.serial_number
+        assert_echoes(ws, "after")
+
+        # A key that does not match is refused; the second pair keeps serving.
+        (tmp_path / "live.key").write_bytes(ca.issue("x", ["x"]).key_pem)
+        bridge.signal(signal.SIGHUP)
+        bridge.wait_for_log(r"ERROR greenbridge\.tls: SIGHUP: certificate not reloaded, the old "
+                            r"one stays: .*does not match the certificate")
+        assert served_certificate(bridge.port).serial_number == second.certificate.serial_number
+        assert_echoes(ws, "still")
+    assert bridge.process.poll() is None
+
+
+def test_changed_files_are_reloaded_without_a_signal(start_bridge, tmp_path, ca):
+    first = ca.issue("localhost", ["localhost"])
+    cert_path, key_path = first.write(tmp_path, "watched")
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          script=ECHO_PHP)
+    with connect(bridge.url(), ssl=client_context(ca.cert_pem), server_hostname="localhost",
+                 open_timeout=20) as ws:
+        assert_echoes(ws, "before")
+        second = ca.issue("localhost", ["localhost"])
+        # Replaced the way certbot and most tools do: new files renamed into place.
+        second.write(tmp_path, "new")
+        os.replace(tmp_path / "new.key", key_path)
+        os.replace(tmp_path / "new.crt", cert_path)
+        bridge.wait_for_log("serving certificate serial %x" % second.certificate.serial_number,
+                            timeout=30)
+        assert served_certificate(bridge.port).serial_number == second.certificate.serial_number
+        assert_echoes(ws, "after")
+
+
+# -- bad input ----------------------------------------------------------------
+
+@pytest.fixture
+def bad_inputs(tmp_path, ca):
+    good_cert, good_key = ca.issue("localhost", ["localhost"]).write(tmp_path, "good")
+    _other_cert, other_key = ca.issue("other", ["other"]).write(tmp_path, "other")
+    unreadable = tmp_path / "unreadable.key"
+    shutil.copy(good_key, unreadable)
+    unreadable.chmod(0)
+    return {"cert": good_cert, "key": good_key, "other_key": other_key,
+            "unreadable": str(unreadable), "missing": str(tmp_path / "missing.pem"),
+            "ca": str(tmp_path / "good.crt")}
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--tls-mode", "manual", "--tls-cert", "{missing}", "--tls-key", "{key}"],
+     r"cannot read certificate file '.*missing\.pem': No such file or directory"),
+    (["--tls-mode", "manual", "--tls-cert", "{cert}", "--tls-key", "{other_key}"],
+     r"the private key does not match the certificate"),
+    (["--tls-mode", "manual", "--tls-cert", "{key}", "--tls-key", "{key}"],
+     r"no valid PEM certificate found"),
+    (["--tls-mode", "manual", "--tls-cert", "{cert}"], r"--tls-mode manual needs --tls-key"),
+    (["--tls-cert", "{cert}", "--tls-key", "{key}"],
+     r"--tls-cert and --tls-key need --tls-mode manual"),
+    (["--tls-mode", "internal", "--tls-key-type", "dsa1024"],
+     r"argument --tls-key-type: invalid choice \(ed25519, p256, p384, rsa2048, rsa4096\) "
+     r"value: 'dsa1024'"),
+    (["--tls-mode", "automate"], r"automate: not available in this build"),
+    (["--tls-mode", "internal", "--tls-client-auth", "require-and-verify"],
+     r"--tls-client-auth require-and-verify needs --tls-client-auth-ca"),
+    (["--tls-mode", "internal", "--tls-client-auth", "verify-if-given",
+      "--tls-client-auth-ca", "{missing}"], r"--tls-client-auth-ca: '.*missing\.pem' is not"),
+    (["--tls-mode", "internal", "--tls-client-auth", "request", "--tls-client-auth-ca",
+      "{key}"], r"--tls-client-auth-ca: '.*good\.key' holds no usable PEM CA certificate"),
+    (["--tls-mode", "internal", "--tls-ciphers", "ECDHE-RSA-AES128-GCM-SHA256:NOPE-CIPHER"],
+     r"--tls-ciphers: unknown cipher suite 'NOPE-CIPHER'"),
+    (["--tls-mode", "internal", "--tls-curves", "X25519", "--tls-curves", "P-999"],
+     r"--tls-curves: unknown key-exchange group 'P-999'"),
+    (["--tls-mode", "internal", "--tls-min-version", "1.1"],
+     r"argument --tls-min-version: invalid choice \(1\.2, 1\.3\) value: '1\.1'"),
+    (["--tls-mode", "internal", "--tls-secrets-log", "/nonexistent-dir/keys.log"],
+     r"--tls-secrets-log: cannot open '/nonexistent-dir/keys.log'"),
+])
+def test_bad_tls_input_stops_start_up_with_one_line(bad_inputs, flags, message):
+    status, output = start_failure(*[flag.format(**bad_inputs) for flag in flags])
+    assert status == 2, output
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, output
+    assert re.search(message, errors[0]), output
+
+
+def test_unreadable_key_stops_start_up(bad_inputs):
+    if os.geteuid() == 0:
+        # root reads any file: a file that is not there is the nearest failure.
+        bad_inputs["unreadable"] = bad_inputs["missing"]
+    status, output = start_failure("--tls-mode", "manual", "--tls-cert", bad_inputs["cert"],
+                                   "--tls-key", bad_inputs["unreadable"])
+    assert status == 2 and "Traceback" not in output
+    assert "cannot read key file" in output
+
+
+def test_an_expired_certificate_warns_and_is_served(start_bridge, tmp_path, ca):
+    expired = ca.issue("localhost", ["localhost"], not_before=NOW - 10 * DAY,
+                       not_after=NOW - DAY)
+    cert_path, key_path = expired.write(tmp_path, "expired")
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path)
+    bridge.wait_for_log(r"WARNING greenbridge\.tls: certificate from .* expired on .*; "
+                        r"serving it anyway")
+    assert served_certificate(bridge.port).serial_number == expired.certificate.serial_number
+
+
+# -- hardening ----------------------------------------------------------------
+
+def read_until_closed(sock):
+    """What the server sent before it closed (a reset counts as closed)."""
+    received = b""
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return received
+            received += chunk
+    except ConnectionResetError:
+        return received
+
+
+def test_plain_http_and_garbage_on_the_tls_port_are_dropped_quietly(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal", "-l", "debug", script=ECHO_PHP)
+    for junk in (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", os.urandom(300) + b"\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as sock:
+            sock.sendall(junk)
+            assert b"HTTP/1.1 " not in read_until_closed(sock)
+    bridge.wait_for_log(r"DEBUG greenbridge\.tls: TLS handshake with 127\.0\.0\.1:\d+ failed: "
+                        r"TLS: .*http request")
+    with connect(bridge.url(), ssl=client_context(), open_timeout=20) as ws:
+        assert_echoes(ws)
+    assert "Traceback" not in bridge.log
+
+
+def test_a_stalled_handshake_holds_no_slot_and_is_cut(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal", "--max-connections", "1", "-l", "debug",
+                          script=ECHO_PHP)
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=60) as stalled:
+        # The only connection slot is free for a real client meanwhile.
+        with connect(bridge.url(), ssl=client_context(), open_timeout=20) as ws:
+            assert_echoes(ws)
+        started = time.monotonic()
+        assert read_until_closed(stalled) == b""  # the server hung up on the silent client
+    assert time.monotonic() - started < 50  # bounded by the socket timeout, not a speed claim
+    bridge.wait_for_log(r"TLS handshake with 127\.0\.0\.1:\d+ failed: no handshake within 10s")
+
+
+# -- shipped examples -----------------------------------------------------------
+
+def test_shipped_tls_config_files_work(start_bridge, server_files, ca):
+    internal = start_bridge("-c", os.path.join(REPO, "conf", "tls-internal.conf"),
+                            script=ECHO_PHP)
+    assert key_type_of(served_certificate(internal.port)) == "p256"
+    cert_path, key_path = server_files
+    manual = start_bridge("-c", os.path.join(REPO, "conf", "tls-manual.conf"),
+                          "--tls-cert", cert_path, "--tls-key", key_path, script=ECHO_PHP)
+    with connect(manual.url(), ssl=client_context(ca.cert_pem), server_hostname="localhost",
+                 open_timeout=20) as ws:
+        assert_echoes(ws)
