@@ -504,3 +504,21 @@ def test_shipped_tls_config_files_work(start_bridge, server_files, ca):
     with connect(manual.url(), ssl=client_context(ca.cert_pem), server_hostname="localhost",
                  open_timeout=20) as ws:
         assert_echoes(ws)
+
+
+def test_workers_share_one_certificate_and_each_reloads_on_sighup(start_bridge, tmp_path, ca):
+    first = ca.issue("localhost", ["localhost"])
+    cert_path, key_path = first.write(tmp_path, "shared")
+    bridge = start_bridge("--workers", "2", "--tls-mode", "manual", "--tls-cert", cert_path,
+                          "--tls-key", key_path, script=ECHO_PHP)
+    bridge.wait_for_log(r"worker 2 \(pid \d+\) listening on wss://")
+    second = ca.issue("localhost", ["localhost"])
+    second.write(tmp_path, "shared")
+    bridge.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    pattern = "serving certificate serial %x" % second.certificate.serial_number
+    while bridge.log.count(pattern) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert bridge.log.count(pattern) == 2, bridge.log
+    for _ in range(4):
+        assert served_certificate(bridge.port).serial_number == second.certificate.serial_number
