@@ -82,6 +82,10 @@ class GreenTLSSocket:
         except SSL.ZeroReturnError:
             return 0
 
+    def send(self, data):
+        """Write what one TLS write takes (at most _WRITE_CHUNK bytes); return the count."""
+        return self._call(self.tls.send, memoryview(data).cast("B")[:_WRITE_CHUNK])
+
     def sendall(self, data):
         view = memoryview(data).cast("B")
         sent = 0
