@@ -21,7 +21,7 @@ from greenlet import greenlet
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
 from greenbridge.handshake import HandshakeAborted, PendingHandshakes
-from greenbridge.logs import RateLimitedLog
+from greenbridge.logs import RateLimitedLog, format_address
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
@@ -59,7 +59,8 @@ class BridgeServer(WSGIServer):
             try:
                 sock = self.tls.accept(sock, address)
             except HandshakeAborted as aborted:
-                log.info("client %s: TLS handshake: %s", format_address(address), aborted)
+                log.info("client %s: %s (in the TLS handshake)", format_address(address),
+                         aborted)
                 return
             finally:
                 self.handshakes.end()

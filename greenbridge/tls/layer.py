@@ -36,6 +36,9 @@ class TLSLayer:
         self._context_for = None
         self._secrets_log = None
         self._watcher = None
+        # Manual mode: the files as they were when last read, so that a worker
+        # forked later still sees a change made meanwhile.
+        self._files_seen = None
 
     # -- start-up ----------------------------------------------------------
 
@@ -47,6 +50,7 @@ class TLSLayer:
                 chain_pem, key_pem = self_signed_pair(config.tls_domains, config.tls_key_type)
                 self.holder.install(chain_pem, key_pem, "self-signed (%s)" % config.tls_key_type)
             elif config.tls_mode == "manual":
+                self._files_seen = _file_states((config.tls_cert, config.tls_key))
                 self.holder.load_files(config.tls_cert, config.tls_key)
             else:
                 raise TLSSetupError("--tls-mode %s: not available in this build" % config.tls_mode)
@@ -63,7 +67,7 @@ class TLSLayer:
         """Manual mode: reload when the certificate or key file changes (in this process)."""
         config = self._config
         if config.tls_mode == "manual" and self._watcher is None:
-            self._watcher = gevent.spawn(self._watch_files, config.tls_cert, config.tls_key)
+            self._watcher = gevent.spawn(self._watch_files, (config.tls_cert, config.tls_key))
 
     def _open_secrets_log(self, path):
         try:
@@ -125,18 +129,16 @@ class TLSLayer:
             log.info("%s: nothing to reload in --tls-mode %s", reason, config.tls_mode)
             return
         try:
+            self._files_seen = _file_states((config.tls_cert, config.tls_key))
             self.holder.load_files(config.tls_cert, config.tls_key)
         except CertificateError as error:
             log.error("%s: certificate not reloaded, the old one stays: %s", reason, error)
 
-    def _watch_files(self, *paths):
-        seen = _file_states(paths)
+    def _watch_files(self, paths):
         while True:
             gevent.sleep(FILE_CHECK_INTERVAL)
-            now = _file_states(paths)
             # A pair half-written is refused; the next change (the other file) retries.
-            if now != seen:
-                seen = now
+            if _file_states(paths) != self._files_seen:
                 self.reload("certificate files changed")
 
 
