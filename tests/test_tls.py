@@ -494,6 +494,24 @@ def test_a_stalled_handshake_holds_no_slot_and_is_cut(start_bridge):
                         r"\(in the TLS handshake\)")
 
 
+def test_stalled_tls_handshakes_count_against_the_pending_cap(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal", "--max-pending-handshakes", "3",
+                          "--handshake-timeout", "60", script=ECHO_PHP)
+    stalled = [socket.create_connection(("127.0.0.1", bridge.port), timeout=30)
+               for _ in range(6)]
+    try:
+        # Over the cap, the oldest stalled clients are dropped long before 60 s.
+        for sock in stalled[:3]:
+            assert read_until_closed(sock) == b""
+        with connect_wss(bridge.url(), ssl=client_context(), open_timeout=20) as ws:
+            assert_echoes(ws)
+    finally:
+        for sock in stalled:
+            sock.close()
+    bridge.wait_for_log(r"client 127\.0\.0\.1:\d+: dropped for a newer client "
+                        r"\(3 handshakes pending\) \(in the TLS handshake\)")
+
+
 # -- shipped examples -----------------------------------------------------------
 
 def test_shipped_tls_config_files_work(start_bridge, server_files, ca):
