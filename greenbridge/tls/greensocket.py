@@ -117,6 +117,9 @@ class GreenTLSSocket:
     def setsockopt(self, *args):
         self._tcp.setsockopt(*args)
 
+    def getsockopt(self, *args):
+        return self._tcp.getsockopt(*args)
+
     def shutdown(self, how):
         self._tcp.shutdown(how)
 
