@@ -149,8 +149,9 @@ def build_parser():
         help="domain of the certificate, wildcards allowed (repeatable; default localhost; "
              "in the environment or config file as a list: [a, b])")
     add("--tls-key-type", env_var="WSS_CONFIG_TLS_KEY_TYPE",
-        type=cfg.choice_of(cfg.TLS_KEY_TYPES), default="ed25519",
-        help="key of the internal self-signed certificate: " + ", ".join(cfg.TLS_KEY_TYPES))
+        type=cfg.choice_of(cfg.TLS_KEY_TYPES),
+        help="key type: " + ", ".join(cfg.TLS_KEY_TYPES) + " (default ed25519; p256 with "
+             "--tls-mode automate)")
     add("--tls-cert", env_var="WSS_CONFIG_TLS_CERT",
         help="PEM certificate, a full chain allowed (manual mode)")
     add("--tls-key", env_var="WSS_CONFIG_TLS_KEY", help="PEM private key (manual mode)")

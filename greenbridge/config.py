@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
 from greenbridge import modes, origin, routing
+# As a module: acme/settings.py imports this one for ConfigError.
+from greenbridge.acme import settings as acme_settings
 from greenbridge.tls.selfsigned import KEY_TYPES as TLS_KEY_TYPES
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -85,6 +87,8 @@ class Config:
     tls_alpn: Tuple[str, ...] = ()
     tls_secrets_log: Optional[str] = None
     tls_min_version: str = "1.2"
+    # --tls-mode automate: everything the ACME side needs, checked.
+    acme: Optional["acme_settings.AcmeSettings"] = None
     # The server's own environment, captured once at start-up; PHP inherits
     # it minus every WSS_CONFIG_* variable.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -205,8 +209,6 @@ def _names(values):
 
 
 def _check_tls(options):
-    if options.tls_mode == "automate":
-        raise ConfigError("--tls-mode automate: not available in this build")
     if options.tls_mode == "manual":
         for flag, path in (("--tls-cert", options.tls_cert), ("--tls-key", options.tls_key)):
             if not path:
@@ -281,6 +283,18 @@ def build_config(options, environment):
                           % (options.tcp_port, options.workers, options.tcp_port,
                              options.tcp_port + options.workers - 1))
     _check_tls(options)
+    domains = tuple(options.tls_domain or ())
+    if options.tls_mode != "automate":
+        domains = domains or ("localhost",)  # what a self-signed certificate is for
+    # CAs issue no Ed25519 certificates: automate defaults to P-256.
+    key_type = options.tls_key_type or ("p256" if options.tls_mode == "automate" else "ed25519")
+    acme = None
+    if options.tls_mode == "automate":
+        # PHP inherits the server's environment; certbot and DNS hooks get it
+        # too, minus greenbridge's own settings (a TSIG secret among them).
+        acme = acme_settings.build_acme_settings(options, domains, key_type, {
+            name: value for name, value in environment.items()
+            if not name.startswith("WSS_CONFIG_")})
     alpn = tuple(name.strip() for name in (options.tls_alpn or "").split(",") if name.strip())
     return Config(
         php_executable=php_executable,
@@ -321,8 +335,8 @@ def build_config(options, environment):
         max_pending_handshakes=options.max_pending_handshakes,
         max_connections_per_ip=options.max_connections_per_ip,
         tls_mode=options.tls_mode,
-        tls_domains=tuple(options.tls_domain or ("localhost",)),
-        tls_key_type=options.tls_key_type,
+        tls_domains=domains,
+        tls_key_type=key_type,
         tls_cert=options.tls_cert,
         tls_key=options.tls_key,
         tls_client_auth=options.tls_client_auth,
@@ -332,6 +346,7 @@ def build_config(options, environment):
         tls_alpn=alpn,
         tls_secrets_log=options.tls_secrets_log,
         tls_min_version=options.tls_min_version,
+        acme=acme,
         base_environment=dict(environment),
     )
 

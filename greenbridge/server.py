@@ -199,7 +199,7 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
                              handler_class=BridgeHandler, log=None,
                              error_log=logging.getLogger("greenbridge.wsgi"))
     if tls is not None:
-        tls.watch_files()
+        tls.start_background(renews=worker_number in (None, 1))
     backconnect.start()
     ws_server.start()
     admin_server = None

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from conftest import REPO
+from conftest import ECHO_PHP, REPO
 from greenbridge.acme.settings import LETS_ENCRYPT_DIRECTORIES, build_acme_settings
 from greenbridge.cli import build_parser
-from greenbridge.config import ConfigError
+from greenbridge.config import ConfigError, build_config
 from test_cli import REQUIRED, run_cli
 
 # flag, environment variable, default as parsed.
@@ -120,3 +120,31 @@ def test_combinations_that_cannot_work_are_refused(args, domains, key_type, mess
     with pytest.raises(ConfigError) as refused:
         build_acme_settings(parse(*args), domains, key_type, {})
     assert message in str(refused.value)
+
+
+def test_the_shipped_acme_config_file_parses_into_acme_settings():
+    # The file names its script relative to the checkout; the test runs anywhere.
+    options = build_parser().parse_args(
+        args=["-c", os.path.join(REPO, "conf", "acme.conf"), "-s", ECHO_PHP], env_vars={})
+    config = build_config(options, {"HOME": "/root", "WSS_CONFIG_TLS_EMAIL": "x@example.com"})
+    assert config.tls_mode == "automate"
+    assert config.acme.domains == ("ws.example.com",)
+    assert config.acme.key_type == "p256"
+    assert config.acme.directory == LETS_ENCRYPT_DIRECTORIES["staging"]
+    assert config.acme.challenge == "http-01"
+    # certbot and DNS hooks inherit the environment, never greenbridge's own settings.
+    assert config.acme.environment == {"HOME": "/root"}
+
+
+def test_automate_defaults_to_p256_and_refuses_ed25519_with_one_line():
+    options = parse("--tls-mode", "automate", "--tls-domain", "ws.example.com")
+    assert build_config(options, {}).acme.key_type == "p256"
+    result = run_cli(*REQUIRED, "--tls-mode", "automate", "--tls-domain", "ws.example.com",
+                     "--tls-key-type", "ed25519")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "greenbridge: error: " + (
+        "--tls-key-type ed25519 cannot be used with --tls-mode automate: ACME CAs issue only "
+        "p256, p384, rsa2048, rsa4096 certificates")
+    result = run_cli(*REQUIRED, "--tls-mode", "automate")
+    assert result.returncode == 2
+    assert "--tls-mode automate needs at least one --tls-domain" in result.stderr

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
-# Imported as a module: config.py imports this one to build its acme field.
+# As a module: config.py imports this one to build its acme field.
 from greenbridge import config
 
 LETS_ENCRYPT_DIRECTORIES = {

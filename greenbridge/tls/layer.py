@@ -12,6 +12,8 @@ import gevent
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
+from greenbridge.acme import AcmeError
+from greenbridge.acme.renewal import CertificateManager
 from greenbridge.logs import format_address
 from greenbridge.tls.context import TLSOptionError, build_context, client_certificate_verified
 from greenbridge.tls.greensocket import GreenTLSSocket, describe_error
@@ -36,6 +38,7 @@ class TLSLayer:
         self._context_for = None
         self._secrets_log = None
         self._watcher = None
+        self._acme = None
         # Manual mode: the files as they were when last read, so that a worker
         # forked later still sees a change made meanwhile.
         self._files_seen = None
@@ -53,8 +56,10 @@ class TLSLayer:
                 self._files_seen = _file_states((config.tls_cert, config.tls_key))
                 self.holder.load_files(config.tls_cert, config.tls_key)
             else:
-                raise TLSSetupError("--tls-mode %s: not available in this build" % config.tls_mode)
-        except CertificateError as error:
+                # From the cache, or from the CA before any listener opens.
+                self._acme = CertificateManager(config.acme, self.holder)
+                self._acme.start()
+        except (CertificateError, AcmeError) as error:
             raise TLSSetupError(str(error)) from None
         if config.tls_secrets_log:
             self._open_secrets_log(config.tls_secrets_log)
@@ -63,11 +68,19 @@ class TLSLayer:
         except TLSOptionError as error:
             raise TLSSetupError(str(error)) from None
 
-    def watch_files(self):
-        """Manual mode: reload when the certificate or key file changes (in this process)."""
+    def start_background(self, renews=True):
+        """In each serving process: watch the files (manual) or renew (automate).
+
+        With several workers only one (`renews`) asks the CA; the others adopt
+        what it caches.
+        """
         config = self._config
-        if config.tls_mode == "manual" and self._watcher is None:
+        if self._watcher is not None:
+            return
+        if config.tls_mode == "manual":
             self._watcher = gevent.spawn(self._watch_files, (config.tls_cert, config.tls_key))
+        elif config.tls_mode == "automate":
+            self._watcher = gevent.spawn(self._acme.run_renewals, renews)
 
     def _open_secrets_log(self, path):
         try:
@@ -81,7 +94,7 @@ class TLSLayer:
 
     def close(self):
         if self._watcher is not None:
-            self._watcher.kill()
+            self._watcher.kill()  # also ends a certbot run under way
         if self._secrets_log is not None:
             self._secrets_log.close()
 

@@ -1,0 +1,128 @@
+"""The whole bridge in --tls-mode automate against pebble: served over wss://, renewed live."""
+
+import re
+import socket
+import ssl
+import time
+
+import pytest
+from cryptography import x509
+
+from acme_servers import (BLOCKED_DOMAIN, ELSEWHERE_DOMAIN, RFC2136_ZONE, TSIG_KEY_NAME,
+                          TSIG_SECRET, Pebble,
+                          acme_folder, challtestsrv, named, pebble,  # noqa: F401 (fixtures)
+                          pebble_with_named, throwaway_ca)
+from conftest import ECHO_PHP
+from test_cli import REQUIRED, run_cli
+from tls_client import connect_wss
+
+
+def automate_flags(pebble, state_dir, *domains):
+    flags = ["--tls-mode", "automate", "--tls-key-type", "p256",
+             "--tls-acme-directory", pebble.directory, "--tls-acme-ca-bundle", pebble.ca_bundle,
+             "--tls-acme-state-dir", str(state_dir),
+             "--tls-http01-port", str(pebble.http01_port), "--tls-http01-address", "127.0.0.1"]
+    for domain in domains:
+        flags += ["--tls-domain", domain]
+    return flags
+
+
+def served_certificate(bridge, pebble, domain):
+    """The certificate a new TLS handshake gets, verified against pebble's root for `domain`."""
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=30) as raw, \
+            pebble.trust().wrap_socket(raw, server_hostname=domain) as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def wss_connect(bridge, pebble, domain):
+    return connect_wss("wss://127.0.0.1:%d/" % bridge.port, ssl=pebble.trust(),
+                       server_hostname=domain, open_timeout=30)
+
+
+def test_automate_serves_pebbles_certificate_renews_it_live_and_restarts_from_the_cache(
+        start_bridge, throwaway_ca, challtestsrv, acme_folder, tmp_path):
+    state_dir = tmp_path / "state"
+    own_pebble = Pebble(acme_folder, "pebble-bridge", challtestsrv.dns_port, throwaway_ca)
+    try:
+        # Every check finds the certificate due: it is renewed about every second.
+        bridge = start_bridge(*automate_flags(own_pebble, state_dir, "live.test"),
+                              "--tls-renewal-window-ratio", "1",
+                              "--tls-renewal-check-interval", "1", script=ECHO_PHP)
+        first = served_certificate(bridge, own_pebble, "live.test")
+        with wss_connect(bridge, own_pebble, "live.test") as open_connection:
+            open_connection.send(b"before the renewal")
+            assert open_connection.recv(timeout=10) == b"before the renewal"
+            deadline = time.monotonic() + 120
+            while served_certificate(bridge, own_pebble, "live.test").serial_number == \
+                    first.serial_number:
+                assert time.monotonic() < deadline, "no renewal:\n" + bridge.log
+                time.sleep(0.2)
+            open_connection.send(b"after the renewal")
+            assert open_connection.recv(timeout=10) == b"after the renewal"
+        assert bridge.stop() == 0
+    finally:
+        own_pebble.stop()
+    cached = x509.load_pem_x509_certificate(
+        next(state_dir.glob("certificates/*/fullchain.pem")).read_bytes())
+
+    # pebble is gone: what is served now can only come from the cache.
+    restarted = start_bridge(*automate_flags(own_pebble, state_dir, "live.test"),
+                             script=ECHO_PHP)
+    assert "requesting a certificate" not in restarted.log
+    assert re.search(r"serving certificate serial %x .*cached in" % cached.serial_number,
+                     restarted.log), restarted.log
+    # pebble's root went with it: compare the served certificate itself.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", restarted.port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname="live.test") as tls:
+        served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    assert served.serial_number == cached.serial_number
+
+
+def test_automate_dns01_rfc2136_wildcard_from_the_environment(start_bridge, pebble_with_named,
+                                                              named, tmp_path):
+    environment = {
+        "WSS_CONFIG_TLS_DNS_PROVIDER": "rfc2136",
+        "WSS_CONFIG_TLS_DNS_PARAMS": "[server=127.0.0.1, port=%d, key_name=%s, key_secret=%s]"
+                                     % (named.port, TSIG_KEY_NAME, TSIG_SECRET),
+        "WSS_CONFIG_TLS_RESOLVERS": "127.0.0.1:%d" % named.port,
+    }
+    bridge = start_bridge(*automate_flags(pebble_with_named, tmp_path / "state",
+                                          RFC2136_ZONE, "*." + RFC2136_ZONE),
+                          env=environment, script=ECHO_PHP)
+    served = served_certificate(bridge, pebble_with_named, "anything." + RFC2136_ZONE)
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert sorted(names.value.get_values_for_type(x509.DNSName)) == \
+        ["*." + RFC2136_ZONE, RFC2136_ZONE]
+    with wss_connect(bridge, pebble_with_named, "ws." + RFC2136_ZONE) as ws:
+        ws.send(b"over a wildcard")
+        assert ws.recv(timeout=10) == b"over a wildcard"
+    assert named.txt("_acme-challenge." + RFC2136_ZONE) == []
+
+
+@pytest.mark.parametrize("domain,message", [
+    (ELSEWHERE_DOMAIN, "does elsewhere.test resolve to this server"),
+    (BLOCKED_DOMAIN, "the CA refused: "),
+    ("*.wild.test", "wildcard certificates need the DNS-01 challenge"),
+])
+def test_automate_start_up_failures_are_one_line_and_status_2(pebble, tmp_path, domain,
+                                                             message):
+    result = run_cli(*REQUIRED, "-H", "127.0.0.1", "-P", "0",
+                     *automate_flags(pebble, tmp_path / "state", domain), timeout=120)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line or "error:" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_automate_with_port_80_taken_says_so(pebble, tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        flags = automate_flags(pebble, tmp_path / "state", "port.test")
+        flags[flags.index("--tls-http01-port") + 1] = str(squatter.getsockname()[1])
+        result = run_cli(*REQUIRED, "-H", "127.0.0.1", "-P", "0", *flags, timeout=120)
+    assert result.returncode == 2
+    assert "(--tls-http01-port)" in result.stderr and "Address already in use" in result.stderr
