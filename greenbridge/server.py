@@ -200,12 +200,13 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
                              error_log=logging.getLogger("greenbridge.wsgi"))
     if tls is not None:
         tls.start_background(renews=worker_number in (None, 1))
+        metrics.watch_certificate(tls.holder)
     backconnect.start()
     ws_server.start()
     admin_server = None
     if worker_number is None and listeners.admin is not None:
         admin_server = start_admin_server(
-            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app)))
+            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app, tls)))
     if metrics_channel is not None:
         metrics_channel.answer_scrapes(metrics)
 
@@ -236,11 +237,13 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     return EXIT_OK
 
 
-def _not_ready_because(ws_server, app):
+def _not_ready_because(ws_server, app, tls):
     if app.draining:
         return "shutting down"
     if ws_server.closed:
         return "WebSocket listener closed"
+    if tls is not None and tls.holder.served is None:
+        return "no TLS certificate loaded"
     return None
 
 

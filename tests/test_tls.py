@@ -544,3 +544,24 @@ def test_workers_share_one_certificate_and_each_reloads_on_sighup(start_bridge, 
     assert new_in_a_row == 8, bridge.log
     bridge.wait_for_log(r"worker 1 \(pid \d+\) listening on wss://")
     bridge.wait_for_log(r"worker 2 \(pid \d+\) listening on wss://")
+
+
+def test_metrics_and_readiness_follow_the_served_certificate(start_bridge, tmp_path, ca):
+    from test_operations import admin_port, http_get, scrape, value
+
+    first = ca.issue("localhost", ["localhost"], not_after=NOW + 30 * DAY)
+    cert_path, key_path = first.write(tmp_path, "served")
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          "--admin-port", "0", script=ECHO_PHP)
+    port = admin_port(bridge)
+    name = "greenbridge_tls_certificate_expiry_timestamp_seconds"
+    assert value(scrape(port), name) == first.certificate.not_valid_after_utc.timestamp()
+    assert http_get(port, "/readyz") == (200, "ready\n")
+
+    second = ca.issue("localhost", ["localhost"], not_after=NOW + 60 * DAY)
+    second.write(tmp_path, "served")
+    bridge.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while value(scrape(port), name) != second.certificate.not_valid_after_utc.timestamp():
+        assert time.monotonic() < deadline, bridge.log
+        time.sleep(0.1)
