@@ -139,6 +139,7 @@ def test_the_shipped_acme_config_file_parses_into_acme_settings():
 def test_automate_defaults_to_p256_and_refuses_ed25519_with_one_line():
     options = parse("--tls-mode", "automate", "--tls-domain", "ws.example.com")
     assert build_config(options, {}).acme.key_type == "p256"
+    assert build_config(parse("--tls-mode", "internal"), {}).tls_key_type == "ed25519"
     result = run_cli(*REQUIRED, "--tls-mode", "automate", "--tls-domain", "ws.example.com",
                      "--tls-key-type", "ed25519")
     assert result.returncode == 2

@@ -306,7 +306,7 @@ def test_min_version_1_3_refuses_tls_1_2(start_bridge):
 TLS_OPTIONS = [
     ("--tls-mode", "WSS_CONFIG_TLS_MODE", "none"),
     ("--tls-domain", "WSS_CONFIG_TLS_DOMAINS", None),
-    ("--tls-key-type", "WSS_CONFIG_TLS_KEY_TYPE", "ed25519"),
+    ("--tls-key-type", "WSS_CONFIG_TLS_KEY_TYPE", None),  # by mode: see test_acme_config
     ("--tls-cert", "WSS_CONFIG_TLS_CERT", None),
     ("--tls-key", "WSS_CONFIG_TLS_KEY", None),
     ("--tls-client-auth", "WSS_CONFIG_TLS_CLIENT_AUTH_MODE", "none"),
@@ -407,7 +407,7 @@ def bad_inputs(tmp_path, ca):
     (["--tls-mode", "internal", "--tls-key-type", "dsa1024"],
      r"argument --tls-key-type: invalid choice \(ed25519, p256, p384, rsa2048, rsa4096\) "
      r"value: 'dsa1024'"),
-    (["--tls-mode", "automate"], r"automate: not available in this build"),
+    (["--tls-mode", "automate"], r"--tls-mode automate needs at least one --tls-domain"),
     (["--tls-mode", "internal", "--tls-client-auth", "require-and-verify"],
      r"--tls-client-auth require-and-verify needs --tls-client-auth-ca"),
     (["--tls-mode", "internal", "--tls-client-auth", "verify-if-given",
