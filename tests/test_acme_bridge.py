@@ -1,8 +1,10 @@
 """The whole bridge in --tls-mode automate against pebble: served over wss://, renewed live."""
 
+import os
 import re
 import socket
 import ssl
+import sys
 import time
 
 import pytest
@@ -100,6 +102,31 @@ def test_automate_dns01_rfc2136_wildcard_from_the_environment(start_bridge, pebb
         ws.send(b"over a wildcard")
         assert ws.recv(timeout=10) == b"over a wildcard"
     assert named.txt("_acme-challenge." + RFC2136_ZONE) == []
+
+
+def test_automate_dns01_exec_with_workers_each_worker_serves_the_renewed_certificate(
+        start_bridge, pebble, challtestsrv, tmp_path):
+    hook = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acme", "challtestsrv_hook.py")
+    bridge = start_bridge(*automate_flags(pebble, tmp_path / "state", "workers.test"),
+                          "--workers", "2", "--tls-dns-provider", "exec",
+                          "--tls-dns-param", "command=%s %s %d" % (sys.executable, hook,
+                                                                   challtestsrv.management_port),
+                          "--tls-resolvers", "127.0.0.1:%d" % challtestsrv.dns_port,
+                          "--tls-renewal-window-ratio", "1", "--tls-renewal-check-interval", "1",
+                          script=ECHO_PHP)
+    first = served_certificate(bridge, pebble, "workers.test").serial_number
+    # Worker 1 renews about every few seconds; worker 2 adopts each renewal from
+    # the cache. Once both have, no new handshake gets the first certificate.
+    deadline = time.monotonic() + 120
+    renewed_in_a_row = 0
+    while renewed_in_a_row < 8:
+        assert time.monotonic() < deadline, "a worker kept the first certificate:\n" + bridge.log
+        serial = served_certificate(bridge, pebble, "workers.test").serial_number
+        renewed_in_a_row = renewed_in_a_row + 1 if serial != first else 0
+    assert "renewed by another worker" in bridge.log
+    with wss_connect(bridge, pebble, "workers.test") as ws:
+        ws.send(b"through either worker")
+        assert ws.recv(timeout=10) == b"through either worker"
 
 
 @pytest.mark.parametrize("domain,message", [
