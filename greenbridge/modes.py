@@ -1,8 +1,9 @@
 """Message modes: how WebSocket messages become bytes on PHP's socket, and back.
 
 Pure protocol code, no I/O: encoders return bytes to write, decoders are fed
-what PHP wrote and return the messages it completes. That keeps the framed
-parser testable (and fuzzable) on its own.
+what PHP wrote and return the messages it completes (and ``end()`` says what
+PHP closing its socket means). That keeps the framed parser testable (and
+fuzzable) on its own.
 
 - ``raw``: payloads as a byte stream; each read from PHP becomes a binary message.
 - ``line``: each client message plus ``\\n``; each line PHP writes becomes a
@@ -100,6 +101,17 @@ class RawDecoder:
     def feed(self, data):
         return [(TYPE_BINARY, data)] if data else []
 
+    def end(self):
+        return []
+
+
+def _ended_inside(what, pending):
+    """PHP closed its socket with part of a message sent: the client must not see a clean close."""
+    if not pending:
+        return []
+    return [PhpProtocolError(CLOSE_INTERNAL_ERROR, "PHP ended inside a %s; %d bytes not delivered"
+                             % (what, pending))]
+
 
 class LineDecoder:
     """Each ``\\n``-terminated line is one message; a line over ``max_size`` is an error."""
@@ -132,6 +144,10 @@ class LineDecoder:
         if len(buffer) > self.max_size:
             messages.append(self._too_long())
         return messages
+
+    def end(self):
+        """What PHP closing its socket now means: an error when a line is unfinished."""
+        return _ended_inside("line", self.pending)
 
     def _too_long(self):
         return PhpProtocolError(CLOSE_TOO_BIG, "PHP wrote a line over %d bytes" % self.max_size)
@@ -168,8 +184,12 @@ class FramedDecoder:
 
     @property
     def pending(self):
-        """Bytes of an incomplete frame held (PHP ended mid-frame when this is not 0)."""
+        """Bytes of an incomplete frame held."""
         return len(self._buffer) + (FRAME_HEADER_SIZE if self._header else 0)
+
+    def end(self):
+        """What PHP closing its socket now means: an error when a frame is unfinished."""
+        return _ended_inside("frame", self.pending)
 
     def _parse_header(self, buffer):
         frame_type, length = _FRAME_HEADER.unpack_from(buffer)

@@ -115,8 +115,9 @@ def _send_while_client_connected(php_socket, data, client_connected):
 def php_to_client(php_socket, websocket, buffer_size, early_data, decoder, traffic, connection_id):
     """Send the messages PHP writes to the client, as the message mode cuts them."""
     data = early_data
+    ended = False
     while True:
-        for event in decoder.feed(data):
+        for event in decoder.feed(data) + (decoder.end() if ended else []):
             if isinstance(event, modes.PhpProtocolError):
                 log.warning("[%s] %s; closing with %d", connection_id, event, event.code)
                 return event.code, event.client_reason
@@ -129,15 +130,13 @@ def php_to_client(php_socket, websocket, buffer_size, early_data, decoder, traff
                 return CLIENT_ENDED
             traffic.to_client += len(payload)
             traffic.last_activity = time.monotonic()
+        if ended:
+            return PHP_ENDED
         try:
             data = php_socket.recv(buffer_size)
         except OSError:
             data = b""
-        if not data:
-            if decoder.pending:
-                log.warning("[%s] PHP ended inside a message; %d bytes not delivered",
-                            connection_id, decoder.pending)
-            return PHP_ENDED
+        ended = not data
 
 
 def heartbeat(websocket, php_writer, interval, timeout):

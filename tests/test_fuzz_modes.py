@@ -119,6 +119,16 @@ def reference_lines(data, max_size):
     return events + [("error", 1009)] if len(rest) > max_size else events
 
 
+def reference_with_end(reference, data, max_size):
+    """The reference, then PHP closing its socket: an unfinished frame or line is an error."""
+    events = reference(data, max_size)
+    if events and events[-1][0] in ("close", "error"):
+        return events
+    consumed = sum(len(payload) + (5 if reference is reference_framed else 1)
+                   for _, payload in events)
+    return events + [("error", 1011)] if consumed < len(data) else events
+
+
 def _is_utf8(data):
     try:
         data.decode("utf-8")
@@ -127,12 +137,13 @@ def _is_utf8(data):
     return True
 
 
-def decode(mode, pieces):
-    """Feed the pieces one by one; the events as the pump sees them, up to the first end."""
+def decode(mode, pieces, then_end=False):
+    """Feed the pieces one by one (then PHP's end of stream when `then_end`); the events
+    as the pump sees them, up to the first end."""
     decoder = modes.decoder(mode, MAX_SIZE)
     events = []
-    for piece in pieces:
-        for event in decoder.feed(piece):
+    for piece in pieces + ([None] if then_end else []):
+        for event in decoder.feed(piece) if piece is not None else decoder.end():
             if isinstance(event, modes.PhpProtocolError):
                 assert "\n" not in str(event) and str(event).startswith("PHP ")
                 return events + [("error", event.code)]
@@ -151,6 +162,7 @@ def assert_decodes_as_the_reference(mode, reference, whole, pieces):
     expected = reference(whole, MAX_SIZE)
     assert decode(mode, [whole]) == expected
     assert decode(mode, pieces) == expected
+    assert decode(mode, pieces, then_end=True) == reference_with_end(reference, whole, MAX_SIZE)
 
 
 @FUZZ
@@ -197,7 +209,7 @@ def bridges(request):
 
 
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
-_PROTOCOL_ERROR_LINE = re.compile(r"WARNING greenbridge\.pump: \[[0-9a-f-]{36}\] PHP (sent|wrote) "
+_PROTOCOL_ERROR_LINE = re.compile(r"WARNING greenbridge\.pump: \[[0-9a-f-]{36}\] PHP (sent|wrote|ended) "
                                   r"[^\n]*; closing with 10(09|11)$")
 
 
@@ -241,7 +253,7 @@ def wait_for_access_lines(bridge, count, timeout=30):
 def check_end_to_end(bridge, mode, pieces):
     log_start = len(bridge.lines)
     connections_before = sum("greenbridge.access:" in line for line in bridge.lines)
-    events = decode(mode, pieces)
+    events = decode(mode, pieces, then_end=True)  # PHP exits after writing them
     assert what_the_client_sees(bridge, pieces) == expected_by_the_client(events)
     wait_for_access_lines(bridge, connections_before + 1)
     new_lines = bridge.lines[log_start:]

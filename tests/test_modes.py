@@ -110,3 +110,16 @@ def test_messages_before_an_error_are_kept():
     assert good == [(0x1, b"ok")] and isinstance(error, modes.PhpProtocolError)
     *good, error = modes.decoder("line", 3).feed(b"one\n" + b"x" * 4)
     assert good == [(0x1, b"one")] and error.code == 1009
+
+
+def test_php_ending_inside_a_frame_or_line_is_an_error():
+    framed = modes.decoder("framed", 100)
+    assert framed.feed(frame(0x1, b"ok") + frame(0x2, b"cut")[:6]) == [(0x1, b"ok")]
+    [error] = framed.end()
+    assert error.code == 1011 and str(error) == "PHP ended inside a frame; 6 bytes not delivered"
+    line = modes.decoder("line", 100)
+    assert line.feed(b"one\nno newline") == [(0x1, b"one")]
+    [error] = line.end()
+    assert error.code == 1011 and str(error) == "PHP ended inside a line; 10 bytes not delivered"
+    assert modes.decoder("framed", 100).end() == modes.decoder("line", 100).end() == []
+    assert modes.decoder("raw", 100).end() == []
