@@ -189,6 +189,8 @@ def worker_count(text):
 
 
 worker_count.__name__ = "worker count (a positive integer or auto)"
+
+
 def choice_of(choices):
     def parse(text):
         value = text.strip().lower()
