@@ -16,8 +16,8 @@ from greenbridge import devconsole
 from greenbridge.connection import Connection
 from greenbridge.origin import OriginPolicy
 from greenbridge.routing import Router
-from greenbridge.tls.layer import client_certificate_variables
 from greenbridge.shared import OPEN_CONNECTIONS
+from greenbridge.tls.layer import client_certificate_variables
 from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION,
                                    CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
                                    rejection_response)
