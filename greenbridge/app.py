@@ -44,6 +44,15 @@ class Request:
     tls_variables: Dict[str, str]
 
 
+def _tls_variables(environ):
+    tls = environ.get("greenbridge.tls")  # greenbridge's own wss:// listener
+    if tls is not None:
+        return client_certificate_variables(tls)
+    if environ.get("wsgi.url_scheme") == "https":  # TLS ended by the WSGI server (gunicorn)
+        return {"WSS_TLS": "1"}
+    return {}
+
+
 def capture_request(environ, config):
     """Build a Request from the WSGI environ; Rejected (400) if PHP could not be given it."""
     headers = {}
@@ -57,7 +66,6 @@ def capture_request(environ, config):
         headers[name] = _header_text(name, value)
     path = _header_text("request path", environ.get("PATH_INFO", "") or "/")
     query = _header_text("query string", environ.get("QUERY_STRING", ""))
-    tls = environ.get("greenbridge.tls")
     local_host, local_port = environ.get("greenbridge.local_address") or (
         environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", "0"))
     client_ip, client_port = environ.get("REMOTE_ADDR", ""), int(environ.get("REMOTE_PORT") or 0)
@@ -77,7 +85,7 @@ def capture_request(environ, config):
         path=path,
         query=query,
         headers=headers,
-        tls_variables=client_certificate_variables(tls) if tls is not None else {},
+        tls_variables=_tls_variables(environ),
     )
 
 

@@ -17,24 +17,27 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from certs import make_ca
 from conftest import REPO, SCENARIO_PHP
+from test_tls import client_context
+from tls_client import connect_wss
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
 BRIDGE_WORKER = "greenbridge.gunicorn_worker.BridgeWorker"
 
 
 class Gunicorn:
-    def __init__(self, worker_class, workers, app, env):
+    def __init__(self, worker_class, workers, app, env, extra_args=()):
         environment = dict(os.environ, **env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
              "-b", "127.0.0.1:0", "--graceful-timeout", "5", "--pythonpath",
-             os.path.join(REPO, "tests"), app],
+             os.path.join(REPO, "tests"), *extra_args, app],
             cwd=REPO, env=environment, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines = []
         threading.Thread(target=self._read, daemon=True).start()
-        self.port = int(self.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        self.port = int(self.wait_for(r"Listening at: https?://127\.0\.0\.1:(\d+)").group(1))
         deadline = time.monotonic() + 30
         while len([line for line in self.lines if "Booting worker" in line]) < workers:
             assert time.monotonic() < deadline, "workers did not boot:\n" + self.log
@@ -86,13 +89,13 @@ def gunicorn(tmp_path):
     started = []
 
     def start(worker_class=STOCK_WORKER, workers=2, app="greenbridge.wsgi:application",
-              extra_config=""):
+              extra_config="", extra_args=()):
         config = tmp_path / "bridge.conf"
         config.write_text("php-executable = php\nscript = %s\nphp-kill-grace = 0.5\n%s"
                           % (SCENARIO_PHP, extra_config))
         server = Gunicorn(worker_class, workers, app,
                           {"GREENBRIDGE_CONFIG": str(config),
-                           "GREENBRIDGE_TEST_CONFIG": str(config)})
+                           "GREENBRIDGE_TEST_CONFIG": str(config)}, extra_args)
         started.append(server)
         return server
 
@@ -129,6 +132,17 @@ def test_two_gunicorn_workers_bridge_like_the_standalone_server(gunicorn):
     gone, alive = psutil.wait_procs(held_php, timeout=15)
     assert not alive, "PHP processes outlived gunicorn: %r" % alive
     assert "Traceback" not in server.log
+
+
+def test_gunicorn_terminating_tls_tells_php_wss_tls(gunicorn, tmp_path):
+    ca = make_ca("gunicorn test CA")
+    cert_path, key_path = ca.issue("localhost", ["localhost"]).write(tmp_path, "gunicorn")
+    server = gunicorn(workers=1, extra_args=("--certfile", cert_path, "--keyfile", key_path))
+    with connect_wss("wss://127.0.0.1:%d/?do=env" % server.port,
+                     ssl=client_context(ca.cert_pem), server_hostname="localhost") as ws:
+        env = json.loads(ws.recv(timeout=20))
+    assert env["WSS_TLS"] == "1"
+    assert "WSS_CLIENT_CERT_SUBJECT" not in env
 
 
 def test_limit_under_the_stock_worker_closes_with_1013(gunicorn):
