@@ -156,15 +156,21 @@ class Connection:
                          config.buffer_size, back_connection.early_data,
                          modes.decoder(mode, config.max_payload_size), traffic, self.id),
         ]
+        heartbeat = None
+        endings = list(pumps)  # what may end the connection: the pumps, the heartbeat
         if config.ping_interval:
-            pumps.append(gevent.spawn(pump.heartbeat, self._websocket, self._php_writer,
-                                      config.ping_interval, config.ping_timeout))
+            heartbeat = pump.Heartbeat(self._websocket, self._php_writer,
+                                       config.ping_interval, config.ping_timeout)
+            endings.append(heartbeat.result)
         try:
-            return self._wait_for_end(pumps)
+            return self._wait_for_end(endings)
         finally:
+            if heartbeat is not None:
+                heartbeat.stop()
             gevent.killall(pumps)
 
-    def _wait_for_end(self, pumps):
+    def _wait_for_end(self, endings):
+        """Wait for a pump or the heartbeat to end, a close request or a timeout."""
         config = self._config
         php_started = time.monotonic()
         while True:
@@ -175,11 +181,11 @@ class Connection:
             if config.connection_timeout:
                 deadlines.append(self._traffic.last_activity + config.connection_timeout)
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            gevent.wait(pumps + [self._close_request], timeout=timeout, count=1)
+            gevent.wait(endings + [self._close_request], timeout=timeout, count=1)
 
             if self._close_request.ready():
                 return self._close_request.value
-            for finished in pumps:
+            for finished in endings:
                 if finished.ready():
                     return self._close_after(finished.value)
             now = time.monotonic()

@@ -17,7 +17,10 @@ log = logging.getLogger("greenbridge.php")
 # Output lines longer than this are logged cut, so a runaway script cannot
 # flood the log or make the relay hold megabytes.
 LOG_LINE_MAX_BYTES = 8192
-_RELAY_JOIN_TIMEOUT = 1.0
+_PIPE_READ_SIZE = 65536
+# At the end, what is left in a pipe is logged up to this much (a process
+# that escaped the group kill could otherwise keep the relay reading).
+_FINAL_READ_LIMIT = 1024 * 1024
 
 
 def build_environment(base_environment, request, connection_id, back_connect_address,
@@ -62,26 +65,35 @@ HEADER_VARIABLES = {
 
 
 class PhpProcess:
-    """A running PHP script and the greenlets relaying its stdout and stderr to the log."""
+    """A running PHP script, its stdout and stderr relayed to the log line by line."""
 
-    def __init__(self, popen, connection_id):
+    def __init__(self, popen, relays):
         self._popen = popen
         self.pid = popen.pid
-        self.connection_id = connection_id
+        self._relays = relays
         self._ended = False
-        self._relays = [
-            gevent.spawn(_relay_lines, popen.stdout, connection_id, "stdout", logging.INFO),
-            gevent.spawn(_relay_lines, popen.stderr, connection_id, "stderr", logging.WARNING),
-        ]
 
     @classmethod
     def spawn(cls, command, environment, connection_id):
         """Start the script; raises OSError when it cannot be started."""
-        popen = subprocess.Popen(
-            command, env=environment, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, close_fds=True)
-        return cls(popen, connection_id)
+        # Plain pipes read by hub watchers (see LineRelay): an idle connection
+        # then holds no relay greenlets and no buffered readers.
+        stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
+        stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            popen = subprocess.Popen(
+                command, env=environment, stdin=subprocess.DEVNULL,
+                stdout=stdout_write, stderr=stderr_write,
+                start_new_session=True, close_fds=True)
+        except BaseException:
+            for fd in (stdout_read, stderr_read):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (stdout_write, stderr_write):
+                os.close(fd)
+        return cls(popen, (LineRelay(stdout_read, connection_id, "stdout", logging.INFO),
+                           LineRelay(stderr_read, connection_id, "stderr", logging.WARNING)))
 
     @property
     def exit_event(self):
@@ -115,10 +127,8 @@ class PhpProcess:
         # Children of the script may outlive it; the group goes in any case.
         self._signal_group(signal.SIGKILL)
         self._popen.wait()
-        gevent.joinall(self._relays, timeout=_RELAY_JOIN_TIMEOUT)
-        gevent.killall(self._relays)
-        for pipe in (self._popen.stdout, self._popen.stderr):
-            pipe.close()
+        for relay in self._relays:
+            relay.finish()
 
     def kill_now(self):
         """For an immediate exit: SIGKILL the group without waiting."""
@@ -144,30 +154,78 @@ def describe_exit(returncode):
     return "exit status %d" % returncode
 
 
-def _relay_lines(pipe, connection_id, stream_name, level):
-    """Log each line the script writes, cut to LOG_LINE_MAX_BYTES, never blocking PHP."""
-    try:
-        while True:
-            line = pipe.readline(LOG_LINE_MAX_BYTES)
-            if not line:
+class LineRelay:
+    """Logs each line written to a pipe, cut to LOG_LINE_MAX_BYTES, never blocking PHP.
+
+    A hub watcher calls it when the pipe is readable: no greenlet waits on the
+    pipe, and nothing is buffered but the start of an unfinished line.
+    """
+
+    __slots__ = ("_fd", "_watcher", "_line", "_dropped", "_connection_id", "_stream_name",
+                 "_level")
+
+    def __init__(self, fd, connection_id, stream_name, level):
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._line = b""  # the line so far, up to LOG_LINE_MAX_BYTES
+        self._dropped = 0  # bytes of it past the cut
+        self._connection_id = connection_id
+        self._stream_name = stream_name
+        self._level = level
+        self._watcher = gevent.get_hub().loop.io(fd, 1)
+        self._watcher.start(self._read, _PIPE_READ_SIZE)
+
+    def _read(self, limit):
+        """Log what the pipe holds, up to `limit` bytes; False once it ended."""
+        while limit > 0:
+            try:
+                data = os.read(self._fd, _PIPE_READ_SIZE)
+            except BlockingIOError:
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                self._close()
+                return False
+            self._feed(data)
+            limit -= len(data)
+        return True
+
+    def _feed(self, data):
+        start = 0
+        while start < len(data):
+            newline = data.find(b"\n", start)
+            end = len(data) if newline < 0 else newline
+            room = LOG_LINE_MAX_BYTES - len(self._line)
+            if end - start > room:
+                self._dropped += end - start - room
+                end_kept = start + room
+            else:
+                end_kept = end
+            if end_kept > start:
+                self._line += data[start:end_kept]
+            if newline < 0:
                 return
-            if not line.endswith(b"\n"):
-                dropped = _skip_rest_of_line(pipe)
-                if dropped:
-                    line += b"... [%d more bytes]" % dropped
-            text = line.rstrip(b"\r\n").decode("utf-8", "replace")
-            log.log(level, "[%s] %s: %s", connection_id, stream_name, text)
-    except (OSError, ValueError):
-        # The pipe was closed under us during teardown.
-        return
+            self._log_line()
+            start = newline + 1
 
+    def _log_line(self):
+        line = self._line
+        if self._dropped:
+            line += b"... [%d more bytes]" % self._dropped
+        text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+        self._line, self._dropped = b"", 0
+        log.log(self._level, "[%s] %s: %s", self._connection_id, self._stream_name, text)
 
-def _skip_rest_of_line(pipe):
-    dropped = 0
-    while True:
-        chunk = pipe.readline(LOG_LINE_MAX_BYTES)
-        if not chunk:
-            return dropped
-        dropped += len(chunk)
-        if chunk.endswith(b"\n"):
-            return dropped - 1
+    def finish(self):
+        """The process is gone: log what is left in the pipe and close it."""
+        if self._fd is not None and self._read(_FINAL_READ_LIMIT):
+            self._close()
+
+    def _close(self):
+        if self._line or self._dropped:
+            self._log_line()  # the last line had no newline
+        self._watcher.stop()
+        self._watcher.close()
+        os.close(self._fd)
+        self._fd = None

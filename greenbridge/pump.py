@@ -14,6 +14,7 @@ import socket
 import time
 
 import gevent
+from gevent.event import AsyncResult
 from geventwebsocket.exceptions import WebSocketError
 
 from greenbridge import modes
@@ -139,27 +140,74 @@ def php_to_client(php_socket, websocket, buffer_size, early_data, decoder, traff
         ended = not data
 
 
-def heartbeat(websocket, php_writer, interval, timeout):
-    """Ping a client that sent nothing for `interval` seconds; give up after `timeout` more.
+class Heartbeat:
+    """Pings a client that sent nothing for `interval` seconds; gives up after `timeout` more.
+
+    No greenlet waits between checks (each would hold a stack per idle
+    connection): a hub timer starts a short greenlet for each check.
+    ``result`` receives what a pump would return when the heartbeat ends the
+    connection.
 
     While PHP is slow to take the client's last message, nobody reads the
     client's frames (pongs included): that is back-pressure, not a dead client.
     """
-    while True:
-        if php_writer.writing:
-            websocket.last_received = time.monotonic()
-        idle_for = time.monotonic() - websocket.last_received
-        if idle_for < interval:
-            gevent.sleep(interval - idle_for)
-            continue
-        pinged_at = time.monotonic()
+
+    __slots__ = ("result", "_websocket", "_php_writer", "_interval", "_timeout", "_pinged_at",
+                 "_timer", "_check_greenlet")
+
+    def __init__(self, websocket, php_writer, interval, timeout):
+        self.result = AsyncResult()
+        self._websocket = websocket
+        self._php_writer = php_writer
+        self._interval = interval
+        self._timeout = timeout
+        self._pinged_at = None
+        self._timer = None
+        self._check_greenlet = None
+        self._check_in(interval)
+
+    def stop(self):
+        self._timer.close()
+        if self._check_greenlet is not None:
+            self._check_greenlet.kill(block=False)
+
+    def _check_in(self, delay):
+        if self._timer is not None:
+            self._timer.close()
+        self._timer = gevent.get_hub().loop.timer(delay)
+        self._timer.start(self._start_check)
+
+    def _start_check(self):
+        # In the hub: sending a ping may wait, so the check gets a greenlet.
+        self._check_greenlet = gevent.spawn(self._check_once)
+
+    def _check_once(self):
         try:
-            with gevent.Timeout(timeout):
+            self._check()
+        finally:
+            self._check_greenlet = None  # nothing (not even a dead greenlet) held between checks
+
+    def _check(self):
+        websocket = self._websocket
+        if self._php_writer.writing:
+            websocket.last_received = time.monotonic()
+        if self._pinged_at is not None:
+            if websocket.last_received < self._pinged_at:
+                self.result.set((CLOSE_GOING_AWAY, "no pong within %gs" % self._timeout))
+                return
+            self._pinged_at = None
+        idle_for = time.monotonic() - websocket.last_received
+        if idle_for < self._interval:
+            self._check_in(self._interval - idle_for)
+            return
+        self._pinged_at = time.monotonic()
+        try:
+            with gevent.Timeout(self._timeout):
                 websocket.send_frame(b"greenbridge", OPCODE_PING)
         except gevent.Timeout:
-            return CLOSE_GOING_AWAY, "no pong within %gs" % timeout
+            self.result.set((CLOSE_GOING_AWAY, "no pong within %gs" % self._timeout))
+            return
         except (OSError, WebSocketError):
-            return CLIENT_ENDED
-        gevent.sleep(max(0.0, pinged_at + timeout - time.monotonic()))
-        if websocket.last_received < pinged_at and not php_writer.writing:
-            return CLOSE_GOING_AWAY, "no pong within %gs" % timeout
+            self.result.set(CLIENT_ENDED)
+            return
+        self._check_in(max(0.0, self._pinged_at + self._timeout - time.monotonic()))

@@ -107,12 +107,13 @@ class BridgeWebSocket(WebSocket):
         super().__init__(environ, stream, handler)
         self.max_payload_size = max_payload_size
         self._socket = handler.socket
-        # The handler's buffered reader may hold bytes that came right behind
-        # the upgrade request, so reads go through it: read1 returns what is
-        # buffered, or makes one receive.
-        self._receive = handler.rfile.read1
-        self._receive_into = handler.rfile.readinto
-        self._buffer = b""
+        # Frames are received straight from the socket: a receive that waits
+        # holds no buffer (the handler's buffered reader would hold one per
+        # idle connection). What that reader holds already came right behind
+        # the upgrade request: it is the start of the frames.
+        self._receive = self._socket.recv
+        self._receive_into = self._socket.recv_into
+        self._buffer = _take_buffered(handler.rfile, self._socket)
         self._offset = 0
         self._send_lock = Semaphore()
         self._frame_half_sent = False
@@ -306,6 +307,23 @@ class BridgeWebSocket(WebSocket):
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         self.closed = True
+
+
+def _take_buffered(reader, sock):
+    """The bytes `reader` (the socket's buffered reader) holds, without waiting for more.
+
+    The reader is closed, which frees its buffer; the socket stays open.
+    """
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)  # an empty buffer then costs one receive that does not wait
+    try:
+        buffered = reader.read1(_RECEIVE_SIZE) or b""
+    except OSError:
+        buffered = b""
+    finally:
+        sock.settimeout(timeout)
+    reader.close()
+    return buffered
 
 
 class Rejected(Exception):

@@ -361,6 +361,8 @@ def test_php_output_is_relayed_to_the_log(start_bridge):
     long_line = bridge.wait_for_log(r"stderr: (x+)\.\.\. \[(\d+) more bytes\]")
     assert len(long_line.group(1)) < 10000
     assert len(long_line.group(1)) + int(long_line.group(2)) == 10 * 1024 * 1024
+    bridge.wait_for_log(r"INFO greenbridge.php: \[%s\] stdout: last words, no newline$"
+                        % match.group(1))
 
 
 # -- back-pressure ----------------------------------------------------------

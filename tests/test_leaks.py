@@ -4,6 +4,7 @@ import re
 import signal
 import threading
 import time
+from contextlib import ExitStack
 
 import psutil
 import pytest
@@ -63,6 +64,21 @@ def status(bridge, timeout=10):
 
 _STATUS = re.compile(r"status: (?P<connections>\d+) connections, (?P<handshakes>\d+) pending "
                      r"handshakes, (?P<greenlets>\d+) greenlets, (?P<descriptors>\d+) open")
+
+
+def test_an_idle_connection_holds_only_its_own_and_its_pumps_greenlets(start_bridge):
+    # Greenlets are most of an idle connection's memory: the connection's
+    # own and its two pumps; the heartbeat and PHP's output need none.
+    bridge = start_bridge(script=ECHO_PHP)
+    idle = status(bridge)
+    with ExitStack() as stack:
+        held = [stack.enter_context(connect(bridge.url())) for _ in range(20)]
+        for ws in held:
+            ws.send(b"up")
+            assert ws.recv(timeout=20) == b"up"
+        during = status(bridge)
+    assert during["connections"] == 20
+    assert during["greenlets"] - idle["greenlets"] <= 3 * 20
 
 
 @pytest.mark.timeout(1200)

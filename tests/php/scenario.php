@@ -58,6 +58,8 @@ switch ($do) {
         fwrite(STDERR, "a line on stderr\n");
         fwrite(STDOUT, "a line on stdout\n");
         fwrite(STDERR, str_repeat('x', (int)($q['long'] ?? 0)) . "\n");
+        // A last line without a newline: it ends only when PHP exits.
+        fwrite(STDOUT, "last words, no newline");
         send_all($socket, $id);
         break;
     case 'child':
