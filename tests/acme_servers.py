@@ -155,7 +155,7 @@ zone "{zone}" {{
 class Pebble:
     """pebble on free loopback ports, its HTTPS from a throw-away CA, its DNS given."""
 
-    def __init__(self, folder, name, dns_port, ca_files, eab=False):
+    def __init__(self, folder, name, dns_port, ca_files, eab=False, authz_reuse=0):
         ca, cert, key = ca_files
         self.ca_bundle = ca
         self.http01_port = free_port()
@@ -175,7 +175,7 @@ class Pebble:
         with open(config_path, "w") as file:
             json.dump(config, file)
         environment = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
-                           PEBBLE_AUTHZREUSE="0")
+                           PEBBLE_AUTHZREUSE=str(authz_reuse))
         self.log = open(os.path.join(folder, name + ".log"), "wb")
         self.process = subprocess.Popen(
             ["pebble", "-config", config_path, "-dnsserver", "127.0.0.1:%d" % dns_port],

@@ -298,3 +298,31 @@ def test_rate_limit_is_reported_as_such(rate_limited_ca, challtestsrv, pebble, t
         with pytest.raises(AcmeError, match=r"rate limit hit at the CA: .*too many "
                                             r"certificates \(5\) already issued"):
             CertificateManager(settings, CertificateHolder()).start()
+
+
+def test_dns01_order_with_names_the_ca_validated_recently(challtestsrv, acme_folder,
+                                                         throwaway_ca, tmp_path, caplog):
+    # Like Let's Encrypt within its reuse period: every valid authorization is reused.
+    reusing = Pebble(acme_folder, "pebble-reuse", challtestsrv.dns_port, throwaway_ca,
+                     authz_reuse=100)
+    try:
+        caplog.set_level(logging.INFO, "greenbridge")
+        hook_log = tmp_path / "hook.log"
+        environment = dict(os.environ, HOOK_LOG=str(hook_log))
+        holder = CertificateHolder()
+        first = CertificateManager(exec_settings(reusing, challtestsrv, tmp_path / "state",
+                                                 ("reuse.test",), environment=environment),
+                                   holder)
+        first.start()
+        second = CertificateManager(exec_settings(reusing, challtestsrv, tmp_path / "state",
+                                                  ("reuse.test",), environment=environment,
+                                                  force=True), holder)
+        second.start()
+    finally:
+        reusing.stop()
+    assert second.current.serial != first.current.serial
+    assert holder.serial == second.current.serial
+    presents = [line for line in hook_log.read_text().splitlines()
+                if line.startswith("present ")]
+    assert len(presents) == 1, presents  # the second order had nothing to prove
+    assert any("nothing to publish" in record.getMessage() for record in caplog.records)

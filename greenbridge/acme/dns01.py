@@ -19,6 +19,7 @@ import requests
 import simple_acme_dns
 from acme import client as acme_client
 from acme import errors as acme_errors
+from acme import challenges as acme_challenges
 from acme import messages
 from cryptography.hazmat.primitives.asymmetric import rsa
 from simple_acme_dns import errors as simple_acme_errors
@@ -48,17 +49,20 @@ def obtain(settings, state):
         log.info("requesting a certificate for %s from %s (DNS-01 via %s)",
                  ", ".join(settings.domains), settings.directory, provider)
         records = client.request_verification_tokens()
+        if not records:
+            log.info("the CA still holds a valid validation of every name: nothing to publish")
         published = []
         try:
             for name, values in records.items():
                 for value in values:
                     provider.present(name, value)
                     published.append((name, value))
-            log.info("challenge published: TXT %s; waiting up to %gs until %s see it",
-                     ", ".join(records), settings.propagation_timeout,
-                     _describe_resolvers(settings.resolvers))
-            _wait_for_propagation(client, settings)
-            log.info("TXT records visible; asking the CA to validate")
+            if records:
+                log.info("challenge published: TXT %s; waiting up to %gs until %s see it",
+                         ", ".join(records), settings.propagation_timeout,
+                         _describe_resolvers(settings.resolvers))
+                _wait_for_propagation(client, settings)
+                log.info("TXT records visible; asking the CA to validate")
             chain_pem = client.request_certificate(timeout=FINALIZE_TIMEOUT)
         finally:
             _clean_up(provider, published)
@@ -71,6 +75,37 @@ def obtain(settings, state):
         raise AcmeError(error.message) from None
     log.info("validated and issued by %s", settings.directory)
     return Certificate.parse(chain_pem, client.private_key)
+
+
+class _ReusingACMEClient(simple_acme_dns.ACMEClient):
+    """simple-acme-dns, minus the names the CA has validated recently.
+
+    CAs reuse a recent validation of the same account (Let's Encrypt for
+    hours to days, pebble when told to): such an authorization arrives
+    already valid, and answering its challenge again is refused ("Cannot
+    update challenge with status valid"). simple-acme-dns answers every one.
+    """
+
+    @property
+    def challenges(self):
+        pending = {}
+        for authorization in self.order.authorizations:
+            if authorization.body.status == messages.STATUS_VALID:
+                continue
+            name = authorization.body.identifier.value
+            found = [challenge for challenge in authorization.body.challenges
+                     if isinstance(challenge.chall, acme_challenges.DNS01)]
+            if not found:
+                raise simple_acme_errors.ChallengeUnavailable(
+                    "ACME server at %r offers no DNS-01 challenge for %s"
+                    % (self.directory, name))
+            pending.setdefault(name, []).extend(found)
+        return pending
+
+    @property
+    def verification_tokens(self):
+        # Empty when every name was validated recently; the stock getter raises then.
+        return self._verification_tokens
 
 
 def _client(settings, state):
@@ -100,7 +135,7 @@ def _client(settings, state):
             {"key": account_key.json_dumps(), "url": registration.uri}).encode())
     network.account = registration
 
-    client = simple_acme_dns.ACMEClient(
+    client = _ReusingACMEClient(
         domains=list(settings.domains), email=settings.email, directory=settings.directory,
         nameservers=[dns.nameserver.Do53Nameserver(_ip_address(host), port)
                      for host, port in settings.resolvers] or None,
