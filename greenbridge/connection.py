@@ -13,6 +13,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from greenbridge import modes, pump
+from greenbridge.sockets import FastIO
 from greenbridge.process import PhpProcess, build_environment, describe_exit
 from greenbridge.websocket import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
                                    CLOSE_NORMAL)
@@ -149,10 +150,11 @@ class Connection:
         config = self._config
         traffic = self._traffic
         mode = self._endpoint.message_mode
-        self._php_writer = pump.PhpWriter(self._php_socket, mode)
+        php_io = FastIO(self._php_socket)
+        self._php_writer = pump.PhpWriter(php_io, mode)
         pumps = [
             gevent.spawn(pump.client_to_php, self._websocket, self._php_writer, traffic),
-            gevent.spawn(pump.php_to_client, self._php_socket, self._websocket,
+            gevent.spawn(pump.php_to_client, php_io, self._websocket,
                          config.buffer_size, back_connection.early_data,
                          modes.decoder(mode, config.max_payload_size), traffic, self.id),
         ]
@@ -168,6 +170,7 @@ class Connection:
             if heartbeat is not None:
                 heartbeat.stop()
             gevent.killall(pumps)
+            php_io.close()
 
     def _wait_for_end(self, endings):
         """Wait for a pump or the heartbeat to end, a close request or a timeout."""

@@ -21,13 +21,20 @@ _LEVELS = {
 _CONNECTION_ID_PREFIX = re.compile(r"^\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\] ")
 
 
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; the connection ID, when there is one, is a field of its own."""
+
+    worker = None  # the worker number, in a --workers process
 
     def format(self, record):
         message = record.getMessage()
         entry = {"time": self.formatTime(record), "level": record.levelname,
                  "logger": record.name}
+        if self.worker is not None:
+            entry["worker"] = self.worker
         prefix = _CONNECTION_ID_PREFIX.match(message)
         if prefix:
             entry["connection_id"] = prefix.group(1)
@@ -47,11 +54,21 @@ def configure_logging(level_name, log_format="text", stream=None):
         formatter = JsonFormatter()
         formatter.converter = time.gmtime
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter = logging.Formatter(_TEXT_FORMAT)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level_name])
+
+
+def name_worker(number):
+    """From now on every line names worker `number` (the workers share one output)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            handler.formatter.worker = number
+        else:
+            handler.setFormatter(logging.Formatter(
+                _TEXT_FORMAT.replace("%(levelname)s", "worker %d %%(levelname)s" % number)))
 
 
 class RateLimitedLog:

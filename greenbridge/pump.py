@@ -44,10 +44,11 @@ class Traffic:
 
 
 class PhpWriter:
-    """Writes to PHP's socket in the connection's message mode."""
+    """Writes to PHP's socket (through its sockets.FastIO) in the connection's message mode."""
 
-    def __init__(self, php_socket, mode):
-        self.socket = php_socket
+    def __init__(self, php_io, mode):
+        self.io = php_io
+        self.socket = php_io.socket
         self.mode = mode
         # True inside sendall. A pump killed there leaves a cut frame: nothing may follow it.
         self.writing = False
@@ -56,7 +57,7 @@ class PhpWriter:
         """Write one message; False if the client left while PHP was not reading it."""
         self.writing = True
         delivered = _send_while_client_connected(
-            self.socket, modes.encode_message(self.mode, opcode, payload), client_connected)
+            self.io, modes.encode_message(self.mode, opcode, payload), client_connected)
         self.writing = not delivered  # a cut message: nothing may follow it
         return delivered
 
@@ -90,19 +91,21 @@ def client_to_php(websocket, php_writer, traffic):
         traffic.last_activity = time.monotonic()
 
 
-def _send_while_client_connected(php_socket, data, client_connected):
+def _send_while_client_connected(php_io, data, client_connected):
     """sendall to PHP that gives up (False) if the client leaves while PHP is not reading.
 
     Without it a PHP script that stops reading would hold its process and
     both sockets until it exits, long after the client has gone.
     """
+    sent = php_io.send_now(data)
+    if sent == len(data):
+        return True  # the usual case: no wait, so no timer
     view = memoryview(data)
-    sent = 0
     while sent < len(view):
         timer = gevent.Timeout(CLIENT_CHECK_INTERVAL)
         timer.start()
         try:
-            sent += php_socket.send(view[sent:])
+            sent += php_io.socket.send(view[sent:])
         except gevent.Timeout as fired:
             if fired is not timer:
                 raise
@@ -113,7 +116,7 @@ def _send_while_client_connected(php_socket, data, client_connected):
     return True
 
 
-def php_to_client(php_socket, websocket, buffer_size, early_data, decoder, traffic, connection_id):
+def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, connection_id):
     """Send the messages PHP writes to the client, as the message mode cuts them."""
     data = early_data
     ended = False
@@ -134,7 +137,7 @@ def php_to_client(php_socket, websocket, buffer_size, early_data, decoder, traff
         if ended:
             return PHP_ENDED
         try:
-            data = php_socket.recv(buffer_size)
+            data = php_io.recv(buffer_size)
         except OSError:
             data = b""
         ended = not data

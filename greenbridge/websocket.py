@@ -21,7 +21,7 @@ import hashlib
 import logging
 import struct
 import time
-from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO
+from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO, TCP_NODELAY
 
 from gevent import Timeout
 from gevent.lock import Semaphore
@@ -31,7 +31,7 @@ from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Stream, WebSocket
 
 from greenbridge.frames import TextChecker, encode_header, header_size, parse_header, unmask
-from greenbridge.sockets import send_all
+from greenbridge.sockets import fast_io, send_all
 
 from greenbridge.handshake import (MAX_HANDSHAKE_BYTES, UNLIMITED_HANDSHAKES, CappedReader,
                                    HandshakeAborted, HandshakeTooLarge)
@@ -100,7 +100,7 @@ class BridgeWebSocket(WebSocket):
 
     __slots__ = ("max_payload_size", "_send_lock", "_frame_half_sent", "close_sent",
                  "peer_close_code", "peer_close_reason", "close_code", "close_reason",
-                 "_socket", "_receive", "_receive_into", "_buffer", "_offset",
+                 "_socket", "_io", "_receive", "_receive_into", "_buffer", "_offset",
                  "last_received")
 
     def __init__(self, environ, stream, handler, max_payload_size):
@@ -111,9 +111,10 @@ class BridgeWebSocket(WebSocket):
         # holds no buffer (the handler's buffered reader would hold one per
         # idle connection). What that reader holds already came right behind
         # the upgrade request: it is the start of the frames.
-        self._receive = self._socket.recv
-        self._receive_into = self._socket.recv_into
         self._buffer = _take_buffered(handler.rfile, self._socket)
+        self._io = fast_io(self._socket)
+        self._receive = self._io.recv
+        self._receive_into = self._io.recv_into
         self._offset = 0
         self._send_lock = Semaphore()
         self._frame_half_sent = False
@@ -270,10 +271,10 @@ class BridgeWebSocket(WebSocket):
         with self._send_lock:
             self._frame_half_sent = True
             if len(payload) <= _COPY_LIMIT:
-                send_all(self._socket, header + payload)
+                send_all(self._io, header + payload)
             else:
-                send_all(self._socket, header)
-                send_all(self._socket, payload)
+                send_all(self._io, header)
+                send_all(self._io, payload)
             self._frame_half_sent = False
 
     def close(self, code=CLOSE_NORMAL, reason="", _record=None):
@@ -406,7 +407,7 @@ class PendingUpgrade:
         """Answer 101 Switching Protocols; return the BridgeWebSocket."""
         handler = self._handler
         environ = handler.environ
-        handler.socket.setsockopt(SOL_SOCKET, SO_SNDBUF, socket_buffer_size)
+        _tune_client_socket(handler.socket, socket_buffer_size)
         websocket = BridgeWebSocket(environ, Stream(handler), handler, max_payload_size)
         handler.websocket = websocket
         environ["wsgi.websocket"] = websocket
@@ -428,10 +429,17 @@ def adopt_stock_websocket(stock, max_payload_size, socket_buffer_size):
     reads and writes the frames. The stock object is marked closed so that
     its handler does not send a second close frame.
     """
-    stock.handler.socket.setsockopt(SOL_SOCKET, SO_SNDBUF, socket_buffer_size)
+    _tune_client_socket(stock.handler.socket, socket_buffer_size)
     websocket = BridgeWebSocket(stock.environ, stock.stream, stock.handler, max_payload_size)
     stock.closed = True
     return websocket
+
+
+def _tune_client_socket(sock, socket_buffer_size):
+    sock.setsockopt(SOL_SOCKET, SO_SNDBUF, socket_buffer_size)
+    # Each frame goes out in one send already: Nagle's algorithm could only
+    # hold a small reply back until the client acknowledges the previous one.
+    sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
 
 
 class BridgeHandler(WebSocketHandler):

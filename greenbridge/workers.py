@@ -22,6 +22,7 @@ import gevent
 from gevent.os import fork_and_watch
 from gevent.queue import Queue
 
+from greenbridge.logs import name_worker
 from greenbridge.process import describe_exit
 
 log = logging.getLogger("greenbridge.workers")
@@ -105,6 +106,7 @@ class Arbiter:
     def _become_worker(self, number):
         """In the forked child: drop the arbiter's part, serve, never return."""
         status = EXIT_WORKER_FAILED
+        name_worker(number)
         try:
             for handler in self._signal_handlers:
                 handler.cancel()

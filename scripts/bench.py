@@ -5,7 +5,8 @@
 
 Both servers run the same PHP handler (scripts/bench/handler.php) on
 loopback: websocketd over stdin/stdout (--binary), greenbridge over its
-back-connection in raw mode, with --workers auto. The load comes from client
+back-connection in raw mode (framed mode with its PHP library in the
+framed- scenarios), with --workers auto. The load comes from client
 processes using picows (a Cython WebSocket client); each reports its own CPU
 time, so a client-bound run shows. Runs are interleaved: every repetition of
 a scenario starts each server afresh, alternating which goes first. Prints a
@@ -49,12 +50,13 @@ def free_port():
 class Server:
     """One server process on loopback; its own CPU and memory (PHP excluded)."""
 
-    def __init__(self, name, php, workers, log_dir):
+    def __init__(self, name, php, workers, log_dir, message_mode="raw"):
         self.name = name
         self.port = free_port()
         if name == "greenbridge":
             command = [sys.executable, "-m", "greenbridge", "-H", "127.0.0.1", "-P", str(self.port),
                        "-e", php, "-s", HANDLER, "--workers", workers,
+                       "--message-mode", message_mode,
                        "--max-connections", "5000", "--max-processes", "5000",
                        "--shutdown-timeout", "2"]
         else:
@@ -394,7 +396,7 @@ def _rate_result(outcomes, count):
     started = min(outcome["started"] for outcome in outcomes)
     finished = max(outcome["finished"] for outcome in outcomes)
     latencies = [value for outcome in outcomes for value in outcome["latencies"]]
-    return {"elapsed": finished - started, "rate": count / (finished - started),
+    return {"count": count, "elapsed": finished - started, "rate": count / (finished - started),
             "p50_ms": percentile(latencies, 0.50) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000}
 
@@ -488,25 +490,34 @@ SCENARIOS = {
     "pingpong": scenario_pingpong, "concurrent": scenario_concurrent,
     "churn": scenario_churn, "large": scenario_large, "idle": scenario_idle,
     "stream": scenario_stream,
+    "framed-pingpong": scenario_pingpong, "framed-concurrent": scenario_concurrent,
 }
 # What the table shows for each scenario: (metric, label, higher is better).
 HEADLINES = {
     "pingpong": [("rate", "round trips/s", True), ("p50_ms", "p50 ms", False),
-                 ("p99_ms", "p99 ms", False)],
-    "concurrent": [("rate", "round trips/s", True), ("p99_ms", "p99 ms", False)],
+                 ("p99_ms", "p99 ms", False),
+                 ("server_cpu_us_per_op", "server CPU us per round trip", False)],
+    "concurrent": [("rate", "round trips/s", True), ("p99_ms", "p99 ms", False),
+                   ("server_cpu_us_per_op", "server CPU us per round trip", False)],
     "churn": [("rate", "connections/s", True), ("p50_ms", "p50 connect-to-echo ms", False),
-              ("p99_ms", "p99 connect-to-echo ms", False), ("failures", "failures", False)],
+              ("p99_ms", "p99 connect-to-echo ms", False), ("failures", "failures", False),
+              ("server_cpu_us_per_op", "server CPU us per connection", False)],
     "large": [("1MiB_ms", "1 MiB round trip ms", False), ("16MiB_ms", "16 MiB round trip ms", False)],
     "idle": [("dropped", "dropped", False),
              ("bridge_kib_per_connection", "server KiB per connection", False),
              ("bridge_rss_mib", "server RSS MiB", False), ("php_uss_mib", "PHP USS MiB", False)],
     "stream": [("mb_per_s", "MB/s", True), ("bridge_cpu_s_per_gb", "server CPU s per GB", False)],
 }
+HEADLINES["framed-pingpong"] = HEADLINES["pingpong"]
+HEADLINES["framed-concurrent"] = HEADLINES["concurrent"]
 
 
 def run_once(scenario, name, options, log_dir):
     load_before = os.getloadavg()[0]
-    server = Server(name, options.php, options.workers, log_dir)
+    # The framed- scenarios run greenbridge in framed mode with the PHP
+    # library; websocketd (which has no such mode) runs the same as before.
+    mode = "framed" if scenario.startswith("framed-") else "raw"
+    server = Server(name, options.php, options.workers, log_dir, mode)
     try:
         cpu_before = server.cpu_seconds()
         wall_before = time.monotonic()
@@ -517,6 +528,8 @@ def run_once(scenario, name, options, log_dir):
         server.stop()
     errors = _errors(outcomes)
     result = {"errors": errors} if errors else summarise()
+    if "count" in result:
+        result["server_cpu_us_per_op"] = server_cpu / result["count"] * 1e6
     result.update({
         "server_cpu_s": server_cpu, "wall_s": wall,
         "client_cpu_s": sum(outcome["client_cpu"] for outcome in outcomes),

@@ -76,6 +76,26 @@ def test_two_workers_serve_connections_and_shut_down_cleanly(start_bridge):
             assert re.search(r"worker %d \(pid \d+\) ended \(exit status 0\)" % number, bridge.log)
         # Both workers closed their open connections with 1001 at the deadline.
         assert bridge.log.count("close=1001") == len(held)
+        # Every line a worker logs names it; the arbiter's lines name none.
+        access_lines = [line for line in bridge.lines if "close=1001" in line]
+        assert all(re.search(r" worker [12] INFO greenbridge\.access: ", line)
+                   for line in access_lines)
+        assert {re.search(r" worker ([12]) INFO", line).group(1) for line in access_lines} \
+            == {"1", "2"}
+        for number in (1, 2):
+            assert re.search(r" worker %d INFO greenbridge\.server: greenbridge worker %d \(pid"
+                             % (number, number), bridge.log)
+        assert re.search(r"\d INFO greenbridge\.workers: greenbridge arbiter", bridge.log)
+
+
+def test_json_log_lines_name_their_worker(start_bridge):
+    bridge = start_bridge("--workers", "2", "--log-format", "json", script=ECHO_PHP)
+    wait_workers(bridge, [1, 2])
+    entries = [json.loads(line) for line in bridge.lines if line.startswith("{")]
+    listening = [entry for entry in entries if "listening on ws://" in entry["message"]]
+    assert sorted(entry["worker"] for entry in listening) == [1, 2]
+    assert all("worker" not in entry for entry in entries if entry["logger"] == "greenbridge.workers")
+    assert bridge.stop() == 0
 
 
 def test_limits_are_global_across_workers(start_bridge):

@@ -3,6 +3,16 @@
 // it talks over the back-connection socket, under websocketd over stdin and
 // stdout. The query string picks the work: ?echo (default) or ?stream.
 $id = getenv('WSS_CONNECTION_ID');
+if (getenv('WSS_MESSAGE_MODE') === 'framed') {
+    // greenbridge's framed mode, through its PHP library: message by message.
+    require __DIR__ . '/../../greenbridge/php/Greenbridge.php';
+    $client = Greenbridge\Connection::connect();
+    stream_set_timeout($client->stream(), 86400);
+    while (($message = $client->receive()) !== null) {
+        $client->send($message);
+    }
+    exit(0);
+}
 if ($id !== false) {
     $address = sprintf('tcp://%s:%s', getenv('WSS_TCP_HOST'), getenv('WSS_TCP_PORT'));
     $in = $out = stream_socket_client($address, $errno, $errstr, 5);
