@@ -637,6 +637,10 @@ def main():
     options = parser.parse_args()
     if shutil.which("websocketd") is None:
         parser.error("websocketd is not installed (apt-get install websocketd)")
+    try:
+        import picows  # noqa: F401 (the client processes import it; without it they die silently)
+    except ImportError:
+        parser.error("picows is not installed (.venv/bin/pip install -e '.[bench]')")
     os.makedirs(options.output, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix="greenbridge-bench-")
 
