@@ -6,8 +6,9 @@ for the descriptor in the hub and tries again. It offers what gevent's pywsgi
 handler and greenbridge's WebSocket code use of a socket. TLS failures
 surface as OSError, like any other broken connection.
 
-One greenlet may read while another writes: OpenSSL allows that on a
-non-blocking connection, and each call here finishes without switching.
+One greenlet may read while another writes: each OpenSSL call here finishes
+without switching, so two calls never overlap on the connection (unlike
+threads, which OpenSSL does not allow to share one).
 """
 
 import errno
