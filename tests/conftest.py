@@ -21,6 +21,19 @@ _LISTENING = re.compile(
     r"listening on (wss?)://([\d.]+):(\d+) \(PHP connects back to ([\d.]+):(\d+)\)")
 
 
+def read_until_closed(sock):
+    """What the server sent before it closed (a reset counts as closed)."""
+    received = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+    except ConnectionResetError:
+        return received
+
+
 def stop_process(process, timeout=10):
     """SIGTERM a helper process we started (by PID), SIGKILL it if it does not end."""
     if process.poll() is None:

@@ -14,6 +14,7 @@ from gevent import socket as gsocket
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import read_until_closed
 from greenbridge.backconnect import BackConnectListener
 from greenbridge.metrics import Metrics
 from greenbridge.server import listen_tcp
@@ -77,15 +78,7 @@ def send_request(port, data):
             sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed before reading it all
-        answer = b""
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return answer
-                answer += chunk
-        except ConnectionResetError:
-            return answer
+        return read_until_closed(sock)
 
 
 ANSWERS = (b"HTTP/1.1 101 ", b"HTTP/1.1 400 ", b"HTTP/1.1 414 ", b"HTTP/1.1 426 ",

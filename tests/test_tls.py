@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca
-from conftest import ECHO_PHP, REPO
+from conftest import ECHO_PHP, REPO, read_until_closed
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
 
@@ -453,19 +453,6 @@ def test_an_expired_certificate_warns_and_is_served(start_bridge, tmp_path, ca):
 
 
 # -- hardening ----------------------------------------------------------------
-
-def read_until_closed(sock):
-    """What the server sent before it closed (a reset counts as closed)."""
-    received = b""
-    try:
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return received
-            received += chunk
-    except ConnectionResetError:
-        return received
-
 
 def test_plain_http_and_garbage_on_the_tls_port_are_dropped_quietly(start_bridge):
     bridge = start_bridge("--tls-mode", "internal", "-l", "debug", script=ECHO_PHP)
