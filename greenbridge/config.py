@@ -297,7 +297,6 @@ def build_config(options, environment):
         acme = acme_settings.build_acme_settings(options, domains, key_type, {
             name: value for name, value in environment.items()
             if not name.startswith("WSS_CONFIG_")})
-    alpn = tuple(name.strip() for name in (options.tls_alpn or "").split(",") if name.strip())
     return Config(
         php_executable=php_executable,
         script=script,
@@ -345,7 +344,7 @@ def build_config(options, environment):
         tls_client_auth_ca=options.tls_client_auth_ca,
         tls_ciphers=_names(options.tls_ciphers),
         tls_curves=_names(options.tls_curves),
-        tls_alpn=alpn,
+        tls_alpn=comma_list(options.tls_alpn or ""),
         tls_secrets_log=options.tls_secrets_log,
         tls_min_version=options.tls_min_version,
         acme=acme,
