@@ -636,11 +636,11 @@ def main():
                         help="replace only the scenarios run in the existing results.json")
     options = parser.parse_args()
     if shutil.which("websocketd") is None:
-        parser.error("websocketd is not installed (apt-get install websocketd)")
+        parser.error("websocketd is not installed (scripts/setup.sh --bench)")
     try:
         import picows  # noqa: F401 (the client processes import it; without it they die silently)
     except ImportError:
-        parser.error("picows is not installed (.venv/bin/pip install -e '.[bench]')")
+        parser.error("picows is not installed (scripts/setup.sh --bench)")
     os.makedirs(options.output, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix="greenbridge-bench-")
 

@@ -2,6 +2,7 @@
 # Set up greenbridge on a Debian machine with Python 3:
 #   scripts/setup.sh          Debian packages it runs with (php-cli) + .venv with greenbridge
 #   scripts/setup.sh --test   the same, plus what the test suite needs
+#   scripts/setup.sh --bench  the same, plus what scripts/bench.py needs (websocketd, picows)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +12,16 @@ debian_packages=(php-cli)
 # pebble, bind9 (named) and bind9-dnsutils (dig): the ACME tests' CA and DNS servers.
 debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver)
 python_extras=""
-if [ "${1:-}" = "--test" ]; then
-    debian_packages+=("${debian_test_packages[@]}")
-    python_extras="[test]"
-fi
+case "${1:-}" in
+    --test)
+        debian_packages+=("${debian_test_packages[@]}")
+        python_extras="[test]" ;;
+    --bench)
+        debian_packages+=(websocketd)
+        python_extras="[bench]" ;;
+    "") ;;
+    *) echo "usage: scripts/setup.sh [--test | --bench]" >&2; exit 2 ;;
+esac
 
 missing=()
 for package in "${debian_packages[@]}"; do
