@@ -47,6 +47,11 @@ class BridgeServer(WSGIServer):
     and, on wss://, runs the TLS handshake under the same deadline and cap.
     """
 
+    # One accept per readiness, not gevent's 100: workers share the listening
+    # socket, and a worker that takes a burst of connections at once leaves the
+    # other cores idle (50 connections opened together went 47 to 3).
+    max_accept = 1
+
     def __init__(self, listener, application, handshakes, tls=None, **kwargs):
         super().__init__(listener, application, **kwargs)
         self.handshakes = handshakes
