@@ -18,6 +18,7 @@ import signal
 
 import gevent
 from gevent import subprocess
+from gevent.monkey import get_original
 from gevent.os import fork_and_watch
 
 log = logging.getLogger("greenbridge.php")
@@ -172,7 +173,7 @@ class SpawnedPopen(subprocess.Popen):
         self._loop.install_sigchld()
         try:
             # The watcher starts before the loop runs again: an exit cannot be missed.
-            self.pid = fork_and_watch(self._on_child, self._loop, True, fork=lambda: os.posix_spawnp(
+            self.pid = fork_and_watch(self._on_child, self._loop, True, fork=lambda: _posix_spawnp(
                 executable or args[0], args, env, file_actions=child_streams, setsid=True,
                 # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
                 setsigdef=_SIGNALS_TO_RESTORE))
@@ -190,6 +191,9 @@ class SpawnedPopen(subprocess.Popen):
 
 
 _SIGNALS_TO_RESTORE = (signal.SIGPIPE, signal.SIGXFSZ)
+# os.posix_spawnp as Python has it: once the server monkey-patches os, gevent's
+# version would start a second child watcher beside fork_and_watch's.
+_posix_spawnp = get_original("os", "posix_spawnp")
 
 
 def _close_inherited_on_exec():
