@@ -45,20 +45,21 @@ class FrameHeader:
         self.size = size  # bytes the header takes
 
 
-def header_size(buffer, offset=0):
-    """How many bytes the header at `offset` takes; the buffer must hold its first two."""
-    second = buffer[offset + 1]
-    length = second & _LENGTH_BITS
-    size = 2 + (2 if length == _LENGTH_16 else 8 if length == _LENGTH_64 else 0)
-    return size + 4 if second & _MASKED else size
-
-
 def parse_header(buffer, offset=0):
-    """The FrameHeader at `offset`; the buffer must hold header_size() bytes there."""
+    """The FrameHeader at `offset`, or None while the buffer holds only part of it.
+
+    One call per frame on the data path: finding the header's size and
+    parsing it are one step, not two.
+    """
+    available = len(buffer) - offset
+    if available < 2:
+        return None
     first, second = buffer[offset], buffer[offset + 1]
-    opcode = first & _OPCODE_BITS
-    fin = bool(first & _FIN)
     length = second & _LENGTH_BITS
+    masked = second & _MASKED
+    size = 2 + (2 if length == _LENGTH_16 else 8 if length == _LENGTH_64 else 0) + (4 if masked else 0)
+    if available < size:
+        return None
     position = offset + 2
     if length == _LENGTH_16:
         length = _unpack_16(buffer, position)[0]
@@ -66,16 +67,15 @@ def parse_header(buffer, offset=0):
     elif length == _LENGTH_64:
         length = _unpack_64(buffer, position)[0]
         position += 8
-    mask = None
-    if second & _MASKED:
-        mask = bytes(buffer[position:position + 4])
-        position += 4
+    mask = buffer[position:position + 4] if masked else None
+    opcode = first & _OPCODE_BITS
+    fin = bool(first & _FIN)
     if opcode >= _FIRST_CONTROL_OPCODE:
         if not fin:
             raise ProtocolError("fragmented control frame")
         if length > _MAX_CONTROL_PAYLOAD:
             raise ProtocolError("control frame of %d bytes (125 at most)" % length)
-    return FrameHeader(fin, opcode, first & _RSV_BITS, length, mask, position - offset)
+    return FrameHeader(fin, opcode, first & _RSV_BITS, length, mask, size)
 
 
 def encode_header(opcode, length):
@@ -100,6 +100,11 @@ def unmask(payload, mask):
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
 
 
+def check_text(message):
+    """UnicodeError unless the whole message is valid UTF-8 (as TextChecker says it)."""
+    codecs.utf_8_decode(message, "strict", True)
+
+
 class TextChecker:
     """Checks a text message's UTF-8 as its fragments arrive (UnicodeError when invalid).
 
@@ -117,7 +122,7 @@ class TextChecker:
     def feed(self, fragment, final):
         if self._decoder is None:
             if final:
-                codecs.utf_8_decode(fragment, "strict", True)
+                check_text(fragment)
                 return
             self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._decoder.decode(fragment, final)

@@ -30,7 +30,7 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Stream, WebSocket
 
-from greenbridge.frames import TextChecker, encode_header, header_size, parse_header, unmask
+from greenbridge.frames import TextChecker, check_text, encode_header, parse_header, unmask
 from greenbridge.sockets import fast_io, send_all
 
 from greenbridge.handshake import (MAX_HANDSHAKE_BYTES, UNLIMITED_HANDSHAKES, CappedReader,
@@ -163,6 +163,11 @@ class BridgeWebSocket(WebSocket):
         while True:
             header, payload = self._read_frame()
             frame_opcode = header.opcode
+            if header.fin and opcode is None and frame_opcode in (OPCODE_BINARY, OPCODE_TEXT):
+                # The usual message, one frame (its size already checked by _read_frame).
+                if frame_opcode == OPCODE_TEXT:
+                    check_text(payload)
+                return frame_opcode, payload
             if frame_opcode in (OPCODE_TEXT, OPCODE_BINARY):
                 if opcode is not None:
                     raise ProtocolError("new message started inside a fragmented one")
@@ -194,9 +199,10 @@ class BridgeWebSocket(WebSocket):
         return opcode, fragments[0] if len(fragments) == 1 else b"".join(fragments)
 
     def _read_frame(self):
-        self._buffer_at_least(2)
-        self._buffer_at_least(header_size(self._buffer, self._offset))
         header = parse_header(self._buffer, self._offset)
+        while header is None:  # only part of the header is here yet
+            self._receive_more()
+            header = parse_header(self._buffer, self._offset)
         self._offset += header.size
         self.last_received = time.monotonic()
         if header.rsv:
@@ -213,18 +219,16 @@ class BridgeWebSocket(WebSocket):
     # One receive usually brings a whole frame or several; nothing is read
     # byte by byte, and a large payload is received straight into its buffer.
 
-    def _buffer_at_least(self, count):
-        have = len(self._buffer) - self._offset
-        if have >= count:
-            return
-        chunks = [self._buffer[self._offset:]]
-        while have < count:
-            chunk = self._receive(max(_RECEIVE_SIZE, count - have))
-            if not chunk:
-                raise WebSocketError("connection ended inside a frame")
-            chunks.append(chunk)
-            have += len(chunk)
-        self._buffer, self._offset = b"".join(chunks), 0
+    def _receive_more(self):
+        """Add one receive to the unparsed bytes."""
+        chunk = self._receive(_RECEIVE_SIZE)
+        if not chunk:
+            raise WebSocketError("connection ended inside a frame")
+        if self._offset == len(self._buffer):
+            self._buffer = chunk  # the usual case, all parsed: nothing to copy
+        else:
+            self._buffer = self._buffer[self._offset:] + chunk
+        self._offset = 0
 
     def _take(self, count):
         """The next `count` bytes."""

@@ -39,12 +39,20 @@ def test_parse_header_agrees_with_gevent_websocket(length, masked):
         reference = Header.decode_header(io.BytesIO(encoded))
         # Anywhere in a buffer, with other bytes behind it.
         buffer = b"\x00\x00\x00" + encoded + b"payload"
-        assert frames.header_size(buffer, 3) == len(encoded)
         header = frames.parse_header(buffer, 3)
         assert (header.fin, header.opcode, header.length, header.size) == \
             (reference.fin, reference.opcode, reference.length, len(encoded))
         assert header.mask == (reference.mask or None)
         assert header.rsv == 0
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("masked", [True, False])
+def test_parse_header_waits_for_the_whole_header(length, masked):
+    encoded = bytes(Header.encode_header(True, 0x2, os.urandom(4) if masked else b"", length, 0))
+    for cut in range(len(encoded)):
+        assert frames.parse_header(b"\x00" + encoded[:cut], 1) is None
+    assert frames.parse_header(b"\x00" + encoded, 1).size == len(encoded)
 
 
 def test_parse_header_sees_reserved_bits_and_refuses_bad_control_frames():

@@ -3,6 +3,7 @@
 import os
 import socket
 import struct
+import time
 
 import pytest
 
@@ -138,3 +139,24 @@ def test_frames_sent_with_the_upgrade_request_are_not_lost(start_bridge):
         assert received == b"firstsecond"
     finally:
         sock.close()
+
+
+def test_frames_cut_anywhere_are_read_whole(start_bridge):
+    # A frame, then the start of the next one's header, then the rest a byte
+    # at a time: the receive buffer must join what each receive brings.
+    bridge = start_bridge()
+    client = RawClient(bridge.port)
+    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        second = frame(0x2, os.urandom(300))
+        client.sock.sendall(frame(0x2, b"first") + second[:3])
+        for index in range(3, 12):
+            time.sleep(0.02)
+            client.sock.sendall(second[index:index + 1])
+        client.sock.sendall(second[12:])
+        received = b""
+        while len(received) < 5 + 300:
+            received += client.read_frame()[1]
+        assert received == b"first" + unmask(second[8:], second[4:8])
+    finally:
+        client.close()
