@@ -121,15 +121,15 @@ def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, 
     data = early_data
     ended = False
     while True:
-        for event in decoder.feed(data) + (decoder.end() if ended else []):
-            if isinstance(event, modes.PhpProtocolError):
-                log.warning("[%s] %s; closing with %d", connection_id, event, event.code)
-                return event.code, event.client_reason
-            if isinstance(event, modes.Close):
-                return event.code, event.reason
+        events = decoder.feed(data)
+        if ended:
+            events += decoder.end()
+        for event in events:
+            if type(event) is not tuple:  # not an (opcode, payload) message: the end
+                return _close_for(event, connection_id)
             opcode, payload = event
             try:
-                websocket.send_message(payload, opcode)
+                websocket.send_frame(payload, opcode)
             except (OSError, WebSocketError):
                 return CLIENT_ENDED
             traffic.to_client += len(payload)
@@ -141,6 +141,14 @@ def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, 
         except OSError:
             data = b""
         ended = not data
+
+
+def _close_for(event, connection_id):
+    """The (code, reason) to close the client with for a decoder's Close or PhpProtocolError."""
+    if isinstance(event, modes.PhpProtocolError):
+        log.warning("[%s] %s; closing with %d", connection_id, event, event.code)
+        return event.code, event.client_reason
+    return event.code, event.reason
 
 
 class Heartbeat:

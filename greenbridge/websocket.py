@@ -265,9 +265,6 @@ class BridgeWebSocket(WebSocket):
 
     # -- writing ---------------------------------------------------------
 
-    def send_message(self, payload, opcode=OPCODE_BINARY):
-        self.send_frame(payload, opcode)
-
     def send_frame(self, payload, opcode):
         if self.closed:
             raise WebSocketError("connection is closed")
