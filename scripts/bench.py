@@ -600,7 +600,7 @@ def draw_chart(results, path):
         axis.axis("off")
     figure.suptitle("greenbridge (--workers %s) vs websocketd, same PHP, %s; bars: medians, dots: runs"
                     % (results["workers"], results["machine"]["summary"]), fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title
     figure.savefig(path, dpi=110)
 
 
