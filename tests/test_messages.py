@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from urllib.parse import quote
 
 import pytest
@@ -193,6 +194,34 @@ def test_library_receive_timeout_returns_null_while_connected(start_bridge):
     with connect(bridge.url("/?do=timeout")) as ws:
         assert json.loads(ws.recv(timeout=10)) == {"message": None, "connected": True,
                                                    "waited": True}
+
+
+def test_library_receive_returns_null_when_a_signal_interrupts_it(start_bridge):
+    bridge = library_bridge(start_bridge, "framed")
+    with connect(bridge.url("/?do=interrupted")) as ws:
+        assert json.loads(ws.recv(timeout=10)) == {"message": None, "connected": True}
+        ws.send("after the signal")
+        assert ws.recv(timeout=10) == "next: after the signal"
+
+
+def test_library_receive_waits_on_a_non_blocking_stream(start_bridge):
+    bridge = library_bridge(start_bridge, "framed")
+    with connect(bridge.url("/?do=nonblocking")) as ws:
+        time.sleep(0.5)  # PHP is in receive() by now
+        ws.send("late")
+        assert ws.recv(timeout=10) == "got: late"
+
+
+def test_library_works_without_the_sockets_extension(start_bridge, tmp_path):
+    php = tmp_path / "php"
+    php.write_text("#!/bin/sh\nexec php -n \"$@\"\n")  # -n: no php.ini, no shared extensions
+    php.chmod(0o755)
+    bridge = start_bridge("--message-mode", "framed", script=LIBRARY_PHP, php=str(php))
+    with connect(bridge.url("/?do=sockets_extension")) as ws:
+        assert ws.recv(timeout=10) == "sockets extension: no"
+        for message in ("text é", b"\x00binary"):
+            ws.send(message)
+            assert ws.recv(timeout=10) == message
 
 
 def test_library_stream_works_with_stream_select(start_bridge):

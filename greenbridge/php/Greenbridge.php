@@ -69,6 +69,8 @@ final class Connection
 
     /** @var resource|null */
     private $socket;
+    /** @var \Socket|resource|null the same socket for the sockets extension, when it is loaded */
+    private $directSocket = null;
     /** @var array<string, string> */
     private $environment;
     /** @var string */
@@ -123,6 +125,9 @@ final class Connection
         $this->socket = $socket;
         $this->environment = $environment;
         $this->mode = $environment['WSS_MESSAGE_MODE'] ?? self::MODE_RAW;
+        if (function_exists('socket_import_stream')) {
+            $this->directSocket = @socket_import_stream($socket) ?: null;
+        }
     }
 
     public function __destruct()
@@ -227,18 +232,26 @@ final class Connection
 
     private function readMore(?float $deadline): bool
     {
-        $read = [$this->socket];
-        $write = $except = null;
-        if ($deadline === null) {
-            $ready = @stream_select($read, $write, $except, null);
+        if ($deadline === null && $this->directSocket !== null) {
+            // PHP's streams poll before every socket read; the sockets
+            // extension just reads: one system call per read instead of three.
+            $chunk = @socket_read($this->directSocket, self::READ_SIZE);
+            if ($chunk === false) {
+                $error = socket_last_error($this->directSocket);
+                socket_clear_error($this->directSocket);
+                if ($error === SOCKET_EINTR) {
+                    return false;  // a signal interrupted the wait
+                }
+                if ($error === SOCKET_EAGAIN) {
+                    $chunk = $this->waitAndRead(null);  // the caller made the stream non-blocking
+                }
+            }
         } else {
-            $left = max(0.0, $deadline - microtime(true));
-            $ready = @stream_select($read, $write, $except, (int)$left, (int)(fmod($left, 1.0) * 1e6));
+            $chunk = $this->waitAndRead($deadline);
         }
-        if (!$ready) {
-            return false;  // timed out, or a signal interrupted the wait
+        if ($chunk === null) {
+            return false;
         }
-        $chunk = fread($this->socket, self::READ_SIZE);
         if ($chunk === false || $chunk === '') {
             if ($this->mode === self::MODE_FRAMED && $this->closeCode === null) {
                 $this->closeCode = 1006;
@@ -248,6 +261,24 @@ final class Connection
         }
         $this->buffer .= $chunk;
         return true;
+    }
+
+    /** stream_select, then fread: the bytes ('' or false at the end), or null when the wait ended first. */
+    private function waitAndRead(?float $deadline): ?string
+    {
+        $read = [$this->socket];
+        $write = $except = null;
+        if ($deadline === null) {
+            $ready = @stream_select($read, $write, $except, null);
+        } else {
+            $left = max(0.0, $deadline - microtime(true));
+            $ready = @stream_select($read, $write, $except, (int)$left, (int)(fmod($left, 1.0) * 1e6));
+        }
+        if (!$ready) {
+            return null;  // timed out, or a signal interrupted the wait
+        }
+        $chunk = fread($this->socket, self::READ_SIZE);
+        return $chunk === false ? '' : $chunk;
     }
 
     private function takeMessage(): ?Message
@@ -402,6 +433,7 @@ final class Connection
     private function disconnect(): void
     {
         if ($this->socket !== null) {
+            $this->directSocket = null;  // it holds the stream: drop it first
             fclose($this->socket);
             $this->socket = null;
         }

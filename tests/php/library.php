@@ -55,6 +55,28 @@ switch ($do) {
         }
         $client->sendText(json_encode($got));
         break;
+    case 'interrupted':
+        // A signal whose handler does not restart system calls ends a blocking receive().
+        pcntl_async_signals(true);
+        pcntl_signal(SIGALRM, function () {}, false);
+        pcntl_alarm(1);
+        $message = $client->receive();
+        $client->sendText(json_encode(['message' => $message, 'connected' => $client->isConnected()]));
+        $next = $client->receive();
+        $client->sendText($next === null ? 'lost' : 'next: ' . $next->data);
+        break;
+    case 'nonblocking':
+        // receive() without a timeout still waits on a stream made non-blocking.
+        stream_set_blocking($client->stream(), false);
+        $message = $client->receive();
+        $client->sendText($message === null ? 'returned early' : 'got: ' . $message->data);
+        break;
+    case 'sockets_extension':
+        $client->sendText('sockets extension: ' . (extension_loaded('sockets') ? 'yes' : 'no'));
+        while (($message = $client->receive()) !== null) {
+            $client->send($message);
+        }
+        break;
     case 'close':
         $client->receive();
         $client->close((int)$q['code'], $q['reason'] ?? '');
