@@ -150,6 +150,12 @@ class PhpProcess:
             pass
 
 
+_SIGNALS_TO_RESTORE = (signal.SIGPIPE, signal.SIGXFSZ)
+# os.posix_spawnp as Python has it: once the server monkey-patches os, gevent's
+# version would start a second child watcher beside fork_and_watch's.
+_posix_spawnp = get_original("os", "posix_spawnp")
+
+
 class SpawnedPopen(subprocess.Popen):
     """gevent's Popen, its child started by posix_spawn, in a new session.
 
@@ -188,12 +194,6 @@ class SpawnedPopen(subprocess.Popen):
             if devnull is not None:
                 os.close(devnull)
             self._closed_child_pipe_fds = True
-
-
-_SIGNALS_TO_RESTORE = (signal.SIGPIPE, signal.SIGXFSZ)
-# os.posix_spawnp as Python has it: once the server monkey-patches os, gevent's
-# version would start a second child watcher beside fork_and_watch's.
-_posix_spawnp = get_original("os", "posix_spawnp")
 
 
 def _close_inherited_on_exec():
