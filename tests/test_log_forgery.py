@@ -92,6 +92,18 @@ def test_php_logging_its_clients_message_forges_no_line(start_bridge, log_format
     bridge.assert_serves()
 
 
+@both_formats
+def test_a_client_cannot_choose_the_connection_id_of_a_line(start_bridge, log_format):
+    bridge = start_bridge("--log-format", log_format)
+    request = upgrade_request("/x").replace(b"GET", ("[%s]" % FORGED_ID).encode(), 1)
+    assert raw_http(bridge.port, request).startswith("HTTP/1.1 400 ")
+    bridge.wait_for_log(FORGED_ID)
+    bridge.assert_serves()
+    bridge.wait_for_log(".*greenbridge.access.*")
+    assert_every_line_is_the_servers_own(bridge, log_format)
+    assert len([line for line in bridge.lines if FORGED_ID in line]) == 1
+
+
 def test_json_lines_take_the_connection_id_from_the_record_never_from_the_text():
     # A message that starts the way connection lines used to ("[<ID>] ...").
     record = logging.LogRecord("greenbridge.app", logging.INFO, __file__, 1, "[%s] /x from %s",
