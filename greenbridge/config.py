@@ -14,6 +14,7 @@ from greenbridge import modes, origin, routing
 # As a module: acme/settings.py imports this one for ConfigError.
 from greenbridge.acme import settings as acme_settings
 from greenbridge.tls.selfsigned import KEY_TYPES as TLS_KEY_TYPES
+from greenbridge.websocket import is_token
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 LOG_FORMATS = ("text", "json")
@@ -252,8 +253,7 @@ origin_pattern.__name__ = "origin (https://host[:port] or *.example.com)"
 
 def subprotocol(text):
     name = text.strip()
-    # A token (RFC 7230): visible ASCII without separators.
-    if not name or any(ch in '()<>@,;:\\"/[]?={} \t' or not 32 < ord(ch) < 127 for ch in name):
+    if not is_token(name):
         raise ValueError(text)
     return name
 

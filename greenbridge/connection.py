@@ -13,6 +13,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from greenbridge import modes, pump
+from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
 from greenbridge.process import PhpProcess, build_environment, describe_exit
 from greenbridge.websocket import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
@@ -94,7 +95,7 @@ class Connection:
         try:
             back_connection = self._spawn_until_connected(pending, client_gone)
             if back_connection is None and client_gone.ready():
-                log.warning("[%s] client left while PHP was starting", self.id)
+                log.warning("client left while PHP was starting", extra=connection_fields(self.id))
                 self._websocket.mark_disconnected()
             return back_connection
         finally:
@@ -122,8 +123,8 @@ class Connection:
                 self._process = PhpProcess.spawn(command, environment, self.id)
             except OSError as error:
                 self._metrics.spawn_failures.inc()
-                log.warning("[%s] spawning PHP failed (attempt %d of %d): %s",
-                            self.id, attempt, attempts, error)
+                log.warning("spawning PHP failed (attempt %d of %d): %s", attempt, attempts,
+                            error, extra=connection_fields(self.id))
                 continue
             spawned = time.monotonic()
             remaining = max(0.0, deadline - spawned)
@@ -137,11 +138,12 @@ class Connection:
             if self._close_request.ready() or client_gone.ready():
                 return None
             if self._process.returncode is None:
-                log.warning("[%s] PHP did not connect back within %gs",
-                            self.id, config.php_connect_timeout)
+                log.warning("PHP did not connect back within %gs", config.php_connect_timeout,
+                            extra=connection_fields(self.id))
                 return None
-            log.warning("[%s] PHP ended before connecting back (%s; attempt %d of %d)",
-                        self.id, describe_exit(self._process.returncode), attempt, attempts)
+            log.warning("PHP ended before connecting back (%s; attempt %d of %d)",
+                        describe_exit(self._process.returncode), attempt, attempts,
+                        extra=connection_fields(self.id))
             self._end_process()
         return None
 
@@ -240,8 +242,9 @@ class Connection:
         websocket = self._websocket
         returncode = self._process.returncode if self._process is not None else None
         access_log.info(
-            "[%s] %s:%d %s %.3fs in=%d out=%d close=%s %r php=%s",
-            self.id, request.client_ip, request.client_port, request.uri,
+            "%s:%d %s %.3fs in=%d out=%d close=%s %r php=%s",
+            request.client_ip, request.client_port, request.uri,
             time.monotonic() - started, self._traffic.to_php, self._traffic.to_client,
             websocket.close_code, websocket.close_reason,
-            "not started" if self._process is None else describe_exit(returncode))
+            "not started" if self._process is None else describe_exit(returncode),
+            extra=connection_fields(self.id))

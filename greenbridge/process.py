@@ -21,6 +21,8 @@ from gevent import subprocess
 from gevent.monkey import get_original
 from gevent.os import fork_and_watch
 
+from greenbridge.logs import connection_fields
+
 log = logging.getLogger("greenbridge.php")
 
 # Output lines longer than this are logged cut, so a runaway script cannot
@@ -230,7 +232,7 @@ class LineRelay:
     pipe, and nothing is buffered but the start of an unfinished line.
     """
 
-    __slots__ = ("_fd", "_watcher", "_line", "_dropped", "_connection_id", "_stream_name",
+    __slots__ = ("_fd", "_watcher", "_line", "_dropped", "_log_fields", "_stream_name",
                  "_level")
 
     def __init__(self, fd, connection_id, stream_name, level):
@@ -238,7 +240,7 @@ class LineRelay:
         self._fd = fd
         self._line = b""  # the line so far, up to LOG_LINE_MAX_BYTES
         self._dropped = 0  # bytes of it past the cut
-        self._connection_id = connection_id
+        self._log_fields = connection_fields(connection_id)
         self._stream_name = stream_name
         self._level = level
         self._watcher = gevent.get_hub().loop.io(fd, 1)
@@ -284,7 +286,7 @@ class LineRelay:
             line += b"... [%d more bytes]" % self._dropped
         text = line.rstrip(b"\r\n").decode("utf-8", "replace")
         self._line, self._dropped = b"", 0
-        log.log(self._level, "[%s] %s: %s", self._connection_id, self._stream_name, text)
+        log.log(self._level, "%s: %s", self._stream_name, text, extra=self._log_fields)
 
     def finish(self):
         """The process is gone: log what is left in the pipe and close it."""

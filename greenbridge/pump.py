@@ -18,6 +18,7 @@ from gevent.event import AsyncResult
 from geventwebsocket.exceptions import WebSocketError
 
 from greenbridge import modes
+from greenbridge.logs import connection_fields
 from greenbridge.websocket import CLOSE_GOING_AWAY, OPCODE_PING
 
 log = logging.getLogger("greenbridge.pump")
@@ -146,7 +147,8 @@ def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, 
 def _close_for(event, connection_id):
     """The (code, reason) to close the client with for a decoder's Close or PhpProtocolError."""
     if isinstance(event, modes.PhpProtocolError):
-        log.warning("[%s] %s; closing with %d", connection_id, event, event.code)
+        log.warning("%s; closing with %d", event, event.code,
+                    extra=connection_fields(connection_id))
         return event.code, event.client_reason
     return event.code, event.reason
 

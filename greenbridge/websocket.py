@@ -19,6 +19,7 @@ What the stock classes get wrong for a bridge, and what replaces it here:
 import base64
 import hashlib
 import logging
+import re
 import struct
 import time
 from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO, TCP_NODELAY
@@ -73,6 +74,8 @@ _TCP_ESTABLISHED = 1
 _HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                                b"Connection: close\r\nContent-Length: 0\r\n\r\n")
 _BAD_REQUEST_RESPONSE = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+# RFC 9110 5.6.2: methods, header names and subprotocols are tokens.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class MessageTooBig(WebSocketError):
@@ -345,6 +348,10 @@ class Rejected(Exception):
 _REJECTION_KINDS = {"503": "limit", "403": "origin", "404": "route"}
 
 
+def is_token(text):
+    return _TOKEN.fullmatch(text) is not None
+
+
 def wants_websocket(environ):
     """Does the request ask for a WebSocket (well-formed or not)?"""
     upgrade = environ.get("HTTP_UPGRADE", "").lower()
@@ -472,10 +479,19 @@ class BridgeHandler(WebSocketHandler):
             self._uncap()
 
     def read_request(self, raw_requestline):
+        self._check_method(raw_requestline)
         result = super().read_request(raw_requestline)
         # The headers are in: a body or WebSocket frames are read without the cap.
         self._uncap()
         return result
+
+    @staticmethod
+    def _check_method(raw_requestline):
+        # gevent takes any word for the method, and the method is logged and
+        # handed to the application: only a token gets that far.
+        method = raw_requestline.split(None, 1)[:1]  # gevent's first word
+        if method and not is_token(method[0]):
+            raise ValueError("method %r is not an HTTP token" % method[0][:50])
 
     def _uncap(self):
         if isinstance(self.rfile, CappedReader):

@@ -84,6 +84,11 @@ switch ($do) {
         fclose(STDERR);
         send_all($socket, $id);
         break;
+    case 'log_message':
+        // A script that logs what its client sent: the first message goes to stderr.
+        send_all($socket, $id);
+        fwrite(STDERR, fread($socket, 65536) . "\n");
+        break;
     case 'ignore_term':
         pcntl_async_signals(true);
         pcntl_signal(SIGTERM, SIG_IGN);
