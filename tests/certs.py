@@ -58,6 +58,11 @@ def make_ca(common_name="greenbridge test CA"):
     return _make(common_name, (), None, False, None, None, True)
 
 
+def make_self_signed_client(common_name):
+    """A client certificate that signs itself: no CA vouches for it."""
+    return _make(common_name, (), None, True, None, None, False)
+
+
 def _make(common_name, names, issuer, client, not_before, not_after, ca):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),

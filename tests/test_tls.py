@@ -4,6 +4,7 @@ Clients are real: the websockets library and Python's ssl module over TLS,
 and ``openssl s_client`` where the issue asks to see ciphers, groups and ALPN.
 """
 
+import collections
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
-from certs import DAY, NOW, make_ca
+from certs import DAY, NOW, make_ca, make_self_signed_client
 from conftest import ECHO_PHP, REPO, read_until_closed
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
@@ -47,7 +49,8 @@ def server_files(tmp_path, ca):
     return ca.issue("localhost", ["localhost"]).write(tmp_path, "server")
 
 
-def client_context(trusted_pem=None, certificate=None, maximum_version=None):
+def client_context(trusted_pem=None, certificate=None, maximum_version=None,
+                   minimum_version=None):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if trusted_pem is None:
         context.check_hostname = False
@@ -58,6 +61,8 @@ def client_context(trusted_pem=None, certificate=None, maximum_version=None):
         context.load_cert_chain(*certificate)
     if maximum_version is not None:
         context.maximum_version = maximum_version
+    if minimum_version is not None:
+        context.minimum_version = minimum_version
     return context
 
 
@@ -85,6 +90,45 @@ def php_environment(bridge, context, server_hostname="localhost"):
     with connect_wss(bridge.url("/?do=env"), ssl=context, server_hostname=server_hostname,
                  open_timeout=20) as ws:
         return json.loads(ws.recv(timeout=20))
+
+
+# PHP sends its WSS_* variables as JSON and exits; the server then closes.
+ENV_UPGRADE = (b"GET /?do=env&then_exit=1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+TLSExchange = collections.namedtuple("TLSExchange", "env version session reused")
+
+
+def tls_exchange(port, context, session=None):
+    """One single-threaded wss:// connection (resuming `session` if given) asking PHP for
+    its environment."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(ENV_UPGRADE)
+            received = read_until_closed(tls)
+            # Read to the end: a TLS 1.3 session ticket comes after the handshake.
+            return TLSExchange(json.loads(data_frames_payload(received)), tls.version(),
+                               tls.session, tls.session_reused)
+
+
+def data_frames_payload(received):
+    """The payloads of the data frames after a 101 answer, up to the close frame, joined."""
+    head, _, frames = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), received[:200]
+    payload = b""
+    while frames:
+        opcode, length, offset = frames[0] & 0x0F, frames[1] & 0x7F, 2
+        if length == 126:
+            length, offset = struct.unpack("!H", frames[2:4])[0], 4
+        elif length == 127:
+            length, offset = struct.unpack("!Q", frames[2:10])[0], 10
+        if opcode == 0x8:
+            break
+        payload += frames[offset:offset + length]
+        frames = frames[offset + length:]
+    return payload
 
 
 def assert_echoes(ws, text="ping"):
@@ -230,17 +274,49 @@ def test_client_certificate_with_openssl_s_client(start_bridge, tmp_path, ca, se
                           "--tls-client-auth", "require-and-verify",
                           "--tls-client-auth-ca", str(ca_path))
     client_cert, client_key = ca.issue("bob", client=True).write(tmp_path, "bob")
-    upgrade = (b"GET /?do=env&then_exit=1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               b"Sec-WebSocket-Version: 13\r\n\r\n")
-    report = s_client(bridge.port, "-cert", client_cert, "-key", client_key, stdin=upgrade)
+    report = s_client(bridge.port, "-cert", client_cert, "-key", client_key, stdin=ENV_UPGRADE)
     assert "101 Switching Protocols" in report
     assert '"WSS_CLIENT_CERT_SUBJECT":"O=greenbridge tests,CN=bob"' in report
     assert '"WSS_CLIENT_CERT_VERIFIED":"1"' in report
     # Without a certificate the server ends the handshake.
-    refused = s_client(bridge.port, stdin=upgrade)
+    refused = s_client(bridge.port, stdin=ENV_UPGRADE)
     assert "101 Switching Protocols" not in refused
     assert "certificate required" in refused or "handshake failure" in refused
+
+
+# (the only version offered, its name in ssl, whether the client takes session tickets)
+RESUMPTIONS = {
+    "tls1.2-session-id": (ssl.TLSVersion.TLSv1_2, "TLSv1.2", False),
+    "tls1.2-ticket": (ssl.TLSVersion.TLSv1_2, "TLSv1.2", True),
+    "tls1.3-psk": (ssl.TLSVersion.TLSv1_3, "TLSv1.3", True),
+}
+
+
+@pytest.mark.parametrize("resumption", list(RESUMPTIONS))
+@pytest.mark.parametrize("mode", ["request", "require"])
+def test_a_resumed_session_keeps_the_verdict_on_the_client_certificate(
+        start_bridge, tmp_path, ca, server_files, mode, resumption):
+    cert_path, key_path = server_files
+    ca_path = tmp_path / "clients-ca.pem"
+    ca_path.write_bytes(ca.cert_pem)
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          "--tls-client-auth", mode, "--tls-client-auth-ca", str(ca_path))
+    version, version_name, tickets = RESUMPTIONS[resumption]
+    for issued, verified in ((ca.issue("alice", client=True), "1"),
+                             (make_self_signed_client("mallory"), "0")):
+        context = client_context(ca.cert_pem, issued.write(tmp_path, "client"), version, version)
+        if not tickets:
+            context.options |= ssl.OP_NO_TICKET  # the server falls back to its session cache
+        first = tls_exchange(bridge.port, context)
+        assert first.version == version_name and not first.reused
+        assert first.session.has_ticket == tickets
+        second = tls_exchange(bridge.port, context, first.session)
+        assert second.reused, "the server did not resume the session"
+        fingerprint = issued.certificate.fingerprint(hashes.SHA256()).hex()
+        for exchange in (first, second):
+            assert exchange.env["WSS_CLIENT_CERT_FINGERPRINT"] == fingerprint
+            assert exchange.env["WSS_CLIENT_CERT_VERIFIED"] == verified, exchange.env
+    assert "Traceback" not in bridge.log
 
 
 # -- options ------------------------------------------------------------------

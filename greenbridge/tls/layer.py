@@ -15,9 +15,10 @@ from OpenSSL import SSL
 from greenbridge.acme import AcmeError
 from greenbridge.acme.renewal import CertificateManager
 from greenbridge.logs import format_address
-from greenbridge.tls.context import TLSOptionError, build_context, client_certificate_verified
+from greenbridge.tls.context import TLSOptionError, build_context
 from greenbridge.tls.greensocket import GreenTLSSocket, describe_error
 from greenbridge.tls.holder import CertificateError, CertificateHolder
+from greenbridge.tls.openssl_binding import peer_certificate_verified
 from greenbridge.tls.selfsigned import self_signed_pair
 
 log = logging.getLogger("greenbridge.tls")
@@ -178,7 +179,7 @@ def client_certificate_variables(tls):
         "WSS_CLIENT_CERT_SERIAL": "%X" % certificate.serial_number,
         "WSS_CLIENT_CERT_FINGERPRINT": hashlib.sha256(
             certificate.public_bytes(serialization.Encoding.DER)).hexdigest(),
-        "WSS_CLIENT_CERT_VERIFIED": "1" if client_certificate_verified(tls) else "0",
+        "WSS_CLIENT_CERT_VERIFIED": "1" if peer_certificate_verified(tls) else "0",
         "WSS_CLIENT_CERT_PEM": certificate.public_bytes(serialization.Encoding.PEM).decode(),
     })
     return variables
