@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import struct
 import subprocess
 import sys
@@ -368,6 +369,37 @@ def test_secrets_log_holds_the_same_secrets_as_the_client(start_bridge, tmp_path
     assert client_lines <= set(server_log.read_text().split("\n"))
 
 
+@pytest.fixture
+def usual_umask():
+    """umask 022 (files 0644 unless asked otherwise) for the servers this test starts."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_secrets_log_is_created_readable_by_its_owner_only(start_bridge, tmp_path, usual_umask):
+    path = tmp_path / "keys.log"
+    start_bridge("--tls-mode", "internal", "--tls-secrets-log", str(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_secrets_log_others_can_read_is_left_alone_until_made_private(start_bridge, tmp_path):
+    path = tmp_path / "keys.log"
+    path.write_bytes(b"# an earlier capture\n")
+    path.chmod(0o640)
+    status, output = start_failure("--tls-mode", "internal", "--tls-secrets-log", str(path))
+    assert status == 2 and "can be read by other users (mode 0640)" in output, output
+    assert path.read_bytes() == b"# an earlier capture\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    path.chmod(0o600)
+    bridge = start_bridge("--tls-mode", "internal", "--tls-secrets-log", str(path),
+                          script=ECHO_PHP)
+    with connect_wss(bridge.url(), ssl=client_context(), open_timeout=20) as ws:
+        assert_echoes(ws)
+    kept, _, appended = path.read_bytes().partition(b"\n")
+    assert kept == b"# an earlier capture" and b"\nCLIENT_TRAFFIC_SECRET_0 " in b"\n" + appended
+
+
 def test_min_version_1_3_refuses_tls_1_2(start_bridge):
     bridge = start_bridge("--tls-mode", "internal", "--tls-min-version", "1.3")
     with pytest.raises(ssl.SSLError):
@@ -465,9 +497,12 @@ def bad_inputs(tmp_path, ca):
     unreadable = tmp_path / "unreadable.key"
     shutil.copy(good_key, unreadable)
     unreadable.chmod(0)
+    public_log = tmp_path / "public-keys.log"
+    public_log.touch()
+    public_log.chmod(0o644)
     return {"cert": good_cert, "key": good_key, "other_key": other_key,
             "unreadable": str(unreadable), "missing": str(tmp_path / "missing.pem"),
-            "ca": str(tmp_path / "good.crt")}
+            "ca": str(tmp_path / "good.crt"), "public_log": str(public_log)}
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -498,6 +533,9 @@ def bad_inputs(tmp_path, ca):
      r"argument --tls-min-version: invalid choice \(1\.2, 1\.3\) value: '1\.1'"),
     (["--tls-mode", "internal", "--tls-secrets-log", "/nonexistent-dir/keys.log"],
      r"--tls-secrets-log: cannot open '/nonexistent-dir/keys.log'"),
+    (["--tls-mode", "internal", "--tls-secrets-log", "{public_log}"],
+     r"--tls-secrets-log: '.*public-keys\.log' can be read by other users \(mode 0644\); "
+     r"chmod 600 it or name a new file"),
 ])
 def test_bad_tls_input_stops_start_up_with_one_line(bad_inputs, flags, message):
     status, output = start_failure(*[flag.format(**bad_inputs) for flag in flags])

@@ -7,6 +7,7 @@ connection slot is taken, under the server's --handshake-timeout.
 import hashlib
 import logging
 import os
+import stat
 
 import gevent
 from cryptography.hazmat.primitives import serialization
@@ -84,12 +85,20 @@ class TLSLayer:
             self._watcher = gevent.spawn(self._acme.run_renewals, renews)
 
     def _open_secrets_log(self, path):
+        # Whoever reads the file can decrypt the traffic: created for the owner
+        # only, whatever the umask, and never appended to if others can read it.
         try:
-            # Unbuffered: a key line is useful only if it is on disk when Wireshark looks.
-            self._secrets_log = open(path, "ab", buffering=0)
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as error:
             raise TLSSetupError("--tls-secrets-log: cannot open %r: %s"
                                 % (path, error.strerror)) from None
+        mode = stat.S_IMODE(os.fstat(descriptor).st_mode)
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            os.close(descriptor)
+            raise TLSSetupError("--tls-secrets-log: %r can be read by other users (mode %04o); "
+                                "chmod 600 it or name a new file" % (path, mode))
+        # Unbuffered: a key line is useful only if it is on disk when Wireshark looks.
+        self._secrets_log = open(descriptor, "ab", buffering=0)
         log.warning("INSECURE: TLS session secrets are written to %s (--tls-secrets-log); "
                     "anyone who can read it can decrypt the traffic", path)
 
