@@ -22,11 +22,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
-from certs import DAY, NOW, make_ca, make_self_signed_client
+from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
 from conftest import ECHO_PHP, REPO, read_until_closed
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
@@ -318,6 +318,31 @@ def test_a_resumed_session_keeps_the_verdict_on_the_client_certificate(
             assert exchange.env["WSS_CLIENT_CERT_FINGERPRINT"] == fingerprint
             assert exchange.env["WSS_CLIENT_CERT_VERIFIED"] == verified, exchange.env
     assert "Traceback" not in bridge.log
+
+
+def test_a_client_certificate_cryptography_cannot_read_is_refused_with_400(start_bridge, tmp_path,
+                                                                           ca, server_files):
+    cert_path, key_path = server_files
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          "--tls-client-auth", "request")
+    der, key = make_version_2_certificate("version 2")
+    odd_cert, odd_key = tmp_path / "v2.crt", tmp_path / "v2.key"
+    odd_cert.write_text(ssl.DER_cert_to_PEM_cert(der))
+    odd_key.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    context = client_context(ca.cert_pem, (str(odd_cert), str(odd_key)))
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(ENV_UPGRADE)
+            assert read_until_closed(tls).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    bridge.wait_for_log(r"INFO greenbridge\.app: GET / from 127\.0\.0\.1: 400 Bad Request "
+                        r"\(unreadable client certificate \(InvalidVersion: 1 is not a valid "
+                        r"X509 version\)\)")
+    assert "Traceback" not in bridge.log
+    # Served as before: a readable certificate, and none.
+    alice = ca.issue("alice", client=True)
+    env = tls_exchange(bridge.port, client_context(ca.cert_pem, alice.write(tmp_path, "a"))).env
+    assert env["WSS_CLIENT_CERT_SUBJECT"] == "O=greenbridge tests,CN=alice"
+    assert "WSS_CLIENT_CERT_PEM" not in tls_exchange(bridge.port, client_context(ca.cert_pem)).env
 
 
 # -- options ------------------------------------------------------------------

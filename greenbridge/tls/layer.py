@@ -10,6 +10,7 @@ import os
 import stat
 
 import gevent
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
@@ -176,20 +177,30 @@ def _file_states(paths):
     return states
 
 
-def client_certificate_variables(tls):
-    """The WSS_TLS / WSS_CLIENT_CERT_* variables PHP gets for a pyOpenSSL connection."""
-    variables = {"WSS_TLS": "1"}
-    certificate = tls.get_peer_certificate(as_cryptography=True)
-    if certificate is None:
-        return variables
-    variables.update({
-        "WSS_CLIENT_CERT_SUBJECT": certificate.subject.rfc4514_string(),
-        "WSS_CLIENT_CERT_ISSUER": certificate.issuer.rfc4514_string(),
-        "WSS_CLIENT_CERT_SERIAL": "%X" % certificate.serial_number,
-        "WSS_CLIENT_CERT_FINGERPRINT": hashlib.sha256(
-            certificate.public_bytes(serialization.Encoding.DER)).hexdigest(),
-        "WSS_CLIENT_CERT_VERIFIED": "1" if peer_certificate_verified(tls) else "0",
-        "WSS_CLIENT_CERT_PEM": certificate.public_bytes(serialization.Encoding.PEM).decode(),
-    })
-    return variables
+class UnreadableClientCertificate(Exception):
+    """OpenSSL took the client's certificate, cryptography cannot read it (e.g. X.509 v2)."""
 
+
+def client_certificate_variables(tls):
+    """The WSS_TLS / WSS_CLIENT_CERT_* variables PHP gets for a pyOpenSSL connection.
+
+    UnreadableClientCertificate if the certificate cannot be described to PHP.
+    """
+    variables = {"WSS_TLS": "1"}
+    try:
+        certificate = tls.get_peer_certificate(as_cryptography=True)
+        if certificate is None:
+            return variables
+        variables.update({
+            "WSS_CLIENT_CERT_SUBJECT": certificate.subject.rfc4514_string(),
+            "WSS_CLIENT_CERT_ISSUER": certificate.issuer.rfc4514_string(),
+            "WSS_CLIENT_CERT_SERIAL": "%X" % certificate.serial_number,
+            "WSS_CLIENT_CERT_FINGERPRINT": hashlib.sha256(
+                certificate.public_bytes(serialization.Encoding.DER)).hexdigest(),
+            "WSS_CLIENT_CERT_VERIFIED": "1" if peer_certificate_verified(tls) else "0",
+            "WSS_CLIENT_CERT_PEM": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        })
+    except (ValueError, x509.InvalidVersion) as error:
+        # cryptography parses more strictly than OpenSSL, partly only when a field is read.
+        raise UnreadableClientCertificate("%s: %s" % (type(error).__name__, error)) from None
+    return variables
