@@ -17,7 +17,7 @@ from greenbridge.connection import Connection
 from greenbridge.origin import OriginPolicy
 from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
-from greenbridge.tls.layer import client_certificate_variables
+from greenbridge.tls.layer import UnreadableClientCertificate, client_certificate_variables
 from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION,
                                    CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
                                    rejection_response)
@@ -47,7 +47,11 @@ class Request:
 def _tls_variables(environ):
     tls = environ.get("greenbridge.tls")  # greenbridge's own wss:// listener
     if tls is not None:
-        return client_certificate_variables(tls)
+        try:
+            return client_certificate_variables(tls)
+        except UnreadableClientCertificate as error:
+            raise Rejected("400 Bad Request", "unreadable client certificate (%s)"
+                           % error) from None
     if environ.get("wsgi.url_scheme") == "https":  # TLS ended by the WSGI server (gunicorn)
         return {"WSS_TLS": "1"}
     return {}

@@ -58,6 +58,46 @@ def make_ca(common_name="greenbridge test CA"):
     return _make(common_name, (), None, False, None, None, True)
 
 
+def make_self_signed_client(common_name):
+    """A client certificate that signs itself: no CA vouches for it."""
+    return _make(common_name, (), None, True, None, None, False)
+
+
+# DER, written out by hand: version [0] EXPLICIT INTEGER 2 (v3) and 1 (v2);
+# AlgorithmIdentifier ecdsa-with-SHA256 (1.2.840.10045.4.3.2).
+_VERSION_3 = bytes.fromhex("a003020102")
+_VERSION_2 = bytes.fromhex("a003020101")
+_ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def make_version_2_certificate(common_name):
+    """A self-signed EC certificate marked X.509 v2 (no extensions), correctly signed.
+
+    OpenSSL reads v2 certificates; cryptography refuses them (InvalidVersion).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    version_3 = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(NOW - DAY).not_valid_after(NOW + 30 * DAY)
+                 .sign(key, hashes.SHA256()))
+    tbs = version_3.tbs_certificate_bytes
+    header_length = 2 + (tbs[1] & 0x7F if tbs[1] & 0x80 else 0)
+    assert tbs[header_length:header_length + 5] == _VERSION_3
+    tbs = tbs[:header_length] + _VERSION_2 + tbs[header_length + 5:]
+    signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    der = _der(0x30, tbs + _ECDSA_WITH_SHA256 + _der(0x03, b"\x00" + signature))
+    return der, key
+
+
+def _der(tag, content):
+    length = len(content)
+    if length < 0x80:
+        return bytes([tag, length]) + content
+    size = (length.bit_length() + 7) // 8
+    return bytes([tag, 0x80 | size]) + length.to_bytes(size, "big") + content
+
+
 def _make(common_name, names, issuer, client, not_before, not_after, ca):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),

@@ -4,6 +4,7 @@ Clients are real: the websockets library and Python's ssl module over TLS,
 and ``openssl s_client`` where the issue asks to see ciphers, groups and ALPN.
 """
 
+import collections
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
+import struct
 import subprocess
 import sys
 import time
@@ -19,11 +22,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
-from certs import DAY, NOW, make_ca
+from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
 from conftest import ECHO_PHP, REPO, read_until_closed
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
@@ -47,7 +50,8 @@ def server_files(tmp_path, ca):
     return ca.issue("localhost", ["localhost"]).write(tmp_path, "server")
 
 
-def client_context(trusted_pem=None, certificate=None, maximum_version=None):
+def client_context(trusted_pem=None, certificate=None, maximum_version=None,
+                   minimum_version=None):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if trusted_pem is None:
         context.check_hostname = False
@@ -58,6 +62,8 @@ def client_context(trusted_pem=None, certificate=None, maximum_version=None):
         context.load_cert_chain(*certificate)
     if maximum_version is not None:
         context.maximum_version = maximum_version
+    if minimum_version is not None:
+        context.minimum_version = minimum_version
     return context
 
 
@@ -85,6 +91,45 @@ def php_environment(bridge, context, server_hostname="localhost"):
     with connect_wss(bridge.url("/?do=env"), ssl=context, server_hostname=server_hostname,
                  open_timeout=20) as ws:
         return json.loads(ws.recv(timeout=20))
+
+
+# PHP sends its WSS_* variables as JSON and exits; the server then closes.
+ENV_UPGRADE = (b"GET /?do=env&then_exit=1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+TLSExchange = collections.namedtuple("TLSExchange", "env version session reused")
+
+
+def tls_exchange(port, context, session=None):
+    """One single-threaded wss:// connection (resuming `session` if given) asking PHP for
+    its environment."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(ENV_UPGRADE)
+            received = read_until_closed(tls)
+            # Read to the end: a TLS 1.3 session ticket comes after the handshake.
+            return TLSExchange(json.loads(data_frames_payload(received)), tls.version(),
+                               tls.session, tls.session_reused)
+
+
+def data_frames_payload(received):
+    """The payloads of the data frames after a 101 answer, up to the close frame, joined."""
+    head, _, frames = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), received[:200]
+    payload = b""
+    while frames:
+        opcode, length, offset = frames[0] & 0x0F, frames[1] & 0x7F, 2
+        if length == 126:
+            length, offset = struct.unpack("!H", frames[2:4])[0], 4
+        elif length == 127:
+            length, offset = struct.unpack("!Q", frames[2:10])[0], 10
+        if opcode == 0x8:
+            break
+        payload += frames[offset:offset + length]
+        frames = frames[offset + length:]
+    return payload
 
 
 def assert_echoes(ws, text="ping"):
@@ -230,17 +275,74 @@ def test_client_certificate_with_openssl_s_client(start_bridge, tmp_path, ca, se
                           "--tls-client-auth", "require-and-verify",
                           "--tls-client-auth-ca", str(ca_path))
     client_cert, client_key = ca.issue("bob", client=True).write(tmp_path, "bob")
-    upgrade = (b"GET /?do=env&then_exit=1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               b"Sec-WebSocket-Version: 13\r\n\r\n")
-    report = s_client(bridge.port, "-cert", client_cert, "-key", client_key, stdin=upgrade)
+    report = s_client(bridge.port, "-cert", client_cert, "-key", client_key, stdin=ENV_UPGRADE)
     assert "101 Switching Protocols" in report
     assert '"WSS_CLIENT_CERT_SUBJECT":"O=greenbridge tests,CN=bob"' in report
     assert '"WSS_CLIENT_CERT_VERIFIED":"1"' in report
     # Without a certificate the server ends the handshake.
-    refused = s_client(bridge.port, stdin=upgrade)
+    refused = s_client(bridge.port, stdin=ENV_UPGRADE)
     assert "101 Switching Protocols" not in refused
     assert "certificate required" in refused or "handshake failure" in refused
+
+
+# (the only version offered, its name in ssl, whether the client takes session tickets)
+RESUMPTIONS = {
+    "tls1.2-session-id": (ssl.TLSVersion.TLSv1_2, "TLSv1.2", False),
+    "tls1.2-ticket": (ssl.TLSVersion.TLSv1_2, "TLSv1.2", True),
+    "tls1.3-psk": (ssl.TLSVersion.TLSv1_3, "TLSv1.3", True),
+}
+
+
+@pytest.mark.parametrize("resumption", list(RESUMPTIONS))
+@pytest.mark.parametrize("mode", ["request", "require"])
+def test_a_resumed_session_keeps_the_verdict_on_the_client_certificate(
+        start_bridge, tmp_path, ca, server_files, mode, resumption):
+    cert_path, key_path = server_files
+    ca_path = tmp_path / "clients-ca.pem"
+    ca_path.write_bytes(ca.cert_pem)
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          "--tls-client-auth", mode, "--tls-client-auth-ca", str(ca_path))
+    version, version_name, tickets = RESUMPTIONS[resumption]
+    for issued, verified in ((ca.issue("alice", client=True), "1"),
+                             (make_self_signed_client("mallory"), "0")):
+        context = client_context(ca.cert_pem, issued.write(tmp_path, "client"), version, version)
+        if not tickets:
+            context.options |= ssl.OP_NO_TICKET  # the server falls back to its session cache
+        first = tls_exchange(bridge.port, context)
+        assert first.version == version_name and not first.reused
+        assert first.session.has_ticket == tickets
+        second = tls_exchange(bridge.port, context, first.session)
+        assert second.reused, "the server did not resume the session"
+        fingerprint = issued.certificate.fingerprint(hashes.SHA256()).hex()
+        for exchange in (first, second):
+            assert exchange.env["WSS_CLIENT_CERT_FINGERPRINT"] == fingerprint
+            assert exchange.env["WSS_CLIENT_CERT_VERIFIED"] == verified, exchange.env
+    assert "Traceback" not in bridge.log
+
+
+def test_a_client_certificate_cryptography_cannot_read_is_refused_with_400(start_bridge, tmp_path,
+                                                                           ca, server_files):
+    cert_path, key_path = server_files
+    bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
+                          "--tls-client-auth", "request")
+    der, key = make_version_2_certificate("version 2")
+    odd_cert, odd_key = tmp_path / "v2.crt", tmp_path / "v2.key"
+    odd_cert.write_text(ssl.DER_cert_to_PEM_cert(der))
+    odd_key.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    context = client_context(ca.cert_pem, (str(odd_cert), str(odd_key)))
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(ENV_UPGRADE)
+            assert read_until_closed(tls).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    bridge.wait_for_log(r"INFO greenbridge\.app: GET / from 127\.0\.0\.1: 400 Bad Request "
+                        r"\(unreadable client certificate \(InvalidVersion: 1 is not a valid "
+                        r"X509 version\)\)")
+    assert "Traceback" not in bridge.log
+    # Served as before: a readable certificate, and none.
+    alice = ca.issue("alice", client=True)
+    env = tls_exchange(bridge.port, client_context(ca.cert_pem, alice.write(tmp_path, "a"))).env
+    assert env["WSS_CLIENT_CERT_SUBJECT"] == "O=greenbridge tests,CN=alice"
+    assert "WSS_CLIENT_CERT_PEM" not in tls_exchange(bridge.port, client_context(ca.cert_pem)).env
 
 
 # -- options ------------------------------------------------------------------
@@ -290,6 +392,37 @@ def test_secrets_log_holds_the_same_secrets_as_the_client(start_bridge, tmp_path
     client_lines = {line for line in client_lines if not line.startswith("#")}
     assert any(line.startswith("CLIENT_TRAFFIC_SECRET_0 ") for line in client_lines)
     assert client_lines <= set(server_log.read_text().split("\n"))
+
+
+@pytest.fixture
+def usual_umask():
+    """umask 022 (files 0644 unless asked otherwise) for the servers this test starts."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_secrets_log_is_created_readable_by_its_owner_only(start_bridge, tmp_path, usual_umask):
+    path = tmp_path / "keys.log"
+    start_bridge("--tls-mode", "internal", "--tls-secrets-log", str(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_secrets_log_others_can_read_is_left_alone_until_made_private(start_bridge, tmp_path):
+    path = tmp_path / "keys.log"
+    path.write_bytes(b"# an earlier capture\n")
+    path.chmod(0o640)
+    status, output = start_failure("--tls-mode", "internal", "--tls-secrets-log", str(path))
+    assert status == 2 and "can be read by other users (mode 0640)" in output, output
+    assert path.read_bytes() == b"# an earlier capture\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    path.chmod(0o600)
+    bridge = start_bridge("--tls-mode", "internal", "--tls-secrets-log", str(path),
+                          script=ECHO_PHP)
+    with connect_wss(bridge.url(), ssl=client_context(), open_timeout=20) as ws:
+        assert_echoes(ws)
+    kept, _, appended = path.read_bytes().partition(b"\n")
+    assert kept == b"# an earlier capture" and b"\nCLIENT_TRAFFIC_SECRET_0 " in b"\n" + appended
 
 
 def test_min_version_1_3_refuses_tls_1_2(start_bridge):
@@ -389,9 +522,12 @@ def bad_inputs(tmp_path, ca):
     unreadable = tmp_path / "unreadable.key"
     shutil.copy(good_key, unreadable)
     unreadable.chmod(0)
+    public_log = tmp_path / "public-keys.log"
+    public_log.touch()
+    public_log.chmod(0o644)
     return {"cert": good_cert, "key": good_key, "other_key": other_key,
             "unreadable": str(unreadable), "missing": str(tmp_path / "missing.pem"),
-            "ca": str(tmp_path / "good.crt")}
+            "ca": str(tmp_path / "good.crt"), "public_log": str(public_log)}
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -422,6 +558,9 @@ def bad_inputs(tmp_path, ca):
      r"argument --tls-min-version: invalid choice \(1\.2, 1\.3\) value: '1\.1'"),
     (["--tls-mode", "internal", "--tls-secrets-log", "/nonexistent-dir/keys.log"],
      r"--tls-secrets-log: cannot open '/nonexistent-dir/keys.log'"),
+    (["--tls-mode", "internal", "--tls-secrets-log", "{public_log}"],
+     r"--tls-secrets-log: '.*public-keys\.log' can be read by other users \(mode 0644\); "
+     r"chmod 600 it or name a new file"),
 ])
 def test_bad_tls_input_stops_start_up_with_one_line(bad_inputs, flags, message):
     status, output = start_failure(*[flag.format(**bad_inputs) for flag in flags])

@@ -7,8 +7,8 @@ certificate (see layer.py), so a reload never changes a running handshake.
 """
 
 from OpenSSL import SSL
-# pyOpenSSL does not wrap SSL_CTX_set1_curves_list; the binding it ships does.
-from OpenSSL._util import lib as _openssl
+
+from greenbridge.tls.openssl_binding import ask_for_certificate_accepting_any, set_groups_list
 
 MIN_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 SESSION_ID_CONTEXT = b"greenbridge"
@@ -64,18 +64,10 @@ def _set_ciphers(context, names):
 def _set_groups(context, names):
     for name in names:
         probe = SSL.Context(SSL.TLS_SERVER_METHOD)
-        if not _set_groups_list(probe, [name]):
+        if not set_groups_list(probe, [name]):
             raise TLSOptionError("--tls-curves: unknown key-exchange group %r" % name)
-    if names and not _set_groups_list(context, names):
+    if names and not set_groups_list(context, names):
         raise TLSOptionError("--tls-curves: OpenSSL refused %r" % ":".join(names))
-
-
-def _set_groups_list(context, names):
-    try:
-        encoded = ":".join(names).encode("ascii")
-    except UnicodeError:
-        return False
-    return _openssl.SSL_CTX_set1_curves_list(context._context, encoded) == 1
 
 
 def _alpn_selector(protocols):
@@ -91,26 +83,6 @@ def _alpn_selector(protocols):
     return select
 
 
-_NOT_VERIFIED = "client certificate not verified"
-
-
-def _accept_any_certificate(connection, _certificate, _error, _depth, ok):
-    # request/require: any certificate is accepted; whether it verified is
-    # noted for WSS_CLIENT_CERT_VERIFIED.
-    if not ok:
-        connection.set_app_data(_NOT_VERIFIED)
-    return True
-
-
-def client_certificate_verified(tls_connection):
-    """Whether the peer's certificate verified against --tls-client-auth-ca.
-
-    In the verify modes a certificate that does not verify ends the handshake,
-    so only request/require connections can carry an unverified one.
-    """
-    return tls_connection.get_app_data() is not _NOT_VERIFIED
-
-
 def _set_client_auth(context, mode, ca_file):
     if ca_file:
         try:
@@ -123,10 +95,10 @@ def _set_client_auth(context, mode, ca_file):
     if mode == "none":
         context.set_verify(SSL.VERIFY_NONE)
     elif mode == "request":
-        context.set_verify(SSL.VERIFY_PEER, _accept_any_certificate)
+        ask_for_certificate_accepting_any(context, SSL.VERIFY_PEER)
     elif mode == "require":
-        context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-                           _accept_any_certificate)
+        ask_for_certificate_accepting_any(context,
+                                          SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
     elif mode == "verify-if-given":
         context.set_verify(SSL.VERIFY_PEER)
     elif mode == "require-and-verify":

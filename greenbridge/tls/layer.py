@@ -7,17 +7,20 @@ connection slot is taken, under the server's --handshake-timeout.
 import hashlib
 import logging
 import os
+import stat
 
 import gevent
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from greenbridge.acme import AcmeError
 from greenbridge.acme.renewal import CertificateManager
 from greenbridge.logs import format_address
-from greenbridge.tls.context import TLSOptionError, build_context, client_certificate_verified
+from greenbridge.tls.context import TLSOptionError, build_context
 from greenbridge.tls.greensocket import GreenTLSSocket, describe_error
 from greenbridge.tls.holder import CertificateError, CertificateHolder
+from greenbridge.tls.openssl_binding import peer_certificate_verified
 from greenbridge.tls.selfsigned import self_signed_pair
 
 log = logging.getLogger("greenbridge.tls")
@@ -83,12 +86,20 @@ class TLSLayer:
             self._watcher = gevent.spawn(self._acme.run_renewals, renews)
 
     def _open_secrets_log(self, path):
+        # Whoever reads the file can decrypt the traffic: created for the owner
+        # only, whatever the umask, and never appended to if others can read it.
         try:
-            # Unbuffered: a key line is useful only if it is on disk when Wireshark looks.
-            self._secrets_log = open(path, "ab", buffering=0)
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as error:
             raise TLSSetupError("--tls-secrets-log: cannot open %r: %s"
                                 % (path, error.strerror)) from None
+        mode = stat.S_IMODE(os.fstat(descriptor).st_mode)
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            os.close(descriptor)
+            raise TLSSetupError("--tls-secrets-log: %r can be read by other users (mode %04o); "
+                                "chmod 600 it or name a new file" % (path, mode))
+        # Unbuffered: a key line is useful only if it is on disk when Wireshark looks.
+        self._secrets_log = open(descriptor, "ab", buffering=0)
         log.warning("INSECURE: TLS session secrets are written to %s (--tls-secrets-log); "
                     "anyone who can read it can decrypt the traffic", path)
 
@@ -166,20 +177,30 @@ def _file_states(paths):
     return states
 
 
-def client_certificate_variables(tls):
-    """The WSS_TLS / WSS_CLIENT_CERT_* variables PHP gets for a pyOpenSSL connection."""
-    variables = {"WSS_TLS": "1"}
-    certificate = tls.get_peer_certificate(as_cryptography=True)
-    if certificate is None:
-        return variables
-    variables.update({
-        "WSS_CLIENT_CERT_SUBJECT": certificate.subject.rfc4514_string(),
-        "WSS_CLIENT_CERT_ISSUER": certificate.issuer.rfc4514_string(),
-        "WSS_CLIENT_CERT_SERIAL": "%X" % certificate.serial_number,
-        "WSS_CLIENT_CERT_FINGERPRINT": hashlib.sha256(
-            certificate.public_bytes(serialization.Encoding.DER)).hexdigest(),
-        "WSS_CLIENT_CERT_VERIFIED": "1" if client_certificate_verified(tls) else "0",
-        "WSS_CLIENT_CERT_PEM": certificate.public_bytes(serialization.Encoding.PEM).decode(),
-    })
-    return variables
+class UnreadableClientCertificate(Exception):
+    """OpenSSL took the client's certificate, cryptography cannot read it (e.g. X.509 v2)."""
 
+
+def client_certificate_variables(tls):
+    """The WSS_TLS / WSS_CLIENT_CERT_* variables PHP gets for a pyOpenSSL connection.
+
+    UnreadableClientCertificate if the certificate cannot be described to PHP.
+    """
+    variables = {"WSS_TLS": "1"}
+    try:
+        certificate = tls.get_peer_certificate(as_cryptography=True)
+        if certificate is None:
+            return variables
+        variables.update({
+            "WSS_CLIENT_CERT_SUBJECT": certificate.subject.rfc4514_string(),
+            "WSS_CLIENT_CERT_ISSUER": certificate.issuer.rfc4514_string(),
+            "WSS_CLIENT_CERT_SERIAL": "%X" % certificate.serial_number,
+            "WSS_CLIENT_CERT_FINGERPRINT": hashlib.sha256(
+                certificate.public_bytes(serialization.Encoding.DER)).hexdigest(),
+            "WSS_CLIENT_CERT_VERIFIED": "1" if peer_certificate_verified(tls) else "0",
+            "WSS_CLIENT_CERT_PEM": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        })
+    except (ValueError, x509.InvalidVersion) as error:
+        # cryptography parses more strictly than OpenSSL, partly only when a field is read.
+        raise UnreadableClientCertificate("%s: %s" % (type(error).__name__, error)) from None
+    return variables
