@@ -12,6 +12,7 @@ import logging
 
 import gevent
 from gevent import socket
+from gevent.lock import Semaphore
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -121,13 +122,15 @@ class MetricsChannel:
 
     SOCK_SEQPACKET keeps each request and reply one record; a reply starts
     with its request's number, so a late answer to an abandoned scrape is
-    recognised and dropped.
+    recognised and dropped. Scrapes arriving together take turns: gevent lets
+    only one greenlet wait on a socket at a time.
     """
 
     def __init__(self):
         self._arbiter_end, self._worker_end = socket.socketpair(socket.AF_UNIX,
                                                                 socket.SOCK_SEQPACKET)
         self._request_numbers = itertools.count()
+        self._turn = Semaphore()
 
     def answer_scrapes(self, metrics):
         """In the worker: serve scrape requests from a greenlet of their own."""
@@ -144,7 +147,9 @@ class MetricsChannel:
         """In the arbiter: the worker's metrics text, or None when it does not answer."""
         request = b"%d" % next(self._request_numbers)
         try:
-            with gevent.Timeout(_WORKER_SCRAPE_TIMEOUT):
+            # The time limit includes waiting for the turn: a stuck worker
+            # delays each scrape by it once, not once per scrape queued.
+            with gevent.Timeout(_WORKER_SCRAPE_TIMEOUT), self._turn:
                 self._arbiter_end.sendall(request)
                 while True:
                     number, _, text = self._arbiter_end.recv(_SCRAPE_REPLY_MAX_BYTES).partition(b"\n")

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 import pytest
@@ -311,3 +312,21 @@ def test_certificate_expiry_metric_follows_the_served_certificate():
     first = expiry()
     holder.install(*self_signed_pair(["localhost"], "ed25519"), source="reload")
     assert expiry() == holder.not_after.timestamp() >= first
+
+
+def test_parallel_scrapes_of_two_workers_all_answer(start_bridge):
+    """8 scrapes at once, 5 times: each is a 200 with both workers' numbers in it."""
+    bridge = start_bridge("--workers", "2", "--admin-port", "0")
+    port = admin_port(bridge)
+    wait_for(lambda: bridge.log.count("listening on ws://") == 2, timeout=30)
+    for _ in range(5):
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: http_get(port, "/metrics"), range(8)))
+        assert [status for status, _ in answers] == [200] * 8
+        for _, text in answers:
+            samples = {sample.name: sample.value
+                       for family in text_string_to_metric_families(text)
+                       for sample in family.samples}
+            assert samples["greenbridge_workers_answering"] == 2
+    assert "Traceback" not in bridge.log
+    bridge.assert_serves()
