@@ -39,7 +39,8 @@ class Metrics:
     def __init__(self):
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.connections_ended = Counter(
-            "greenbridge_connections", "WebSocket connections ended, by the close code sent",
+            "greenbridge_connections",
+            "WebSocket connections ended, by the close code sent (3xxx, 4xxx: application codes)",
             ["code"], registry=registry)
         self.handshake_rejections = Counter(
             "greenbridge_handshake_rejections", "Upgrade requests refused before any PHP started",
@@ -80,13 +81,22 @@ class Metrics:
                             else float("nan"))
 
     def connection_ended(self, connection, duration):
-        code = connection.close_code
-        self.connections_ended.labels(code="none" if code is None else str(code)).inc()
+        self.connections_ended.labels(code=close_code_label(connection.close_code)).inc()
         self.connection_seconds.observe(duration)
         self._traffic.add_closed(connection.traffic)
 
     def render(self):
         return generate_latest(self.registry)
+
+
+def close_code_label(code):
+    """The RFC's codes (below 3000) as they are; application codes, which clients
+    choose freely (3000-4999), as "3xxx" or "4xxx", so clients cannot create series."""
+    if code is None:
+        return "none"
+    if code >= 3000:
+        return "%dxxx" % (code // 1000)
+    return str(code)
 
 
 class _TrafficCollector:

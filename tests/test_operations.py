@@ -330,3 +330,19 @@ def test_parallel_scrapes_of_two_workers_all_answer(start_bridge):
             assert samples["greenbridge_workers_answering"] == 2
     assert "Traceback" not in bridge.log
     bridge.assert_serves()
+
+
+def test_application_close_codes_are_counted_in_buckets(start_bridge):
+    """Clients pick close codes in 3000-4999: one series per range, not per code."""
+    bridge = start_bridge("--admin-port", "0")
+    port = admin_port(bridge)
+    client_codes = [4321, 4999, 3000, 3999, 1001]
+    for code in client_codes:
+        with connect(bridge.url()) as ws:
+            ws.send(b"x")
+            assert ws.recv(timeout=10) == b"x"
+            ws.close(code=code)
+    wait_for(lambda: bridge.log.count("greenbridge.access") == len(client_codes))
+    codes = {labels: count for (name, labels), count in scrape(port).items()
+             if name == "greenbridge_connections_total"}
+    assert codes == {(("code", "4xxx"),): 2, (("code", "3xxx"),): 2, (("code", "1001"),): 1}
