@@ -21,6 +21,7 @@ from greenlet import greenlet
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
 from greenbridge.handshake import HandshakeAborted, PendingHandshakes
+from greenbridge.head import without_body_for_head
 from greenbridge.logs import RateLimitedLog, format_address
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
@@ -185,7 +186,7 @@ def listen_tcp(host, port):
 
 
 def start_admin_server(listener, admin_app):
-    admin_server = WSGIServer(listener, admin_app, log=None,
+    admin_server = WSGIServer(listener, without_body_for_head(admin_app), log=None,
                               error_log=logging.getLogger("greenbridge.admin"))
     admin_server.start()
     log.info("admin endpoints on http://%s:%d/ (/metrics, /healthz, /readyz)",
@@ -203,7 +204,7 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
                                       metrics)
     app = BridgeApp(config, backconnect, counters, metrics)
     handshakes = PendingHandshakes(config.max_pending_handshakes, config.handshake_timeout)
-    ws_server = BridgeServer(listeners.websocket, app, handshakes, tls=tls,
+    ws_server = BridgeServer(listeners.websocket, without_body_for_head(app), handshakes, tls=tls,
                              handler_class=BridgeHandler, log=None,
                              error_log=logging.getLogger("greenbridge.wsgi"))
     if tls is not None:

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import REPO, Bridge
+from test_bridge import assert_head_matches_get
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
@@ -346,3 +347,10 @@ def test_application_close_codes_are_counted_in_buckets(start_bridge):
     codes = {labels: count for (name, labels), count in scrape(port).items()
              if name == "greenbridge_connections_total"}
     assert codes == {(("code", "4xxx"),): 2, (("code", "3xxx"),): 2, (("code", "1001"),): 1}
+
+
+def test_head_on_the_admin_endpoints_has_no_body(start_bridge):
+    bridge = start_bridge("--admin-port", "0")
+    port = admin_port(bridge)
+    for path, status in [("/metrics", 200), ("/healthz", 200), ("/readyz", 200), ("/x", 404)]:
+        assert_head_matches_get(port, path, status)
