@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -11,13 +12,15 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import REPO, Bridge
+from conftest import REPO, Bridge, read_until_closed
 from test_bridge import assert_head_matches_get
+from test_hardening import closed_by_server
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
@@ -354,3 +357,42 @@ def test_head_on_the_admin_endpoints_has_no_body(start_bridge):
     port = admin_port(bridge)
     for path, status in [("/metrics", 200), ("/healthz", 200), ("/readyz", 200), ("/x", 404)]:
         assert_head_matches_get(port, path, status)
+
+
+def test_idle_admin_connections_are_closed_after_the_handshake_timeout(start_bridge):
+    bridge = start_bridge("--admin-port", "0", "--handshake-timeout", "1")
+    port = admin_port(bridge)
+    silent = socket.create_connection(("127.0.0.1", port), timeout=15)
+    half_sent = socket.create_connection(("127.0.0.1", port), timeout=15)
+    half_sent.sendall(b"GET /hea")
+    kept_alive = socket.create_connection(("127.0.0.1", port), timeout=15)
+    kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    with silent, half_sent, kept_alive:
+        started = time.monotonic()
+        assert read_until_closed(silent) == b""
+        assert read_until_closed(half_sent) == b""
+        assert read_until_closed(kept_alive).endswith(b"\r\n\r\nok\n")  # answered, then dropped
+        assert time.monotonic() - started < 1 + 10  # the timeout, with slack for a busy machine
+    bridge.wait_for_log(r"admin client 127\.0\.0\.1:\d+: no complete request within 1s")
+    assert http_get(port, "/healthz") == (200, "ok\n")
+
+
+def test_a_flood_of_idle_admin_connections_leaves_healthz_answering(start_bridge):
+    """200 idle sockets against a descriptor limit that leaves room for 40 more."""
+    bridge = start_bridge("--admin-port", "0")
+    port = admin_port(bridge)
+    server = psutil.Process(bridge.process.pid)
+    server.rlimit(resource.RLIMIT_NOFILE, (server.num_fds() + 40, server.rlimit(resource.RLIMIT_NOFILE)[1]))
+    crowd = []
+    try:
+        for _ in range(200):
+            crowd.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        for _ in range(3):
+            assert http_get(port, "/healthz") == (200, "ok\n")
+        bridge.wait_for_log(r"16 admin requests pending: dropping the oldest")
+        assert len([sock for sock in crowd if not closed_by_server(sock)]) <= 16
+    finally:
+        for sock in crowd:
+            sock.close()
+    assert "Traceback" not in bridge.log and "Too many open files" not in bridge.log
+    bridge.assert_serves()
