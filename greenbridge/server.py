@@ -249,7 +249,7 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     counters.use_row(index)
     metrics = Metrics()
     backconnect = BackConnectListener(listeners.backconnect[index], config.write_buffer_size,
-                                      metrics)
+                                      config.max_processes, metrics)
     app = BridgeApp(config, backconnect, counters, metrics)
     handshakes = PendingHandshakes(config.max_pending_handshakes, config.handshake_timeout)
     ws_server = BridgeServer(listeners.websocket, without_body_for_head(app), handshakes, tls=tls,

@@ -90,7 +90,8 @@ class ProcessLocalBridge:
         config = self.config
         metrics = Metrics()
         backconnect = BackConnectListener(listen_tcp(config.tcp_bind, config.tcp_port),
-                                          config.write_buffer_size, metrics)
+                                          config.write_buffer_size, config.max_processes,
+                                          metrics)
         backconnect.start()
         app = BridgeApp(config, backconnect, SharedCounters(COUNTER_NAMES, 1), metrics)
         # The host server may end this process with connections open; their
