@@ -40,6 +40,7 @@ EXIT_BAD_CONFIG = 2
 _LISTEN_BACKLOG = 1024
 # Requests being read on the admin listener at once: scrapers and probes need a few.
 _ADMIN_MAX_PENDING = 16
+_ADMIN_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
 class BridgeServer(WSGIServer):
@@ -200,7 +201,7 @@ class AdminHandler(WSGIHandler):
         try:
             super().handle()
         except HandshakeAborted as aborted:
-            self.server.log_aborted("admin client %s: %s", format_address(self.client_address),
+            self.server.log_refusal("admin client %s: %s", format_address(self.client_address),
                                     aborted)
 
     def handle_one_request(self):
@@ -215,6 +216,13 @@ class AdminHandler(WSGIHandler):
         # The request is in: answering it (a scrape asks every worker) has no deadline.
         self.server.requests.end()
         return result
+
+    def _handle_client_error(self, error):
+        # gevent prints a traceback for some (over 100 headers): one line is enough.
+        self.server.log_refusal("bad admin request from %s: %s",
+                                format_address(self.client_address),
+                                str(error) or type(error).__name__)
+        return "400", _ADMIN_BAD_REQUEST
 
 
 class AdminServer(WSGIServer):
@@ -231,7 +239,8 @@ class AdminServer(WSGIServer):
                          error_log=admin_log)
         self.requests = PendingHandshakes(_ADMIN_MAX_PENDING, handshake_timeout,
                                           name="admin requests", awaited="complete request")
-        self.log_aborted = RateLimitedLog(admin_log, logging.INFO)
+        # Strangers can make these lines as fast as they like.
+        self.log_refusal = RateLimitedLog(admin_log, logging.INFO)
 
 
 def start_admin_server(listener, admin_app, handshake_timeout):

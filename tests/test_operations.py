@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import REPO, Bridge, read_until_closed
-from test_bridge import assert_head_matches_get
+from test_bridge import assert_head_matches_get, raw_http
 from test_hardening import closed_by_server
 
 
@@ -396,3 +396,14 @@ def test_a_flood_of_idle_admin_connections_leaves_healthz_answering(start_bridge
             sock.close()
     assert "Traceback" not in bridge.log and "Too many open files" not in bridge.log
     bridge.assert_serves()
+
+
+def test_malformed_admin_request_is_one_line_not_a_traceback(start_bridge):
+    bridge = start_bridge("--admin-port", "0")
+    port = admin_port(bridge)
+    many_headers = b"".join(b"X-H%d: v\r\n" % n for n in range(150))
+    response = raw_http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many_headers + b"\r\n")
+    assert response.startswith("HTTP/1.1 400 ")
+    bridge.wait_for_log(r"more than 100 headers")
+    assert "Traceback" not in bridge.log
+    assert http_get(port, "/healthz") == (200, "ok\n")
