@@ -56,7 +56,8 @@ class Metrics:
             buckets=_DURATION_BUCKETS, registry=registry)
         self.backconnect_rejects = Counter(
             "greenbridge_backconnect_rejects",
-            "Back-connections refused (unknown ID, malformed, too slow)", registry=registry)
+            "Back-connections refused (unknown ID, malformed, too slow, dropped for newer ones)",
+            registry=registry)
         self.connections_open = Gauge(
             "greenbridge_connections_open", "WebSocket connections open now", registry=registry)
         self.php_processes = Gauge(
