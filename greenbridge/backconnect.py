@@ -3,6 +3,12 @@
 Each PHP process connects here and sends its connection ID and a newline.
 The listener greenlet pairs that socket with the connection greenlet waiting
 on the ID's AsyncResult. Anything unexpected closes only that one socket.
+
+Strangers may open sockets here and send nothing. Each has ID_LINE_TIMEOUT
+to send its ID line, and at most a few per PHP process allowed
+(--max-processes) wait at once: a newer one drops the oldest (handshake.py's
+register), so a flood of silent sockets cannot take the descriptors that
+real clients and their PHP processes need.
 """
 
 import errno
@@ -17,11 +23,18 @@ import gevent
 from gevent import socket
 from gevent.event import AsyncResult
 
+from greenbridge.handshake import HandshakeAborted, PendingHandshakes
 from greenbridge.logs import RateLimitedLog, format_address
 
 log = logging.getLogger("greenbridge.backconnect")
 
-ID_LINE_TIMEOUT = 5.0
+# PHP writes its ID line in one write right after connect() returns, which
+# is often before the server even accepts; only a PHP descheduled between the
+# two calls on an overloaded machine is late, by far less than this.
+ID_LINE_TIMEOUT = 2.0
+# Back-connections waiting for their ID line, per PHP process allowed: room
+# for every PHP process connecting at once, and for retries, several times over.
+UNIDENTIFIED_PER_PROCESS = 4
 ID_LINE_MAX_BYTES = 128
 # Out of descriptors: wait this long before accepting again.
 ACCEPT_BACKOFF = 0.1
@@ -40,9 +53,12 @@ class BackConnection:
 
 
 class BackConnectListener:
-    def __init__(self, listener, socket_buffer_size, metrics):
+    def __init__(self, listener, socket_buffer_size, max_processes, metrics):
         """`listener` is a bound, listening socket (a worker's own)."""
         self._listener = listener
+        self._unidentified = PendingHandshakes(
+            UNIDENTIFIED_PER_PROCESS * max_processes, ID_LINE_TIMEOUT,
+            name="back-connections", awaited="ID line")
         self._socket_buffer_size = socket_buffer_size
         self._metrics = metrics
         # Keyed by an HMAC of the ID under a per-process secret: how long a
@@ -95,15 +111,22 @@ class BackConnectListener:
                     continue
                 raise
             gevent.spawn(self._identify, sock, peer)
+            # Let it register (dropping the oldest silent socket past the cap)
+            # and read what PHP already sent before the next accept: a burst
+            # of connections then never holds more descriptors than the cap.
+            gevent.sleep(0)
 
     def _identify(self, sock, peer):
+        self._unidentified.begin()
         try:
             connection_id, early_data = self._read_id_line(sock)
-        except _Refused as refusal:
+        except (_Refused, HandshakeAborted) as refusal:
             self._log_refusal("back-connection from %s refused: %s", format_address(peer), refusal)
             self._metrics.backconnect_rejects.inc()
             sock.close()
             return
+        finally:
+            self._unidentified.end()
         pending = self._pending.pop(self._key(connection_id), None)
         if pending is None:
             self._log_refusal("back-connection from %s refused: unknown or already used ID %s",
@@ -118,19 +141,20 @@ class BackConnectListener:
 
     @staticmethod
     def _read_id_line(sock):
-        """Read "ID\\n" within the time and length caps; keep what follows it."""
+        """Read "ID\\n" within the length cap; keep what follows it.
+
+        The time limit is the register's (HandshakeAborted)."""
         received = b""
-        with gevent.Timeout(ID_LINE_TIMEOUT, _Refused("no ID line within %gs" % ID_LINE_TIMEOUT)):
-            while b"\n" not in received:
-                if len(received) > ID_LINE_MAX_BYTES:
-                    raise _Refused("ID line longer than %d bytes" % ID_LINE_MAX_BYTES)
-                try:
-                    chunk = sock.recv(4096)
-                except OSError as error:
-                    raise _Refused("read failed: %s" % error) from None
-                if not chunk:
-                    raise _Refused("closed before sending an ID line")
-                received += chunk
+        while b"\n" not in received:
+            if len(received) > ID_LINE_MAX_BYTES:
+                raise _Refused("ID line longer than %d bytes" % ID_LINE_MAX_BYTES)
+            try:
+                chunk = sock.recv(4096)
+            except OSError as error:
+                raise _Refused("read failed: %s" % error) from None
+            if not chunk:
+                raise _Refused("closed before sending an ID line")
+            received += chunk
         line, _, early_data = received.partition(b"\n")
         if len(line) > ID_LINE_MAX_BYTES:
             raise _Refused("ID line longer than %d bytes" % ID_LINE_MAX_BYTES)

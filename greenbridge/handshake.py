@@ -59,11 +59,19 @@ class CappedReader:
 
 
 class PendingHandshakes:
-    """The upgrade requests still being read, each with its deadline, oldest first."""
+    """The upgrade requests still being read, each with its deadline, oldest first.
 
-    def __init__(self, limit, timeout):
+    Other listeners that wait for a stranger's first words use it too: the
+    admin listener (for its requests), the back-connection port (for ID lines).
+    `name` and `awaited` say what is pending and what it waits for in the log
+    lines.
+    """
+
+    def __init__(self, limit, timeout, name="handshakes", awaited="complete upgrade request"):
         self._limit = limit
         self._timeout = timeout
+        self._name = name
+        self._awaited = awaited
         self._pending = OrderedDict()  # greenlet -> its Timeout (or None)
         self._log_drop = RateLimitedLog(log, logging.WARNING)
 
@@ -76,13 +84,13 @@ class PendingHandshakes:
             oldest, timer = self._pending.popitem(last=False)
             if timer is not None:
                 timer.close()
-            self._log_drop("%d handshakes pending: dropping the oldest", self._limit)
-            oldest.kill(HandshakeAborted("dropped for a newer client (%d handshakes pending)"
-                                         % self._limit), block=False)
+            self._log_drop("%d %s pending: dropping the oldest", self._limit, self._name)
+            oldest.kill(HandshakeAborted("dropped for a newer client (%d %s pending)"
+                                         % (self._limit, self._name)), block=False)
         timer = None
         if self._timeout:
             timer = Timeout(self._timeout, HandshakeAborted(
-                "no complete upgrade request within %gs" % self._timeout))
+                "no %s within %gs" % (self._awaited, self._timeout)))
             timer.start()
         self._pending[gevent.getcurrent()] = timer
 

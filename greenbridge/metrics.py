@@ -12,6 +12,7 @@ import logging
 
 import gevent
 from gevent import socket
+from gevent.lock import Semaphore
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -38,7 +39,8 @@ class Metrics:
     def __init__(self):
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.connections_ended = Counter(
-            "greenbridge_connections", "WebSocket connections ended, by the close code sent",
+            "greenbridge_connections",
+            "WebSocket connections ended, by the close code sent (3xxx, 4xxx: application codes)",
             ["code"], registry=registry)
         self.handshake_rejections = Counter(
             "greenbridge_handshake_rejections", "Upgrade requests refused before any PHP started",
@@ -54,7 +56,8 @@ class Metrics:
             buckets=_DURATION_BUCKETS, registry=registry)
         self.backconnect_rejects = Counter(
             "greenbridge_backconnect_rejects",
-            "Back-connections refused (unknown ID, malformed, too slow)", registry=registry)
+            "Back-connections refused (unknown ID, malformed, too slow, dropped for newer ones)",
+            registry=registry)
         self.connections_open = Gauge(
             "greenbridge_connections_open", "WebSocket connections open now", registry=registry)
         self.php_processes = Gauge(
@@ -79,13 +82,22 @@ class Metrics:
                             else float("nan"))
 
     def connection_ended(self, connection, duration):
-        code = connection.close_code
-        self.connections_ended.labels(code="none" if code is None else str(code)).inc()
+        self.connections_ended.labels(code=close_code_label(connection.close_code)).inc()
         self.connection_seconds.observe(duration)
         self._traffic.add_closed(connection.traffic)
 
     def render(self):
         return generate_latest(self.registry)
+
+
+def close_code_label(code):
+    """The RFC's codes (below 3000) as they are; application codes, which clients
+    choose freely (3000-4999), as "3xxx" or "4xxx", so clients cannot create series."""
+    if code is None:
+        return "none"
+    if code >= 3000:
+        return "%dxxx" % (code // 1000)
+    return str(code)
 
 
 class _TrafficCollector:
@@ -121,13 +133,15 @@ class MetricsChannel:
 
     SOCK_SEQPACKET keeps each request and reply one record; a reply starts
     with its request's number, so a late answer to an abandoned scrape is
-    recognised and dropped.
+    recognised and dropped. Scrapes arriving together take turns: gevent lets
+    only one greenlet wait on a socket at a time.
     """
 
     def __init__(self):
         self._arbiter_end, self._worker_end = socket.socketpair(socket.AF_UNIX,
                                                                 socket.SOCK_SEQPACKET)
         self._request_numbers = itertools.count()
+        self._turn = Semaphore()
 
     def answer_scrapes(self, metrics):
         """In the worker: serve scrape requests from a greenlet of their own."""
@@ -144,7 +158,9 @@ class MetricsChannel:
         """In the arbiter: the worker's metrics text, or None when it does not answer."""
         request = b"%d" % next(self._request_numbers)
         try:
-            with gevent.Timeout(_WORKER_SCRAPE_TIMEOUT):
+            # The time limit includes waiting for the turn: a stuck worker
+            # delays each scrape by it once, not once per scrape queued.
+            with gevent.Timeout(_WORKER_SCRAPE_TIMEOUT), self._turn:
                 self._arbiter_end.sendall(request)
                 while True:
                     number, _, text = self._arbiter_end.recv(_SCRAPE_REPLY_MAX_BYTES).partition(b"\n")

@@ -15,12 +15,13 @@ import signal
 import gevent
 from gevent import socket
 from gevent.event import Event
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer
 from greenlet import greenlet
 
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
 from greenbridge.handshake import HandshakeAborted, PendingHandshakes
+from greenbridge.head import without_body_for_head
 from greenbridge.logs import RateLimitedLog, format_address
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
@@ -30,12 +31,16 @@ from greenbridge.workers import Arbiter
 from greenbridge.websocket import BridgeHandler
 
 log = logging.getLogger("greenbridge.server")
+admin_log = logging.getLogger("greenbridge.admin")
 
 EXIT_OK = 0
 EXIT_IMMEDIATE = 1
 EXIT_CANNOT_LISTEN = 1
 EXIT_BAD_CONFIG = 2
 _LISTEN_BACKLOG = 1024
+# Requests being read on the admin listener at once: scrapers and probes need a few.
+_ADMIN_MAX_PENDING = 16
+_ADMIN_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
 class BridgeServer(WSGIServer):
@@ -130,7 +135,8 @@ def run(config):
     arbiter = Arbiter(config, listeners, counters, serve_worker, notifier)
     if listeners.admin is not None:
         admin_server = start_admin_server(
-            listeners.admin, AdminApp(WorkersMetrics(channels), arbiter.not_ready_because))
+            listeners.admin, AdminApp(WorkersMetrics(channels), arbiter.not_ready_because),
+            config.handshake_timeout)
     notifier.ready("%d workers listening on %s:%d" % ((config.workers,) +
                                                       listeners.websocket.getsockname()[:2]))
     return arbiter.run()
@@ -184,9 +190,61 @@ def listen_tcp(host, port):
     return sock
 
 
-def start_admin_server(listener, admin_app):
-    admin_server = WSGIServer(listener, admin_app, log=None,
-                              error_log=logging.getLogger("greenbridge.admin"))
+class AdminHandler(WSGIHandler):
+    """Reads each admin request under the handshake deadline, counted in its server's register.
+
+    An idle keep-alive connection waits for its next request here too, so it
+    is dropped like any other silent one.
+    """
+
+    def handle(self):
+        try:
+            super().handle()
+        except HandshakeAborted as aborted:
+            self.server.log_refusal("admin client %s: %s", format_address(self.client_address),
+                                    aborted)
+
+    def handle_one_request(self):
+        self.server.requests.begin()
+        try:
+            return super().handle_one_request()
+        finally:
+            self.server.requests.end()
+
+    def read_request(self, raw_requestline):
+        result = super().read_request(raw_requestline)
+        # The request is in: answering it (a scrape asks every worker) has no deadline.
+        self.server.requests.end()
+        return result
+
+    def _handle_client_error(self, error):
+        # gevent prints a traceback for some (over 100 headers): one line is enough.
+        self.server.log_refusal("bad admin request from %s: %s",
+                                format_address(self.client_address),
+                                str(error) or type(error).__name__)
+        return "400", _ADMIN_BAD_REQUEST
+
+
+class AdminServer(WSGIServer):
+    """The admin listener: strangers holding sockets open cannot keep out /healthz."""
+
+    handler_class = AdminHandler
+    # One accept per readiness: each new socket is counted (and the oldest
+    # silent one dropped) before the next is taken, so a burst of connections
+    # cannot take more descriptors than the register allows.
+    max_accept = 1
+
+    def __init__(self, listener, admin_app, handshake_timeout):
+        super().__init__(listener, without_body_for_head(admin_app), log=None,
+                         error_log=admin_log)
+        self.requests = PendingHandshakes(_ADMIN_MAX_PENDING, handshake_timeout,
+                                          name="admin requests", awaited="complete request")
+        # Strangers can make these lines as fast as they like.
+        self.log_refusal = RateLimitedLog(admin_log, logging.INFO)
+
+
+def start_admin_server(listener, admin_app, handshake_timeout):
+    admin_server = AdminServer(listener, admin_app, handshake_timeout)
     admin_server.start()
     log.info("admin endpoints on http://%s:%d/ (/metrics, /healthz, /readyz)",
              *admin_server.address[:2])
@@ -200,10 +258,10 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     counters.use_row(index)
     metrics = Metrics()
     backconnect = BackConnectListener(listeners.backconnect[index], config.write_buffer_size,
-                                      metrics)
+                                      config.max_processes, metrics)
     app = BridgeApp(config, backconnect, counters, metrics)
     handshakes = PendingHandshakes(config.max_pending_handshakes, config.handshake_timeout)
-    ws_server = BridgeServer(listeners.websocket, app, handshakes, tls=tls,
+    ws_server = BridgeServer(listeners.websocket, without_body_for_head(app), handshakes, tls=tls,
                              handler_class=BridgeHandler, log=None,
                              error_log=logging.getLogger("greenbridge.wsgi"))
     if tls is not None:
@@ -214,7 +272,8 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     admin_server = None
     if worker_number is None and listeners.admin is not None:
         admin_server = start_admin_server(
-            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app, tls)))
+            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app, tls)),
+            config.handshake_timeout)
     if metrics_channel is not None:
         metrics_channel.answer_scrapes(metrics)
 

@@ -24,6 +24,7 @@ import gevent
 from greenbridge import cli
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import BackConnectListener
+from greenbridge.head import without_body_for_head
 from greenbridge.logs import configure_logging
 from greenbridge.metrics import Metrics
 from greenbridge.server import listen_tcp
@@ -81,7 +82,7 @@ class ProcessLocalBridge:
 
     def _app_of_this_process(self):
         if self._pid != os.getpid():
-            self._app = self._make_app()
+            self._app = without_body_for_head(self._make_app())
             self._pid = os.getpid()
         return self._app
 
@@ -89,7 +90,8 @@ class ProcessLocalBridge:
         config = self.config
         metrics = Metrics()
         backconnect = BackConnectListener(listen_tcp(config.tcp_bind, config.tcp_port),
-                                          config.write_buffer_size, metrics)
+                                          config.write_buffer_size, config.max_processes,
+                                          metrics)
         backconnect.start()
         app = BridgeApp(config, backconnect, SharedCounters(COUNTER_NAMES, 1), metrics)
         # The host server may end this process with connections open; their

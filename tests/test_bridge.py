@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import ECHO_PHP
+from conftest import ECHO_PHP, read_until_closed
 
 
 def receive_bytes(ws, count, timeout=10):
@@ -47,6 +47,39 @@ def upgrade_request(path="/", extra=b"", key=b"dGhlIHNhbXBsZSBub25jZQ=="):
     return (b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n")
+
+
+def split_response_head(data):
+    """((status line, {lower-case name: value}), what follows the blank line) of an HTTP answer."""
+    head, blank, rest = data.partition(b"\r\n\r\n")
+    assert blank, "no complete answer head in %r" % data[:200]
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines)}
+    return (status, headers), rest
+
+
+def head_then_get(port, path="/"):
+    """HEAD, then GET, of `path` on one keep-alive connection; the answers parsed by hand.
+
+    Returns (HEAD's status line and headers, GET's, GET's body). The GET answer
+    must start right after the HEAD answer's blank line: a HEAD answer with a
+    body would shift every later answer on the connection.
+    """
+    request = b" %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % path.encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"HEAD" + request + b"\r\n" + b"GET" + request + b"Connection: close\r\n\r\n")
+        received = read_until_closed(sock)
+    head, rest = split_response_head(received)
+    assert rest.startswith(b"HTTP/1.1 "), "the HEAD answer is followed by %r" % rest[:80]
+    get, body = split_response_head(rest)
+    return head, get, body
+
+
+def assert_head_matches_get(port, path, status):
+    head, get, body = head_then_get(port, path)
+    assert head[0].startswith("HTTP/1.1 %d " % status) and get[0] == head[0]
+    assert int(head[1]["content-length"]) == int(get[1]["content-length"]) == len(body) > 0
 
 
 # -- data both ways -------------------------------------------------------
@@ -188,6 +221,16 @@ def test_malformed_upgrade_gets_400(start_bridge, request_bytes):
     with connect(bridge.url()) as ws:  # still serving
         ws.send(b"ok")
         assert ws.recv(timeout=10) == b"ok"
+
+
+def test_head_answers_have_headers_and_no_body(start_bridge):
+    bridge = start_bridge()
+    assert_head_matches_get(bridge.port, "/", 426)
+    refused = raw_http(bridge.port, upgrade_request().replace(b"GET ", b"HEAD "))
+    (status, headers), body = split_response_head(refused.encode("latin-1"))
+    assert status.startswith("HTTP/1.1 400 ") and int(headers["content-length"]) > 0
+    assert body == b""
+    bridge.assert_serves()
 
 
 def test_unsupported_websocket_version_gets_426(start_bridge):

@@ -11,6 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import ECHO_PHP
+from test_bridge import assert_head_matches_get
 
 # Chromium must not try to reach the internet (closed here) nor need a GPU or sandbox (root).
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -74,3 +75,8 @@ def test_console_is_off_by_default(start_bridge):
         urllib.request.urlopen("http://127.0.0.1:%d/" % bridge.port, timeout=10)
     assert refused.value.code == 426
     assert "DEV CONSOLE" not in bridge.log
+
+
+def test_head_of_the_console_page_has_no_body(start_bridge):
+    bridge = start_bridge("--dev-console")
+    assert_head_matches_get(bridge.port, "/", 200)

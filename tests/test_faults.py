@@ -6,8 +6,10 @@ user would see, and then checks that the server still serves a fresh client.
 repeated here.)
 """
 
+import collections
 import contextlib
 import json
+import resource
 import signal
 import socket
 import struct
@@ -226,7 +228,61 @@ def test_idle_back_connections_are_closed_and_hold_nothing_up(start_bridge):
     finally:
         for sock in idle:
             sock.close()
-    bridge.wait_for_log(r"refused: no ID line within 5s")
+    bridge.wait_for_log(r"refused: no ID line within 2s")
+    bridge.assert_serves()
+
+
+def test_php_sending_its_id_line_a_second_late_still_pairs(start_bridge):
+    """The ID line deadline is short, but not so short that a slow PHP misses it."""
+    bridge = start_bridge()
+    with connect(bridge.url("/?id_delay_ms=1000")) as ws:
+        ws.send(b"late but real")
+        assert ws.recv(timeout=10) == b"late but real"
+    assert "refused" not in bridge.log
+
+
+def flood_with_idle_sockets(port, stop, opened, most=1500):
+    """Open sockets that send nothing and hold them, a few hundred a second, until `stop`."""
+    try:
+        while not stop.is_set() and len(opened) < most:
+            try:
+                opened.append(socket.create_connection(("127.0.0.1", port), timeout=1))
+            except OSError:  # the server's backlog is full: try again
+                continue
+            stop.wait(0.002)  # pace, so as not to starve the shared machine
+        stop.wait()
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def test_flood_of_idle_back_connections_leaves_descriptors_for_real_clients(start_bridge):
+    """Strangers keep opening silent back-connections against a descriptor limit that
+    leaves room for 60 more; PHP still pairs and a real client gets its echo."""
+    bridge = start_bridge("--max-processes", "4")  # 16 unidentified back-connections at most
+    server = psutil.Process(bridge.process.pid)
+    server.rlimit(resource.RLIMIT_NOFILE,
+                  (server.num_fds() + 60, server.rlimit(resource.RLIMIT_NOFILE)[1]))
+    stop, opened = threading.Event(), []
+    flood = threading.Thread(target=flood_with_idle_sockets, args=(bridge.tcp_port, stop, opened))
+    flood.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(opened) < 200:  # over the limit several times
+            assert time.monotonic() < deadline, "the flood did not get going"
+            time.sleep(0.05)
+        for _ in range(3):
+            started = time.monotonic()
+            with connect(bridge.url(), open_timeout=10) as ws:
+                ws.send(b"under the flood")
+                assert ws.recv(timeout=10) == b"under the flood"
+            print("echo under the flood after %.2fs" % (time.monotonic() - started))
+    finally:
+        stop.set()
+        flood.join()
+    bridge.wait_for_log(r"16 back-connections pending: dropping the oldest")
+    assert "Too many open files" not in bridge.log
+    assert "Traceback" not in bridge.log
     bridge.assert_serves()
 
 

@@ -179,7 +179,7 @@ def test_upgrade_checks_only_accept_or_reject(upgrade, connection, version, key,
 
 @pytest.fixture(scope="module")
 def listener():
-    backconnect = BackConnectListener(listen_tcp("127.0.0.1", 0), 65536, Metrics())
+    backconnect = BackConnectListener(listen_tcp("127.0.0.1", 0), 65536, 64, Metrics())
     backconnect.start()
     yield backconnect
     backconnect.close()

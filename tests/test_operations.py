@@ -2,20 +2,25 @@
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import REPO, Bridge
+from conftest import REPO, Bridge, read_until_closed
+from test_bridge import assert_head_matches_get, raw_http
+from test_hardening import closed_by_server
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
@@ -311,3 +316,94 @@ def test_certificate_expiry_metric_follows_the_served_certificate():
     first = expiry()
     holder.install(*self_signed_pair(["localhost"], "ed25519"), source="reload")
     assert expiry() == holder.not_after.timestamp() >= first
+
+
+def test_parallel_scrapes_of_two_workers_all_answer(start_bridge):
+    """8 scrapes at once, 5 times: each is a 200 with both workers' numbers in it."""
+    bridge = start_bridge("--workers", "2", "--admin-port", "0")
+    port = admin_port(bridge)
+    wait_for(lambda: bridge.log.count("listening on ws://") == 2, timeout=30)
+    for _ in range(5):
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: http_get(port, "/metrics"), range(8)))
+        assert [status for status, _ in answers] == [200] * 8
+        for _, text in answers:
+            samples = {sample.name: sample.value
+                       for family in text_string_to_metric_families(text)
+                       for sample in family.samples}
+            assert samples["greenbridge_workers_answering"] == 2
+    assert "Traceback" not in bridge.log
+    bridge.assert_serves()
+
+
+def test_application_close_codes_are_counted_in_buckets(start_bridge):
+    """Clients pick close codes in 3000-4999: one series per range, not per code."""
+    bridge = start_bridge("--admin-port", "0")
+    port = admin_port(bridge)
+    client_codes = [4321, 4999, 3000, 3999, 1001]
+    for code in client_codes:
+        with connect(bridge.url()) as ws:
+            ws.send(b"x")
+            assert ws.recv(timeout=10) == b"x"
+            ws.close(code=code)
+    wait_for(lambda: bridge.log.count("greenbridge.access") == len(client_codes))
+    codes = {labels: count for (name, labels), count in scrape(port).items()
+             if name == "greenbridge_connections_total"}
+    assert codes == {(("code", "4xxx"),): 2, (("code", "3xxx"),): 2, (("code", "1001"),): 1}
+
+
+def test_head_on_the_admin_endpoints_has_no_body(start_bridge):
+    bridge = start_bridge("--admin-port", "0")
+    port = admin_port(bridge)
+    for path, status in [("/metrics", 200), ("/healthz", 200), ("/readyz", 200), ("/x", 404)]:
+        assert_head_matches_get(port, path, status)
+
+
+def test_idle_admin_connections_are_closed_after_the_handshake_timeout(start_bridge):
+    bridge = start_bridge("--admin-port", "0", "--handshake-timeout", "1")
+    port = admin_port(bridge)
+    silent = socket.create_connection(("127.0.0.1", port), timeout=15)
+    half_sent = socket.create_connection(("127.0.0.1", port), timeout=15)
+    half_sent.sendall(b"GET /hea")
+    kept_alive = socket.create_connection(("127.0.0.1", port), timeout=15)
+    kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    with silent, half_sent, kept_alive:
+        started = time.monotonic()
+        assert read_until_closed(silent) == b""
+        assert read_until_closed(half_sent) == b""
+        assert read_until_closed(kept_alive).endswith(b"\r\n\r\nok\n")  # answered, then dropped
+        assert time.monotonic() - started < 1 + 10  # the timeout, with slack for a busy machine
+    bridge.wait_for_log(r"admin client 127\.0\.0\.1:\d+: no complete request within 1s")
+    assert http_get(port, "/healthz") == (200, "ok\n")
+
+
+def test_a_flood_of_idle_admin_connections_leaves_healthz_answering(start_bridge):
+    """200 idle sockets against a descriptor limit that leaves room for 40 more."""
+    bridge = start_bridge("--admin-port", "0")
+    port = admin_port(bridge)
+    server = psutil.Process(bridge.process.pid)
+    server.rlimit(resource.RLIMIT_NOFILE, (server.num_fds() + 40, server.rlimit(resource.RLIMIT_NOFILE)[1]))
+    crowd = []
+    try:
+        for _ in range(200):
+            crowd.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        for _ in range(3):
+            assert http_get(port, "/healthz") == (200, "ok\n")
+        bridge.wait_for_log(r"16 admin requests pending: dropping the oldest")
+        assert len([sock for sock in crowd if not closed_by_server(sock)]) <= 16
+    finally:
+        for sock in crowd:
+            sock.close()
+    assert "Traceback" not in bridge.log and "Too many open files" not in bridge.log
+    bridge.assert_serves()
+
+
+def test_malformed_admin_request_is_one_line_not_a_traceback(start_bridge):
+    bridge = start_bridge("--admin-port", "0")
+    port = admin_port(bridge)
+    many_headers = b"".join(b"X-H%d: v\r\n" % n for n in range(150))
+    response = raw_http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many_headers + b"\r\n")
+    assert response.startswith("HTTP/1.1 400 ")
+    bridge.wait_for_log(r"more than 100 headers")
+    assert "Traceback" not in bridge.log
+    assert http_get(port, "/healthz") == (200, "ok\n")

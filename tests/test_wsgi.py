@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 
 from certs import make_ca
 from conftest import REPO, SCENARIO_PHP
+from test_bridge import assert_head_matches_get
 from test_tls import client_context
 from tls_client import connect_wss
 
@@ -185,6 +186,12 @@ def test_greenbridge_beside_a_plain_wsgi_app_with_middleware(gunicorn):
         connect(server.url("/elsewhere"), open_timeout=20)
     assert refused.value.response.status_code == 200
     assert not server.php_processes()
+
+
+@pytest.mark.parametrize("worker_class", [STOCK_WORKER, BRIDGE_WORKER], ids=["stock", "bridge"])
+def test_head_under_gunicorn_has_no_body(gunicorn, worker_class):
+    server = gunicorn(worker_class, workers=1)
+    assert_head_matches_get(server.port, "/", 426)
 
 
 def test_create_app_takes_options_by_name_and_refuses_bad_ones(tmp_path):

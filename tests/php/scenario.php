@@ -15,6 +15,8 @@ if ($do === 'never_connect') {
 $socket = stream_socket_client(
     'tcp://' . getenv('WSS_TCP_HOST') . ':' . getenv('WSS_TCP_PORT'), $errno, $errstr, 5);
 $id = getenv('WSS_CONNECTION_ID') . "\n";
+// A PHP held up between connect() and its ID line, as on an overloaded machine.
+usleep((int)($q['id_delay_ms'] ?? 0) * 1000);
 
 function send_all($socket, $data) {
     for ($done = 0; $done < strlen($data); $done += $n) {
