@@ -17,10 +17,43 @@ PHP_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "php", "G
 
 
 class _OneLineErrorParser(configargparse.ArgParser):
-    """Bad input ends start-up with one line and exit status 2, not a usage dump."""
+    """Bad input ends start-up with one line and exit status 2, not a usage dump.
+
+    It also knows which options are secret (see _adder).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.secrets_of = {}  # option's dest -> function giving the secret strings of its value
 
     def error(self, message):
         self.exit(2, "%s: error: %s\n" % (self.prog, message))
+
+    def secret_values(self, options):
+        """The strings the secret options hold, as parsed."""
+        secrets = []
+        for dest, secrets_of in self.secrets_of.items():
+            value = getattr(options, dest)
+            if value:
+                secrets.extend(secrets_of(value))
+        return tuple(secrets)
+
+
+def _adder(parser, container):
+    """container.add_argument, which also takes secret=: True, or a function giving
+    the secret strings of the option's parsed value. PHP never sees a secret, under
+    any variable name (Config.php_base_environment): a new secret option is safe
+    by being declared so here."""
+    def add(*flags, secret=None, **kwargs):
+        action = container.add_argument(*flags, **kwargs)
+        if secret:
+            parser.secrets_of[action.dest] = _whole_value if secret is True else secret
+        return action
+    return add
+
+
+def _whole_value(value):
+    return [value] if isinstance(value, str) else list(value)
 
 
 def build_parser():
@@ -31,7 +64,7 @@ def build_parser():
         config_arg_help_message="config file (key = value lines, keys are the long flag names)",
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
+    add = _adder(parser, parser)
     add("-V", "--version", action="version", version="greenbridge " + __version__)
 
     add("-H", "--ws-host", env_var="WSS_CONFIG_WS_HOST", default="0.0.0.0",
@@ -98,9 +131,14 @@ def build_parser():
     add("--trusted-proxy", env_var="WSS_CONFIG_TRUSTED_PROXIES", action="append",
         help="address or CIDR of a reverse proxy whose X-Real-IP and X-Forwarded-* "
              "headers are believed (repeatable or comma-separated)")
+    add("--php-env", env_var="WSS_CONFIG_PHP_ENV", type=cfg.choice_of(cfg.PHP_ENV_MODES),
+        default="inherit",
+        help="which variables of the server's environment PHP inherits: inherit (all but "
+             "WSS_CONFIG_*) or minimal (PATH, LANG, LC_*, TZ, HOME); never a secret setting's "
+             "value")
     add("--pass-env", env_var="WSS_CONFIG_PASS_ENV", type=cfg.comma_list,
-        help="comma list: PHP gets only these variables of the server's environment "
-             "(plus the WSS_* ones); default: all but WSS_CONFIG_*")
+        help="comma list of variables PHP inherits: with --php-env inherit only these, "
+             "with minimal these as well (the WSS_* ones always)")
     add("--admin-host", env_var="WSS_CONFIG_ADMIN_HOST", default="127.0.0.1",
         help="address of the admin listener (/metrics, /healthz, /readyz)")
     add("--admin-port", env_var="WSS_CONFIG_ADMIN_PORT", type=cfg.port,
@@ -185,7 +223,7 @@ def _add_acme_options(parser):
         "Obtain a certificate for every --tls-domain from an ACME CA, cache it in the state "
         "directory and renew it in the background. HTTP-01 (default) runs certbot's standalone "
         "server on --tls-http01-port; DNS-01 (set --tls-dns-provider) publishes TXT records.")
-    add = group.add_argument
+    add = _adder(parser, group)
     add("--tls-acme-directory", env_var="WSS_CONFIG_TLS_ACME_DIRECTORY",
         type=acme.acme_directory, default=acme.LETS_ENCRYPT_DIRECTORIES["production"],
         help="ACME directory URL; 'production' and 'staging' name Let's Encrypt's")
@@ -205,7 +243,7 @@ def _add_acme_options(parser):
         help="PEM CA bundle to trust for the ACME server's own HTTPS (default: the system's)")
     add("--tls-eab-key-id", env_var="WSS_CONFIG_TLS_EAB_KEY_ID",
         help="external account binding key ID, for CAs that need one")
-    add("--tls-eab-mac-key", env_var="WSS_CONFIG_TLS_EAB_MAC_KEY",
+    add("--tls-eab-mac-key", env_var="WSS_CONFIG_TLS_EAB_MAC_KEY", secret=True,
         help="external account binding MAC key (base64url)")
     add("--tls-http01-port", env_var="WSS_CONFIG_TLS_HTTP01_PORT", type=cfg.port, default=80,
         help="port certbot answers HTTP-01 challenges on (the CA connects to port 80)")
@@ -215,7 +253,7 @@ def _add_acme_options(parser):
         help="use DNS-01 and publish the TXT records with rfc2136 or exec (needed for "
              "wildcards)")
     add("--tls-dns-param", env_var="WSS_CONFIG_TLS_DNS_PARAMS", action="append",
-        type=acme.dns_param,
+        type=acme.dns_param, secret=acme.secret_dns_params,
         help="provider parameter key=value (repeatable; as a list [a=1, b=2] in the "
              "environment or config file)")
     add("--tls-resolvers", env_var="WSS_CONFIG_TLS_RESOLVERS", action="append",
@@ -247,7 +285,7 @@ def load_config(argv=None, environment=None):
     parser = build_parser()
     parser.error = _raise_config_error
     options = parser.parse_args(args=argv, env_vars=environment)
-    return cfg.build_config(options, environment)
+    return cfg.build_config(options, environment, parser.secret_values(options))
 
 
 def _raise_config_error(message):

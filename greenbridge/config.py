@@ -8,6 +8,7 @@ import ipaddress
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping, Optional, Tuple
 
 from greenbridge import modes, origin, routing
@@ -28,6 +29,11 @@ CONFIG_ENV_PREFIX = "WSS_CONFIG_"
 PHP_ENV_PREFIX = "WSS_"
 # systemd's channel to the server itself, not to its PHP processes.
 SERVER_ONLY_VARIABLES = ("NOTIFY_SOCKET",)
+# --php-env: inherit (the Rust bridge's way: everything but the above) or
+# minimal (what a program needs to run and speak the locale, no more).
+PHP_ENV_MODES = ("inherit", "minimal")
+MINIMAL_PHP_VARIABLES = ("PATH", "LANG", "TZ", "HOME")
+MINIMAL_PHP_VARIABLE_PREFIXES = ("LC_",)
 
 
 class ConfigError(ValueError):
@@ -59,8 +65,9 @@ class Config:
     log_format: str = "text"
     # Peers whose X-Real-IP / X-Forwarded-* headers are believed.
     trusted_proxies: Tuple[ipaddress._BaseNetwork, ...] = ()
-    # None: PHP inherits the whole environment (minus WSS_CONFIG_*); else only these names.
-    pass_env: Optional[Tuple[str, ...]] = None
+    # Which of the server's variables PHP inherits: see php_base_environment.
+    php_env: str = "inherit"
+    pass_env: Optional[Tuple[str, ...]] = None  # None: not given
     admin_host: str = "127.0.0.1"
     admin_port: Optional[int] = None
     dev_console: bool = False
@@ -89,17 +96,35 @@ class Config:
     tls_min_version: str = "1.2"
     # --tls-mode automate: everything the ACME side needs, checked.
     acme: Optional["acme_settings.AcmeSettings"] = None
-    # The server's own environment, captured once at start-up; PHP inherits
-    # it minus every WSS_CONFIG_* variable.
+    # The values of every setting declared secret (cli.py): PHP never sees
+    # them, whatever the variable that holds them is called.
+    secret_values: Tuple[str, ...] = field(default=(), repr=False)
+    # The server's own environment, captured once at start-up.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
 
+    @cached_property
     def php_base_environment(self):
-        def passed(name):
-            if name.startswith(CONFIG_ENV_PREFIX) or name in SERVER_ONLY_VARIABLES:
-                return False
-            return self.pass_env is None or name in self.pass_env \
-                or name.startswith(PHP_ENV_PREFIX)
-        return {name: value for name, value in self.base_environment.items() if passed(name)}
+        """What PHP inherits of the server's environment (before the WSS_* values)."""
+        return {name: value for name, value in self.base_environment.items()
+                if self._inherited_by_php(name) and not self._holds_secret(value)}
+
+    @property
+    def variables_withheld_for_secrets(self):
+        """Names PHP would inherit but does not: their values hold a secret setting."""
+        return sorted(name for name, value in self.base_environment.items()
+                      if self._inherited_by_php(name) and self._holds_secret(value))
+
+    def _inherited_by_php(self, name):
+        if name.startswith(CONFIG_ENV_PREFIX) or name in SERVER_ONLY_VARIABLES:
+            return False
+        if name.startswith(PHP_ENV_PREFIX) or name in (self.pass_env or ()):
+            return True
+        if self.php_env == "minimal":
+            return name in MINIMAL_PHP_VARIABLES or name.startswith(MINIMAL_PHP_VARIABLE_PREFIXES)
+        return self.pass_env is None  # inherit: --pass-env, when given, is the whole list
+
+    def _holds_secret(self, value):
+        return any(secret in value for secret in self.secret_values)
 
     @property
     def notify_socket(self):
@@ -261,8 +286,11 @@ def subprotocol(text):
 subprotocol.__name__ = "subprotocol name (an HTTP token)"
 
 
-def build_config(options, environment):
-    """Check what argparse cannot check alone and freeze the result."""
+def build_config(options, environment, secret_values=()):
+    """Check what argparse cannot check alone and freeze the result.
+
+    `secret_values`: the strings the settings declared secret hold.
+    """
     php_executable = _resolve_executable(options.php_executable)
     routes = tuple(options.route or ())
     if not options.script and not routes:
@@ -320,6 +348,7 @@ def build_config(options, environment):
         php_kill_grace=options.php_kill_grace,
         log_format=options.log_format,
         trusted_proxies=_networks(options.trusted_proxy),
+        php_env=options.php_env,
         pass_env=options.pass_env or None,  # empty: not set
         admin_host=options.admin_host,
         admin_port=options.admin_port,
@@ -348,6 +377,7 @@ def build_config(options, environment):
         tls_secrets_log=options.tls_secrets_log,
         tls_min_version=options.tls_min_version,
         acme=acme,
+        secret_values=tuple(value for value in secret_values if value),
         base_environment=dict(environment),
     )
 

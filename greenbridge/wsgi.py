@@ -26,7 +26,7 @@ from greenbridge.app import BridgeApp
 from greenbridge.backconnect import BackConnectListener
 from greenbridge.logs import configure_logging
 from greenbridge.metrics import Metrics
-from greenbridge.server import listen_tcp
+from greenbridge.server import listen_tcp, warn_about_withheld_variables
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.websocket import wants_websocket
 
@@ -49,6 +49,7 @@ def create_app(config_file=None, **overrides):
     if not logging.getLogger().handlers:
         # The host server left logging alone: greenbridge's lines go to stderr.
         configure_logging(config.log_level, config.log_format)
+    warn_about_withheld_variables(config)
     return ProcessLocalBridge(config)
 
 

@@ -26,6 +26,7 @@ PROVIDER_PARAMETERS = {
     "rfc2136": (("server", "key_name", "key_secret"), ("port", "zone", "algorithm")),
     "exec": (("command",), ()),
 }
+SECRET_PROVIDER_PARAMETERS = ("key_secret",)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ def dns_param(text):
 
 
 dns_param.__name__ = "key=value"
+
+
+def secret_dns_params(params):
+    """The secret values among parsed --tls-dns-param pairs (the TSIG key)."""
+    return [value for key, value in params if key in SECRET_PROVIDER_PARAMETERS]
 
 
 def resolver_list(text):
