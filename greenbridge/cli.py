@@ -129,16 +129,18 @@ def build_parser():
         help="text, or json (one object per line, the connection ID as a field)")
 
     add("--trusted-proxy", env_var="WSS_CONFIG_TRUSTED_PROXIES", action="append",
-        help="address or CIDR of a reverse proxy whose X-Real-IP and X-Forwarded-* "
+        type=cfg.comma_separated(cfg.network, empty_means_none=True), help="address or CIDR of a reverse proxy whose X-Real-IP and X-Forwarded-* "
              "headers are believed (repeatable or comma-separated)")
     add("--php-env", env_var="WSS_CONFIG_PHP_ENV", type=cfg.choice_of(cfg.PHP_ENV_MODES),
         default="inherit",
         help="which variables of the server's environment PHP inherits: inherit (all but "
              "WSS_CONFIG_*) or minimal (PATH, LANG, LC_*, TZ, HOME); never a secret setting's "
              "value")
-    add("--pass-env", env_var="WSS_CONFIG_PASS_ENV", type=cfg.comma_list,
-        help="comma list of variables PHP inherits: with --php-env inherit only these, "
-             "with minimal these as well (the WSS_* ones always)")
+    add("--pass-env", env_var="WSS_CONFIG_PASS_ENV", action="append",
+        type=cfg.comma_separated(cfg.name, empty_means_none=True),
+        help="variables PHP inherits: with --php-env inherit only these, with minimal "
+             "these as well (the WSS_* ones always; repeatable or comma-separated; "
+             "empty: not given)")
     add("--admin-host", env_var="WSS_CONFIG_ADMIN_HOST", default="127.0.0.1",
         help="address of the admin listener (/metrics, /healthz, /readyz)")
     add("--admin-port", env_var="WSS_CONFIG_ADMIN_PORT", type=cfg.port,
@@ -157,12 +159,14 @@ def build_parser():
         help="PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]: a path with its own script, "
              "and optionally its own mode and subprotocols (repeatable; in the environment "
              "or config file as a JSON list)")
-    add("--subprotocol", env_var="WSS_CONFIG_SUBPROTOCOLS", type=cfg.subprotocol,
-        action="append", help="subprotocol the bridge accepts, in order of preference "
-                              "(repeatable; none: echo the client's first)")
-    add("--allow-origin", env_var="WSS_CONFIG_ALLOW_ORIGINS", type=cfg.origin_pattern,
-        action="append", help="Origin allowed to connect: https://host[:port] or "
-                              "*.example.com (repeatable; others get 403)")
+    add("--subprotocol", env_var="WSS_CONFIG_SUBPROTOCOLS",
+        type=cfg.comma_separated(cfg.subprotocol), action="append",
+        help="subprotocol the bridge accepts, in order of preference (repeatable or "
+             "comma-separated; none: echo the client's first)")
+    add("--allow-origin", env_var="WSS_CONFIG_ALLOW_ORIGINS",
+        type=cfg.comma_separated(cfg.origin_pattern), action="append",
+        help="Origin allowed to connect: https://host[:port] or *.example.com (repeatable "
+             "or comma-separated; others get 403)")
     add("--same-origin", env_var="WSS_CONFIG_SAME_ORIGIN", action="store_true",
         help="allow browsers only from pages whose Origin matches the Host header")
     add("--ping-interval", env_var="WSS_CONFIG_PING_INTERVAL", type=cfg.seconds, default=30.0,
@@ -184,8 +188,9 @@ def build_parser():
         default="none", help="none (ws://), internal (self-signed), manual (--tls-cert/"
                              "--tls-key) or automate (ACME)")
     add("--tls-domain", env_var="WSS_CONFIG_TLS_DOMAINS", action="append",
-        help="domain of the certificate, wildcards allowed (repeatable; default localhost; "
-             "in the environment or config file as a list: [a, b])")
+        type=cfg.comma_separated(cfg.name),
+        help="domain of the certificate, wildcards allowed (repeatable or comma-separated; "
+             "default localhost)")
     add("--tls-key-type", env_var="WSS_CONFIG_TLS_KEY_TYPE",
         type=cfg.choice_of(cfg.TLS_KEY_TYPES),
         help="key type: " + ", ".join(cfg.TLS_KEY_TYPES) + " (default ed25519; p256 with "
@@ -200,13 +205,15 @@ def build_parser():
     add("--tls-client-auth-ca", env_var="WSS_CONFIG_TLS_CLIENT_AUTH_CA",
         help="PEM CA bundle client certificates are verified against")
     add("--tls-ciphers", env_var="WSS_CONFIG_TLS_CIPHERS", action="append",
-        help="allowed cipher suite, OpenSSL name, TLS 1.2 or 1.3 (repeatable; "
-             "default: OpenSSL's)")
+        help="allowed cipher suite, OpenSSL name, TLS 1.2 or 1.3 (repeatable, or a list "
+             "separated by commas or colons; default: OpenSSL's)")
     add("--tls-curves", env_var="WSS_CONFIG_TLS_CURVES", action="append",
-        help="allowed key-exchange group, in order of preference (repeatable; "
-             "default: OpenSSL's)")
-    add("--tls-alpn", env_var="WSS_CONFIG_TLS_ALPN",
-        help="comma-separated ALPN protocols offered, e.g. http/1.1 (default: no ALPN)")
+        help="allowed key-exchange group, in order of preference (repeatable, or a list "
+             "separated by commas or colons; default: OpenSSL's)")
+    add("--tls-alpn", env_var="WSS_CONFIG_TLS_ALPN", action="append",
+        type=cfg.comma_separated(cfg.name, empty_means_none=True),
+        help="ALPN protocol offered, e.g. http/1.1 (repeatable or comma-separated; "
+             "default: no ALPN)")
     add("--tls-secrets-log", env_var="WSS_CONFIG_TLS_INSECURE_SECRETS_LOG",
         help="append TLS secrets to this file in NSS key log format (for Wireshark; "
              "insecure: debugging only)")

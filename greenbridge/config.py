@@ -4,6 +4,7 @@ Every check here raises ``ConfigError`` with a message that names the option
 and the problem, so start-up can fail with one clear line.
 """
 
+import argparse
 import ipaddress
 import os
 import shutil
@@ -194,17 +195,49 @@ def comma_list(text):
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def _networks(entries):
-    """Addresses or CIDRs, repeatable and comma-separated, as ip_network objects."""
-    networks = []
-    for entry in entries or ():
-        for item in comma_list(entry):
+def comma_separated(item_type, empty_means_none=False):
+    """The type of a list option (action="append"): every value may hold several
+    items, comma-separated, so that 'a,b' in an environment variable or the config
+    file means two items, as '[a, b]' does.
+
+    An empty value is refused unless `empty_means_none`: for --allow-origin, say,
+    no items would mean "any origin", the opposite of what was meant.
+    """
+    def parse(text):
+        items = comma_list(text)
+        if not items and not empty_means_none:
+            raise ValueError(text)
+        parsed = []
+        for item in items:
             try:
-                networks.append(ipaddress.ip_network(item, strict=False))
+                parsed.append(item_type(item))
             except ValueError:
-                raise ConfigError("--trusted-proxy: %r is not an IP address or CIDR" % item) \
-                    from None
-    return tuple(networks)
+                # argparse would quote the whole value; name the item at fault.
+                raise argparse.ArgumentTypeError("invalid %s value: %r"
+                                                 % (item_type.__name__, item)) from None
+        return tuple(parsed)
+
+    parse.__name__ = item_type.__name__
+    return parse
+
+
+def flattened(groups):
+    """The values of a comma_separated option, repeated or not, as one tuple."""
+    return tuple(item for group in groups or () for item in group)
+
+
+def name(text):
+    return text
+
+
+name.__name__ = "name"
+
+
+def network(text):
+    return ipaddress.ip_network(text, strict=False)
+
+
+network.__name__ = "IP address or CIDR"
 
 
 def worker_count(text):
@@ -313,7 +346,7 @@ def build_config(options, environment, secret_values=()):
                           % (options.tcp_port, options.workers, options.tcp_port,
                              options.tcp_port + options.workers - 1))
     _check_tls(options)
-    domains = tuple(options.tls_domain or ())
+    domains = flattened(options.tls_domain)
     if options.tls_mode != "automate":
         domains = domains or ("localhost",)  # what a self-signed certificate is for
     # CAs issue no Ed25519 certificates: automate defaults to P-256.
@@ -347,17 +380,17 @@ def build_config(options, environment, secret_values=()):
         shutdown_timeout=options.shutdown_timeout,
         php_kill_grace=options.php_kill_grace,
         log_format=options.log_format,
-        trusted_proxies=_networks(options.trusted_proxy),
+        trusted_proxies=flattened(options.trusted_proxy),
         php_env=options.php_env,
-        pass_env=options.pass_env or None,  # empty: not set
+        pass_env=flattened(options.pass_env) or None,  # empty: not set
         admin_host=options.admin_host,
         admin_port=options.admin_port,
         dev_console=options.dev_console,
         workers=options.workers,
         message_mode=options.message_mode,
-        subprotocols=tuple(options.subprotocol or ()),
+        subprotocols=flattened(options.subprotocol),
         routes=routes,
-        allow_origins=tuple(options.allow_origin or ()),
+        allow_origins=flattened(options.allow_origin),
         same_origin=options.same_origin,
         ping_interval=options.ping_interval,
         ping_timeout=options.ping_timeout,
@@ -373,7 +406,7 @@ def build_config(options, environment, secret_values=()):
         tls_client_auth_ca=options.tls_client_auth_ca,
         tls_ciphers=_names(options.tls_ciphers),
         tls_curves=_names(options.tls_curves),
-        tls_alpn=comma_list(options.tls_alpn or ""),
+        tls_alpn=flattened(options.tls_alpn),
         tls_secrets_log=options.tls_secrets_log,
         tls_min_version=options.tls_min_version,
         acme=acme,

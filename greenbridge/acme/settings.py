@@ -184,7 +184,7 @@ def build_acme_settings(options, domains, key_type, environment):
         http01_address=options.tls_http01_address,
         dns_provider=provider,
         dns_params=params,
-        resolvers=tuple(item for group in options.tls_resolvers or () for item in group),
+        resolvers=config.flattened(options.tls_resolvers),
         propagation_timeout=options.tls_propagation_timeout,
         environment=dict(environment),
     )
