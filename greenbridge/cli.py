@@ -9,7 +9,7 @@ import sys
 
 import configargparse
 
-from greenbridge import __version__
+from greenbridge import __version__, modes
 from greenbridge import config as cfg
 from greenbridge.acme import settings as acme
 
@@ -86,10 +86,10 @@ def build_parser():
              "or config file as a list: [a, b])")
 
     add("-M", "--max-connections", env_var="WSS_CONFIG_MAX_CONNECTIONS",
-        type=cfg.positive_int, default=256,
+        type=cfg.at_most(cfg.MAX_COUNT, cfg.positive_int), default=256,
         help="open WebSocket connections at most; more get HTTP 503")
     add("-m", "--max-processes", env_var="WSS_CONFIG_MAX_PROCESSES",
-        type=cfg.positive_int, default=64,
+        type=cfg.at_most(cfg.MAX_COUNT, cfg.positive_int), default=64,
         help="PHP processes at most; more connections get HTTP 503")
     add("-T", "--connection-timeout", env_var="WSS_CONFIG_CONNECTION_TIMEOUT",
         type=cfg.seconds, default=0.0,
@@ -98,7 +98,7 @@ def build_parser():
         type=cfg.seconds, default=0.0,
         help="end a PHP process after it ran this many seconds, close with 1001 (0: never)")
     add("-b", "--buffer-size", env_var="WSS_CONFIG_BUFFER_SIZE",
-        type=cfg.positive_int, default=65536,
+        type=cfg.at_most(cfg.MAX_READ_SIZE, cfg.positive_int), default=65536,
         help="bytes read from PHP at once; each read becomes one message")
     add("-l", "--log-level", env_var="WSS_CONFIG_LOG_LEVEL", type=cfg.log_level,
         default="info", help="trace, debug, info, warn or error")
@@ -107,16 +107,17 @@ def build_parser():
         type=cfg.seconds, default=30.0,
         help="seconds PHP has to connect back before the client gets 1011")
     add("--php-connect-retries", env_var="WSS_CONFIG_PHP_CONNECT_RETRIES",
-        type=cfg.non_negative_int, default=3,
+        type=cfg.at_most(cfg.MAX_RETRIES, cfg.non_negative_int), default=3,
         help="new attempts after a spawn failed or PHP exited before connecting back")
+    # Framed mode writes each message's length in 4 bytes.
     add("--max-payload-size", env_var="WSS_CONFIG_MAX_PAYLOAD_SIZE",
-        type=cfg.positive_int, default=16 * 1024 * 1024,
+        type=cfg.at_most(modes.MAX_FRAME_LENGTH, cfg.positive_int), default=16 * 1024 * 1024,
         help="largest client message in bytes; a larger one closes with 1009")
     add("--write-buffer-size", env_var="WSS_CONFIG_WRITE_BUFFER_SIZE",
-        type=cfg.positive_int, default=128 * 1024,
+        type=cfg.at_most(cfg.MAX_SOCKET_BUFFER, cfg.positive_int), default=128 * 1024,
         help="kernel send buffer asked for on each client and PHP socket, in bytes")
     add("--max-write-buffer-size", env_var="WSS_CONFIG_MAX_WRITE_BUFFER",
-        type=cfg.positive_int, default=16 * 1024 * 1024,
+        type=cfg.at_most(cfg.MAX_HELD_BYTES, cfg.positive_int), default=16 * 1024 * 1024,
         help="bytes the bridge holds at most per connection and direction "
              "waiting for a slow reader")
     add("--shutdown-timeout", env_var="WSS_CONFIG_SHUTDOWN_TIMEOUT",
@@ -179,10 +180,10 @@ def build_parser():
         type=cfg.seconds, default=10.0,
         help="seconds a client has to send its whole upgrade request (0: no limit)")
     add("--max-pending-handshakes", env_var="WSS_CONFIG_MAX_PENDING_HANDSHAKES",
-        type=cfg.positive_int, default=128,
+        type=cfg.at_most(cfg.MAX_COUNT, cfg.positive_int), default=128,
         help="upgrade requests being read at once at most; past it the oldest is dropped")
     add("--max-connections-per-ip", env_var="WSS_CONFIG_MAX_CONNECTIONS_PER_IP",
-        type=cfg.non_negative_int, default=0,
+        type=cfg.at_most(cfg.MAX_COUNT, cfg.non_negative_int), default=0,
         help="open connections per client address at most; more get HTTP 503 (0: no limit)")
     add("--tls-mode", env_var="WSS_CONFIG_TLS_MODE", type=cfg.choice_of(cfg.TLS_MODES),
         default="none", help="none (ws://), internal (self-signed), manual (--tls-cert/"

@@ -140,6 +140,23 @@ class Config:
         return any(peer in network for network in self.trusted_proxies)
 
 
+# The largest values accepted. Past them a number is a typo or a
+# misunderstanding, and some used to fail on every connection instead of at
+# start-up (a MemoryError for each read, setsockopt refusing a number over a C int).
+MiB = 2 ** 20
+GiB = 2 ** 30
+MAX_READ_SIZE = 16 * MiB  # --buffer-size: allocated for every read from PHP
+# --write-buffer-size goes to setsockopt, which takes a C int; the kernel caps
+# it at net.core.wmem_max anyway.
+MAX_SOCKET_BUFFER = GiB
+MAX_HELD_BYTES = GiB  # --max-write-buffer-size, per connection and direction
+MAX_COUNT = 1000000  # connections, processes, pending handshakes
+MAX_RETRIES = 1000
+MAX_WORKERS = 1024
+# Any timeout or interval. gevent's libuv loop counts in integer milliseconds
+# and overflows near 1.8e16 seconds; 0 already means "never" where it can.
+MAX_SECONDS = 365 * 24 * 3600
+
 # Argument types. argparse turns their ValueError into "argument --x: invalid
 # <name> value: '...'"; the names below read well in that sentence.
 
@@ -159,14 +176,30 @@ positive_int = _integer_type("positive integer", 1)
 non_negative_int = _integer_type("non-negative integer", 0)
 
 
-def seconds(text):
+def at_most(maximum, number_type):
+    """number_type, refusing values over `maximum` with a message that says so."""
+    def parse(text):
+        return not_over(maximum, text, number_type(text))
+
+    parse.__name__ = number_type.__name__
+    return parse
+
+
+def not_over(maximum, text, number):
+    if number > maximum:
+        raise argparse.ArgumentTypeError("%s is over the maximum, %d" % (text.strip(), maximum))
+    return number
+
+
+def _non_negative_seconds(text):
     number = float(text)
     if not number >= 0 or number == float("inf"):
         raise ValueError(text)
     return number
 
 
-seconds.__name__ = "number of seconds"
+_non_negative_seconds.__name__ = "number of seconds"
+seconds = at_most(MAX_SECONDS, _non_negative_seconds)
 
 
 def log_level(text):
@@ -240,10 +273,13 @@ def network(text):
 network.__name__ = "IP address or CIDR"
 
 
+_workers = at_most(MAX_WORKERS, positive_int)
+
+
 def worker_count(text):
     if text.strip().lower() == "auto":
-        return os.cpu_count() or 1
-    return positive_int(text)
+        return min(os.cpu_count() or 1, MAX_WORKERS)
+    return _workers(text)
 
 
 worker_count.__name__ = "worker count (a positive integer or auto)"
@@ -333,10 +369,6 @@ def build_config(options, environment, secret_values=()):
         _existing_file("--route %s" % each.path, each.script)
     if options.ping_interval and not options.ping_timeout:
         raise ConfigError("--ping-timeout must be over 0 when --ping-interval is set")
-    if options.max_payload_size > modes.MAX_FRAME_LENGTH:
-        # Framed mode writes each message's length in 4 bytes.
-        raise ConfigError("--max-payload-size (%d) must not exceed %d (4 GiB - 1)"
-                          % (options.max_payload_size, modes.MAX_FRAME_LENGTH))
     if options.buffer_size > options.max_write_buffer_size:
         raise ConfigError(
             "--buffer-size (%d) must not exceed --max-write-buffer-size (%d)"

@@ -74,7 +74,7 @@ def positive_seconds(text):
     number = float(text)
     if not 0 < number < float("inf"):
         raise ValueError(text)
-    return number
+    return config.not_over(config.MAX_SECONDS, text, number)
 
 
 positive_seconds.__name__ = "positive number of seconds"
