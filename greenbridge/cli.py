@@ -9,7 +9,7 @@ import sys
 
 import configargparse
 
-from greenbridge import __version__
+from greenbridge import __version__, modes
 from greenbridge import config as cfg
 from greenbridge.acme import settings as acme
 
@@ -17,10 +17,43 @@ PHP_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "php", "G
 
 
 class _OneLineErrorParser(configargparse.ArgParser):
-    """Bad input ends start-up with one line and exit status 2, not a usage dump."""
+    """Bad input ends start-up with one line and exit status 2, not a usage dump.
+
+    It also knows which options are secret (see _adder).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.secrets_of = {}  # option's dest -> function giving the secret strings of its value
 
     def error(self, message):
         self.exit(2, "%s: error: %s\n" % (self.prog, message))
+
+    def secret_values(self, options):
+        """The strings the secret options hold, as parsed."""
+        secrets = []
+        for dest, secrets_of in self.secrets_of.items():
+            value = getattr(options, dest)
+            if value:
+                secrets.extend(secrets_of(value))
+        return tuple(secrets)
+
+
+def _adder(parser, container):
+    """container.add_argument, which also takes secret=: True, or a function giving
+    the secret strings of the option's parsed value. PHP never sees a secret, under
+    any variable name (Config.php_base_environment): a new secret option is safe
+    by being declared so here."""
+    def add(*flags, secret=None, **kwargs):
+        action = container.add_argument(*flags, **kwargs)
+        if secret:
+            parser.secrets_of[action.dest] = _whole_value if secret is True else secret
+        return action
+    return add
+
+
+def _whole_value(value):
+    return [value] if isinstance(value, str) else list(value)
 
 
 def build_parser():
@@ -31,7 +64,7 @@ def build_parser():
         config_arg_help_message="config file (key = value lines, keys are the long flag names)",
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
+    add = _adder(parser, parser)
     add("-V", "--version", action="version", version="greenbridge " + __version__)
 
     add("-H", "--ws-host", env_var="WSS_CONFIG_WS_HOST", default="0.0.0.0",
@@ -53,10 +86,10 @@ def build_parser():
              "or config file as a list: [a, b])")
 
     add("-M", "--max-connections", env_var="WSS_CONFIG_MAX_CONNECTIONS",
-        type=cfg.positive_int, default=256,
+        type=cfg.at_most(cfg.MAX_COUNT, cfg.positive_int), default=256,
         help="open WebSocket connections at most; more get HTTP 503")
     add("-m", "--max-processes", env_var="WSS_CONFIG_MAX_PROCESSES",
-        type=cfg.positive_int, default=64,
+        type=cfg.at_most(cfg.MAX_COUNT, cfg.positive_int), default=64,
         help="PHP processes at most; more connections get HTTP 503")
     add("-T", "--connection-timeout", env_var="WSS_CONFIG_CONNECTION_TIMEOUT",
         type=cfg.seconds, default=0.0,
@@ -65,7 +98,7 @@ def build_parser():
         type=cfg.seconds, default=0.0,
         help="end a PHP process after it ran this many seconds, close with 1001 (0: never)")
     add("-b", "--buffer-size", env_var="WSS_CONFIG_BUFFER_SIZE",
-        type=cfg.positive_int, default=65536,
+        type=cfg.at_most(cfg.MAX_READ_SIZE, cfg.positive_int), default=65536,
         help="bytes read from PHP at once; each read becomes one message")
     add("-l", "--log-level", env_var="WSS_CONFIG_LOG_LEVEL", type=cfg.log_level,
         default="info", help="trace, debug, info, warn or error")
@@ -74,16 +107,17 @@ def build_parser():
         type=cfg.seconds, default=30.0,
         help="seconds PHP has to connect back before the client gets 1011")
     add("--php-connect-retries", env_var="WSS_CONFIG_PHP_CONNECT_RETRIES",
-        type=cfg.non_negative_int, default=3,
+        type=cfg.at_most(cfg.MAX_RETRIES, cfg.non_negative_int), default=3,
         help="new attempts after a spawn failed or PHP exited before connecting back")
+    # Framed mode writes each message's length in 4 bytes.
     add("--max-payload-size", env_var="WSS_CONFIG_MAX_PAYLOAD_SIZE",
-        type=cfg.positive_int, default=16 * 1024 * 1024,
+        type=cfg.at_most(modes.MAX_FRAME_LENGTH, cfg.positive_int), default=16 * 1024 * 1024,
         help="largest client message in bytes; a larger one closes with 1009")
     add("--write-buffer-size", env_var="WSS_CONFIG_WRITE_BUFFER_SIZE",
-        type=cfg.positive_int, default=128 * 1024,
+        type=cfg.at_most(cfg.MAX_SOCKET_BUFFER, cfg.positive_int), default=128 * 1024,
         help="kernel send buffer asked for on each client and PHP socket, in bytes")
     add("--max-write-buffer-size", env_var="WSS_CONFIG_MAX_WRITE_BUFFER",
-        type=cfg.positive_int, default=16 * 1024 * 1024,
+        type=cfg.at_most(cfg.MAX_HELD_BYTES, cfg.positive_int), default=16 * 1024 * 1024,
         help="bytes the bridge holds at most per connection and direction "
              "waiting for a slow reader")
     add("--shutdown-timeout", env_var="WSS_CONFIG_SHUTDOWN_TIMEOUT",
@@ -96,11 +130,18 @@ def build_parser():
         help="text, or json (one object per line, the connection ID as a field)")
 
     add("--trusted-proxy", env_var="WSS_CONFIG_TRUSTED_PROXIES", action="append",
-        help="address or CIDR of a reverse proxy whose X-Real-IP and X-Forwarded-* "
+        type=cfg.comma_separated(cfg.network, empty_means_none=True), help="address or CIDR of a reverse proxy whose X-Real-IP and X-Forwarded-* "
              "headers are believed (repeatable or comma-separated)")
-    add("--pass-env", env_var="WSS_CONFIG_PASS_ENV", type=cfg.comma_list,
-        help="comma list: PHP gets only these variables of the server's environment "
-             "(plus the WSS_* ones); default: all but WSS_CONFIG_*")
+    add("--php-env", env_var="WSS_CONFIG_PHP_ENV", type=cfg.choice_of(cfg.PHP_ENV_MODES),
+        default="inherit",
+        help="which variables of the server's environment PHP inherits: inherit (all but "
+             "WSS_CONFIG_*) or minimal (PATH, LANG, LC_*, TZ, HOME); never a secret setting's "
+             "value")
+    add("--pass-env", env_var="WSS_CONFIG_PASS_ENV", action="append",
+        type=cfg.comma_separated(cfg.name, empty_means_none=True),
+        help="variables PHP inherits: with --php-env inherit only these, with minimal "
+             "these as well (the WSS_* ones always; repeatable or comma-separated; "
+             "empty: not given)")
     add("--admin-host", env_var="WSS_CONFIG_ADMIN_HOST", default="127.0.0.1",
         help="address of the admin listener (/metrics, /healthz, /readyz)")
     add("--admin-port", env_var="WSS_CONFIG_ADMIN_PORT", type=cfg.port,
@@ -119,12 +160,14 @@ def build_parser():
         help="PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]: a path with its own script, "
              "and optionally its own mode and subprotocols (repeatable; in the environment "
              "or config file as a JSON list)")
-    add("--subprotocol", env_var="WSS_CONFIG_SUBPROTOCOLS", type=cfg.subprotocol,
-        action="append", help="subprotocol the bridge accepts, in order of preference "
-                              "(repeatable; none: echo the client's first)")
-    add("--allow-origin", env_var="WSS_CONFIG_ALLOW_ORIGINS", type=cfg.origin_pattern,
-        action="append", help="Origin allowed to connect: https://host[:port] or "
-                              "*.example.com (repeatable; others get 403)")
+    add("--subprotocol", env_var="WSS_CONFIG_SUBPROTOCOLS",
+        type=cfg.comma_separated(cfg.subprotocol), action="append",
+        help="subprotocol the bridge accepts, in order of preference (repeatable or "
+             "comma-separated; none: echo the client's first)")
+    add("--allow-origin", env_var="WSS_CONFIG_ALLOW_ORIGINS",
+        type=cfg.comma_separated(cfg.origin_pattern), action="append",
+        help="Origin allowed to connect: https://host[:port] or *.example.com (repeatable "
+             "or comma-separated; others get 403)")
     add("--same-origin", env_var="WSS_CONFIG_SAME_ORIGIN", action="store_true",
         help="allow browsers only from pages whose Origin matches the Host header")
     add("--ping-interval", env_var="WSS_CONFIG_PING_INTERVAL", type=cfg.seconds, default=30.0,
@@ -137,17 +180,18 @@ def build_parser():
         type=cfg.seconds, default=10.0,
         help="seconds a client has to send its whole upgrade request (0: no limit)")
     add("--max-pending-handshakes", env_var="WSS_CONFIG_MAX_PENDING_HANDSHAKES",
-        type=cfg.positive_int, default=128,
+        type=cfg.at_most(cfg.MAX_COUNT, cfg.positive_int), default=128,
         help="upgrade requests being read at once at most; past it the oldest is dropped")
     add("--max-connections-per-ip", env_var="WSS_CONFIG_MAX_CONNECTIONS_PER_IP",
-        type=cfg.non_negative_int, default=0,
+        type=cfg.at_most(cfg.MAX_COUNT, cfg.non_negative_int), default=0,
         help="open connections per client address at most; more get HTTP 503 (0: no limit)")
     add("--tls-mode", env_var="WSS_CONFIG_TLS_MODE", type=cfg.choice_of(cfg.TLS_MODES),
         default="none", help="none (ws://), internal (self-signed), manual (--tls-cert/"
                              "--tls-key) or automate (ACME)")
     add("--tls-domain", env_var="WSS_CONFIG_TLS_DOMAINS", action="append",
-        help="domain of the certificate, wildcards allowed (repeatable; default localhost; "
-             "in the environment or config file as a list: [a, b])")
+        type=cfg.comma_separated(cfg.name),
+        help="domain of the certificate, wildcards allowed (repeatable or comma-separated; "
+             "default localhost)")
     add("--tls-key-type", env_var="WSS_CONFIG_TLS_KEY_TYPE",
         type=cfg.choice_of(cfg.TLS_KEY_TYPES),
         help="key type: " + ", ".join(cfg.TLS_KEY_TYPES) + " (default ed25519; p256 with "
@@ -162,13 +206,15 @@ def build_parser():
     add("--tls-client-auth-ca", env_var="WSS_CONFIG_TLS_CLIENT_AUTH_CA",
         help="PEM CA bundle client certificates are verified against")
     add("--tls-ciphers", env_var="WSS_CONFIG_TLS_CIPHERS", action="append",
-        help="allowed cipher suite, OpenSSL name, TLS 1.2 or 1.3 (repeatable; "
-             "default: OpenSSL's)")
+        help="allowed cipher suite, OpenSSL name, TLS 1.2 or 1.3 (repeatable, or a list "
+             "separated by commas or colons; default: OpenSSL's)")
     add("--tls-curves", env_var="WSS_CONFIG_TLS_CURVES", action="append",
-        help="allowed key-exchange group, in order of preference (repeatable; "
-             "default: OpenSSL's)")
-    add("--tls-alpn", env_var="WSS_CONFIG_TLS_ALPN",
-        help="comma-separated ALPN protocols offered, e.g. http/1.1 (default: no ALPN)")
+        help="allowed key-exchange group, in order of preference (repeatable, or a list "
+             "separated by commas or colons; default: OpenSSL's)")
+    add("--tls-alpn", env_var="WSS_CONFIG_TLS_ALPN", action="append",
+        type=cfg.comma_separated(cfg.name, empty_means_none=True),
+        help="ALPN protocol offered, e.g. http/1.1 (repeatable or comma-separated; "
+             "default: no ALPN)")
     add("--tls-secrets-log", env_var="WSS_CONFIG_TLS_INSECURE_SECRETS_LOG",
         help="append TLS secrets to this file in NSS key log format (for Wireshark; "
              "insecure: debugging only)")
@@ -185,7 +231,7 @@ def _add_acme_options(parser):
         "Obtain a certificate for every --tls-domain from an ACME CA, cache it in the state "
         "directory and renew it in the background. HTTP-01 (default) runs certbot's standalone "
         "server on --tls-http01-port; DNS-01 (set --tls-dns-provider) publishes TXT records.")
-    add = group.add_argument
+    add = _adder(parser, group)
     add("--tls-acme-directory", env_var="WSS_CONFIG_TLS_ACME_DIRECTORY",
         type=acme.acme_directory, default=acme.LETS_ENCRYPT_DIRECTORIES["production"],
         help="ACME directory URL; 'production' and 'staging' name Let's Encrypt's")
@@ -205,7 +251,7 @@ def _add_acme_options(parser):
         help="PEM CA bundle to trust for the ACME server's own HTTPS (default: the system's)")
     add("--tls-eab-key-id", env_var="WSS_CONFIG_TLS_EAB_KEY_ID",
         help="external account binding key ID, for CAs that need one")
-    add("--tls-eab-mac-key", env_var="WSS_CONFIG_TLS_EAB_MAC_KEY",
+    add("--tls-eab-mac-key", env_var="WSS_CONFIG_TLS_EAB_MAC_KEY", secret=True,
         help="external account binding MAC key (base64url)")
     add("--tls-http01-port", env_var="WSS_CONFIG_TLS_HTTP01_PORT", type=cfg.port, default=80,
         help="port certbot answers HTTP-01 challenges on (the CA connects to port 80)")
@@ -215,7 +261,7 @@ def _add_acme_options(parser):
         help="use DNS-01 and publish the TXT records with rfc2136 or exec (needed for "
              "wildcards)")
     add("--tls-dns-param", env_var="WSS_CONFIG_TLS_DNS_PARAMS", action="append",
-        type=acme.dns_param,
+        type=acme.dns_param, secret=acme.secret_dns_params,
         help="provider parameter key=value (repeatable; as a list [a=1, b=2] in the "
              "environment or config file)")
     add("--tls-resolvers", env_var="WSS_CONFIG_TLS_RESOLVERS", action="append",
@@ -247,7 +293,7 @@ def load_config(argv=None, environment=None):
     parser = build_parser()
     parser.error = _raise_config_error
     options = parser.parse_args(args=argv, env_vars=environment)
-    return cfg.build_config(options, environment)
+    return cfg.build_config(options, environment, parser.secret_values(options))
 
 
 def _raise_config_error(message):

@@ -4,10 +4,12 @@ Every check here raises ``ConfigError`` with a message that names the option
 and the problem, so start-up can fail with one clear line.
 """
 
+import argparse
 import ipaddress
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping, Optional, Tuple
 
 from greenbridge import modes, origin, routing
@@ -29,6 +31,11 @@ CONFIG_ENV_PREFIX = "WSS_CONFIG_"
 PHP_ENV_PREFIX = "WSS_"
 # systemd's channel to the server itself, not to its PHP processes.
 SERVER_ONLY_VARIABLES = ("NOTIFY_SOCKET",)
+# --php-env: inherit (the Rust bridge's way: everything but the above) or
+# minimal (what a program needs to run and speak the locale, no more).
+PHP_ENV_MODES = ("inherit", "minimal")
+MINIMAL_PHP_VARIABLES = ("PATH", "LANG", "TZ", "HOME")
+MINIMAL_PHP_VARIABLE_PREFIXES = ("LC_",)
 
 
 class ConfigError(ValueError):
@@ -60,8 +67,9 @@ class Config:
     log_format: str = "text"
     # Peers whose X-Real-IP / X-Forwarded-* headers are believed.
     trusted_proxies: Tuple[ipaddress._BaseNetwork, ...] = ()
-    # None: PHP inherits the whole environment (minus WSS_CONFIG_*); else only these names.
-    pass_env: Optional[Tuple[str, ...]] = None
+    # Which of the server's variables PHP inherits: see php_base_environment.
+    php_env: str = "inherit"
+    pass_env: Optional[Tuple[str, ...]] = None  # None: not given
     admin_host: str = "127.0.0.1"
     admin_port: Optional[int] = None
     dev_console: bool = False
@@ -90,17 +98,35 @@ class Config:
     tls_min_version: str = "1.2"
     # --tls-mode automate: everything the ACME side needs, checked.
     acme: Optional["acme_settings.AcmeSettings"] = None
-    # The server's own environment, captured once at start-up; PHP inherits
-    # it minus every WSS_CONFIG_* variable.
+    # The values of every setting declared secret (cli.py): PHP never sees
+    # them, whatever the variable that holds them is called.
+    secret_values: Tuple[str, ...] = field(default=(), repr=False)
+    # The server's own environment, captured once at start-up.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
 
+    @cached_property
     def php_base_environment(self):
-        def passed(name):
-            if name.startswith(CONFIG_ENV_PREFIX) or name in SERVER_ONLY_VARIABLES:
-                return False
-            return self.pass_env is None or name in self.pass_env \
-                or name.startswith(PHP_ENV_PREFIX)
-        return {name: value for name, value in self.base_environment.items() if passed(name)}
+        """What PHP inherits of the server's environment (before the WSS_* values)."""
+        return {name: value for name, value in self.base_environment.items()
+                if self._inherited_by_php(name) and not self._holds_secret(value)}
+
+    @property
+    def variables_withheld_for_secrets(self):
+        """Names PHP would inherit but does not: their values hold a secret setting."""
+        return sorted(name for name, value in self.base_environment.items()
+                      if self._inherited_by_php(name) and self._holds_secret(value))
+
+    def _inherited_by_php(self, name):
+        if name.startswith(CONFIG_ENV_PREFIX) or name in SERVER_ONLY_VARIABLES:
+            return False
+        if name.startswith(PHP_ENV_PREFIX) or name in (self.pass_env or ()):
+            return True
+        if self.php_env == "minimal":
+            return name in MINIMAL_PHP_VARIABLES or name.startswith(MINIMAL_PHP_VARIABLE_PREFIXES)
+        return self.pass_env is None  # inherit: --pass-env, when given, is the whole list
+
+    def _holds_secret(self, value):
+        return any(secret in value for secret in self.secret_values)
 
     @property
     def notify_socket(self):
@@ -114,6 +140,23 @@ class Config:
             return False
         return any(peer in network for network in self.trusted_proxies)
 
+
+# The largest values accepted. Past them a number is a typo or a
+# misunderstanding, and some used to fail on every connection instead of at
+# start-up (a MemoryError for each read, setsockopt refusing a number over a C int).
+MiB = 2 ** 20
+GiB = 2 ** 30
+MAX_READ_SIZE = 16 * MiB  # --buffer-size: allocated for every read from PHP
+# --write-buffer-size goes to setsockopt, which takes a C int; the kernel caps
+# it at net.core.wmem_max anyway.
+MAX_SOCKET_BUFFER = GiB
+MAX_HELD_BYTES = GiB  # --max-write-buffer-size, per connection and direction
+MAX_COUNT = 1000000  # connections, processes, pending handshakes
+MAX_RETRIES = 1000
+MAX_WORKERS = 1024
+# Any timeout or interval. gevent's libuv loop counts in integer milliseconds
+# and overflows near 1.8e16 seconds; 0 already means "never" where it can.
+MAX_SECONDS = 365 * 24 * 3600
 
 # Argument types. argparse turns their ValueError into "argument --x: invalid
 # <name> value: '...'"; the names below read well in that sentence.
@@ -134,14 +177,30 @@ positive_int = _integer_type("positive integer", 1)
 non_negative_int = _integer_type("non-negative integer", 0)
 
 
-def seconds(text):
+def at_most(maximum, number_type):
+    """number_type, refusing values over `maximum` with a message that says so."""
+    def parse(text):
+        return not_over(maximum, text, number_type(text))
+
+    parse.__name__ = number_type.__name__
+    return parse
+
+
+def not_over(maximum, text, number):
+    if number > maximum:
+        raise argparse.ArgumentTypeError("%s is over the maximum, %d" % (text.strip(), maximum))
+    return number
+
+
+def _non_negative_seconds(text):
     number = float(text)
     if not number >= 0 or number == float("inf"):
         raise ValueError(text)
     return number
 
 
-seconds.__name__ = "number of seconds"
+_non_negative_seconds.__name__ = "number of seconds"
+seconds = at_most(MAX_SECONDS, _non_negative_seconds)
 
 
 def log_level(text):
@@ -170,23 +229,58 @@ def comma_list(text):
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def _networks(entries):
-    """Addresses or CIDRs, repeatable and comma-separated, as ip_network objects."""
-    networks = []
-    for entry in entries or ():
-        for item in comma_list(entry):
+def comma_separated(item_type, empty_means_none=False):
+    """The type of a list option (action="append"): every value may hold several
+    items, comma-separated, so that 'a,b' in an environment variable or the config
+    file means two items, as '[a, b]' does.
+
+    An empty value is refused unless `empty_means_none`: for --allow-origin, say,
+    no items would mean "any origin", the opposite of what was meant.
+    """
+    def parse(text):
+        items = comma_list(text)
+        if not items and not empty_means_none:
+            raise ValueError(text)
+        parsed = []
+        for item in items:
             try:
-                networks.append(ipaddress.ip_network(item, strict=False))
+                parsed.append(item_type(item))
             except ValueError:
-                raise ConfigError("--trusted-proxy: %r is not an IP address or CIDR" % item) \
-                    from None
-    return tuple(networks)
+                # argparse would quote the whole value; name the item at fault.
+                raise argparse.ArgumentTypeError("invalid %s value: %r"
+                                                 % (item_type.__name__, item)) from None
+        return tuple(parsed)
+
+    parse.__name__ = item_type.__name__
+    return parse
+
+
+def flattened(groups):
+    """The values of a comma_separated option, repeated or not, as one tuple."""
+    return tuple(item for group in groups or () for item in group)
+
+
+def name(text):
+    return text
+
+
+name.__name__ = "name"
+
+
+def network(text):
+    return ipaddress.ip_network(text, strict=False)
+
+
+network.__name__ = "IP address or CIDR"
+
+
+_workers = at_most(MAX_WORKERS, positive_int)
 
 
 def worker_count(text):
     if text.strip().lower() == "auto":
-        return os.cpu_count() or 1
-    return positive_int(text)
+        return min(os.cpu_count() or 1, MAX_WORKERS)
+    return _workers(text)
 
 
 worker_count.__name__ = "worker count (a positive integer or auto)"
@@ -261,8 +355,11 @@ def subprotocol(text):
 subprotocol.__name__ = "subprotocol name (an HTTP token)"
 
 
-def build_config(options, environment):
-    """Check what argparse cannot check alone and freeze the result."""
+def build_config(options, environment, secret_values=()):
+    """Check what argparse cannot check alone and freeze the result.
+
+    `secret_values`: the strings the settings declared secret hold.
+    """
     php_executable = _resolve_executable(options.php_executable)
     routes = tuple(options.route or ())
     if not options.script and not routes:
@@ -272,10 +369,6 @@ def build_config(options, environment):
         _existing_file("--route %s" % each.path, each.script)
     if options.ping_interval and not options.ping_timeout:
         raise ConfigError("--ping-timeout must be over 0 when --ping-interval is set")
-    if options.max_payload_size > modes.MAX_FRAME_LENGTH:
-        # Framed mode writes each message's length in 4 bytes.
-        raise ConfigError("--max-payload-size (%d) must not exceed %d (4 GiB - 1)"
-                          % (options.max_payload_size, modes.MAX_FRAME_LENGTH))
     if options.buffer_size > options.max_write_buffer_size:
         raise ConfigError(
             "--buffer-size (%d) must not exceed --max-write-buffer-size (%d)"
@@ -285,7 +378,7 @@ def build_config(options, environment):
                           % (options.tcp_port, options.workers, options.tcp_port,
                              options.tcp_port + options.workers - 1))
     _check_tls(options)
-    domains = tuple(options.tls_domain or ())
+    domains = flattened(options.tls_domain)
     if options.tls_mode != "automate":
         domains = domains or ("localhost",)  # what a self-signed certificate is for
     # CAs issue no Ed25519 certificates: automate defaults to P-256.
@@ -319,16 +412,17 @@ def build_config(options, environment):
         shutdown_timeout=options.shutdown_timeout,
         php_kill_grace=options.php_kill_grace,
         log_format=options.log_format,
-        trusted_proxies=_networks(options.trusted_proxy),
-        pass_env=options.pass_env or None,  # empty: not set
+        trusted_proxies=flattened(options.trusted_proxy),
+        php_env=options.php_env,
+        pass_env=flattened(options.pass_env) or None,  # empty: not set
         admin_host=options.admin_host,
         admin_port=options.admin_port,
         dev_console=options.dev_console,
         workers=options.workers,
         message_mode=options.message_mode,
-        subprotocols=tuple(options.subprotocol or ()),
+        subprotocols=flattened(options.subprotocol),
         routes=routes,
-        allow_origins=tuple(options.allow_origin or ()),
+        allow_origins=flattened(options.allow_origin),
         same_origin=options.same_origin,
         ping_interval=options.ping_interval,
         ping_timeout=options.ping_timeout,
@@ -344,10 +438,11 @@ def build_config(options, environment):
         tls_client_auth_ca=options.tls_client_auth_ca,
         tls_ciphers=_names(options.tls_ciphers),
         tls_curves=_names(options.tls_curves),
-        tls_alpn=comma_list(options.tls_alpn or ""),
+        tls_alpn=flattened(options.tls_alpn),
         tls_secrets_log=options.tls_secrets_log,
         tls_min_version=options.tls_min_version,
         acme=acme,
+        secret_values=tuple(value for value in secret_values if value),
         base_environment=dict(environment),
     )
 

@@ -109,7 +109,7 @@ class Connection:
         config = self._config
         endpoint = self._endpoint
         command = [config.php_executable, endpoint.script, *config.php_args]
-        environment = build_environment(config.php_base_environment(), self._request,
+        environment = build_environment(config.php_base_environment, self._request,
                                         self.id, self._backconnect.address,
                                         endpoint.message_mode, endpoint.subprotocol)
         deadline = time.monotonic() + config.php_connect_timeout

@@ -36,7 +36,7 @@ _FINAL_READ_LIMIT = 1024 * 1024
 
 def build_environment(base_environment, request, connection_id, back_connect_address,
                       message_mode, subprotocol):
-    """The environment PHP sees: the server's own (minus WSS_CONFIG_*) plus WSS_* values."""
+    """The environment PHP sees: what it inherits (Config.php_base_environment) plus WSS_* values."""
     tcp_host, tcp_port = back_connect_address
     environment = dict(base_environment)
     environment.update({

@@ -117,6 +117,7 @@ def run(config):
         log.error("cannot listen: %s", error)
         return EXIT_CANNOT_LISTEN
     warn_if_backconnect_reachable(listeners)
+    warn_about_withheld_variables(config)
     counters = SharedCounters(COUNTER_NAMES, config.workers)
     notifier = Notifier(config.notify_socket)
     if config.workers == 1:
@@ -320,6 +321,14 @@ def warn_if_backconnect_reachable(listeners):
         log.warning("the back-connection listener is on %s, not loopback: anyone who can reach "
                     "it may try connection IDs; keep --tcp-bind on 127.0.0.1 or firewall it",
                     host)
+
+
+def warn_about_withheld_variables(config):
+    """Say which variables PHP does not get because they hold a secret setting's value."""
+    names = config.variables_withheld_for_secrets
+    if names:
+        log.warning("not passed to PHP: %s (the value holds a setting marked secret, such "
+                    "as --tls-eab-mac-key)", ", ".join(names))
 
 
 def raise_open_files_limit():

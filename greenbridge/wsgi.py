@@ -27,7 +27,7 @@ from greenbridge.backconnect import BackConnectListener
 from greenbridge.head import without_body_for_head
 from greenbridge.logs import configure_logging
 from greenbridge.metrics import Metrics
-from greenbridge.server import listen_tcp
+from greenbridge.server import listen_tcp, warn_about_withheld_variables
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.websocket import wants_websocket
 
@@ -50,6 +50,7 @@ def create_app(config_file=None, **overrides):
     if not logging.getLogger().handlers:
         # The host server left logging alone: greenbridge's lines go to stderr.
         configure_logging(config.log_level, config.log_format)
+    warn_about_withheld_variables(config)
     return ProcessLocalBridge(config)
 
 

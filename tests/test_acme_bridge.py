@@ -4,17 +4,19 @@ import os
 import re
 import socket
 import ssl
+import stat
 import sys
 import time
 
+import psutil
 import pytest
 from cryptography import x509
 
-from acme_servers import (BLOCKED_DOMAIN, ELSEWHERE_DOMAIN, RFC2136_ZONE, TSIG_KEY_NAME,
-                          TSIG_SECRET, Pebble,
+from acme_servers import (BLOCKED_DOMAIN, EAB_KEY_ID, EAB_MAC_KEY, ELSEWHERE_DOMAIN,
+                          RFC2136_ZONE, TSIG_KEY_NAME, TSIG_SECRET, Pebble,
                           acme_folder, challtestsrv, named, pebble,  # noqa: F401 (fixtures)
                           pebble_with_named, throwaway_ca)
-from conftest import ECHO_PHP
+from conftest import ECHO_PHP, Bridge
 from test_cli import REQUIRED, run_cli
 from tls_client import connect_wss
 
@@ -127,6 +129,68 @@ def test_automate_dns01_exec_with_workers_each_worker_serves_the_renewed_certifi
     with wss_connect(bridge, pebble, "workers.test") as ws:
         ws.send(b"through either worker")
         assert ws.recv(timeout=10) == b"through either worker"
+
+
+def watch_certbot_until_listening(bridge, timeout=120):
+    """Poll the bridge's child processes while it starts: {pid: (command line, environment,
+    {file named on the command line: (its mode, its text)})} of every certbot process seen."""
+    seen = {}
+    deadline = time.monotonic() + timeout
+    while "listening on" not in bridge.log:
+        assert bridge.process.poll() is None and time.monotonic() < deadline, bridge.log
+        try:
+            children = psutil.Process(bridge.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            try:
+                command_line, environment = child.cmdline(), child.environ()
+            except psutil.Error:
+                continue  # gone meanwhile
+            if "certbot.main" in " ".join(command_line):
+                files = seen.setdefault(child.pid, (command_line, environment, {}))[2]
+                for argument in command_line:
+                    try:
+                        with open(argument, errors="replace") as file:
+                            files[argument] = (stat.S_IMODE(os.fstat(file.fileno()).st_mode),
+                                               file.read())
+                    except OSError:
+                        pass  # not a file, or a folder
+        time.sleep(0.01)
+    return seen
+
+
+def test_automate_http01_with_eab_keeps_the_mac_key_off_certbots_command_line(
+        throwaway_ca, challtestsrv, acme_folder, tmp_path):
+    eab_pebble = Pebble(acme_folder, "pebble-eab-bridge", challtestsrv.dns_port, throwaway_ca,
+                        eab=True)
+    state_dir = tmp_path / "state"
+    bridge = Bridge(["-H", "127.0.0.1", "-P", "0", *REQUIRED,
+                     *automate_flags(eab_pebble, state_dir, "eab.test"),
+                     "--tls-eab-key-id", EAB_KEY_ID],
+                    env={"WSS_CONFIG_TLS_EAB_MAC_KEY": EAB_MAC_KEY})
+    try:
+        certbots = watch_certbot_until_listening(bridge)
+        bridge.wait_listening()
+        # pebble requires the binding: a certificate means certbot had the key.
+        served_certificate(bridge, eab_pebble, "eab.test")
+        assert certbots, "no certbot process seen:\n" + bridge.log
+        key_files = {}
+        for command_line, environment, files in certbots.values():
+            assert not any(EAB_MAC_KEY in argument for argument in command_line), command_line
+            assert EAB_MAC_KEY not in "".join(environment.values())
+            key_files.update((path, mode) for path, (mode, text) in files.items()
+                             if EAB_MAC_KEY in text)
+        # certbot got the key from a file that only its owner can read.
+        assert key_files and set(key_files.values()) == {0o600}, key_files
+        # Nothing left behind in the state directory holds the key.
+        for path in state_dir.rglob("*"):
+            if path.is_file():
+                assert EAB_MAC_KEY.encode() not in path.read_bytes(), path
+        assert bridge.stop() == 0
+    finally:
+        bridge.kill()
+        eab_pebble.stop()
 
 
 @pytest.mark.parametrize("domain,message", [

@@ -1,6 +1,7 @@
 """Flags, environment variables, config files, and start-up errors."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -107,7 +108,8 @@ def test_php_args_reach_the_script(start_bridge, tmp_path):
     (["-s", "/nonexistent/handler.php"], "--script: '/nonexistent/handler.php' is not a file"),
     (["-e", "php-does-not-exist"], "--php-executable: 'php-does-not-exist' not found"),
     (["-b", "100", "--max-write-buffer-size", "50"], "--buffer-size (100) must not exceed"),
-    (["--max-payload-size", str(2 ** 32)], "--max-payload-size (4294967296) must not exceed"),
+    (["--max-payload-size", str(2 ** 32)],
+     "argument --max-payload-size: 4294967296 is over the maximum, 4294967295"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
 def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):
@@ -119,6 +121,57 @@ def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stderr
+
+
+# Every number option with its largest value (what the README states).
+YEAR = 365 * 24 * 3600
+MAXIMA = [
+    ("--buffer-size", 16 * 2 ** 20),
+    ("--write-buffer-size", 2 ** 30),
+    ("--max-write-buffer-size", 2 ** 30),
+    ("--max-payload-size", 2 ** 32 - 1),
+    ("--max-connections", 1000000),
+    ("--max-processes", 1000000),
+    ("--max-pending-handshakes", 1000000),
+    ("--max-connections-per-ip", 1000000),
+    ("--php-connect-retries", 1000),
+    ("--workers", 1024),
+    ("--connection-timeout", YEAR),
+    ("--php-timeout", YEAR),
+    ("--php-connect-timeout", YEAR),
+    ("--shutdown-timeout", YEAR),
+    ("--php-kill-grace", YEAR),
+    ("--ping-interval", YEAR),
+    ("--ping-timeout", YEAR),
+    ("--handshake-timeout", YEAR),
+    ("--tls-renewal-check-interval", YEAR),
+    ("--tls-propagation-timeout", YEAR),
+]
+
+
+@pytest.mark.parametrize("flag,maximum", MAXIMA)
+def test_numbers_over_their_maximum_stop_start_up_and_the_maximum_serves(start_bridge, flag,
+                                                                         maximum):
+    # Bound to a port in use: a value that gets through parsing ends start-up
+    # at once with "cannot listen" (status 1) instead of serving.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        port = ["-H", "127.0.0.1", "-P", str(squatter.getsockname()[1])]
+        # --buffer-size must also fit in --max-write-buffer-size: make room for it.
+        others = ["--max-write-buffer-size", str(2 ** 30)] if flag == "--buffer-size" else []
+        # Seconds may be written as floats; the others are integers.
+        absurd = "1e300" if maximum == YEAR else "99999999999999999999"
+        for value in (str(maximum + 1), absurd):
+            result = run_cli(*REQUIRED, *port, *others, flag, value)
+            assert result.returncode == 2, (value, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, result.stderr
+            assert flag in lines[0] and "maximum" in lines[0] and str(maximum) in lines[0], lines
+        accepted = run_cli(*REQUIRED, *port, *others, flag, str(maximum))
+        assert accepted.returncode == 1 and "cannot listen" in accepted.stderr, accepted.stderr
+    if flag != "--workers":  # 1024 server processes: too many for a test machine
+        start_bridge(*others, flag, str(maximum)).assert_serves()
 
 
 def test_missing_required_options_are_named():

@@ -51,6 +51,75 @@ def test_pass_env_from_the_environment_variable(start_bridge):
     assert env["GREENBRIDGE_KEEP"] == "kept" and "GREENBRIDGE_DROP" not in env
 
 
+def php_environment(bridge):
+    with connect(bridge.url("/?do=fullenv")) as ws:
+        return json.loads(ws.recv(timeout=10))
+
+
+MINIMAL_SET = {"PATH": os.environ["PATH"], "HOME": "/home/greenbridge", "LANG": "C.UTF-8",
+               "LC_TIME": "C", "TZ": "UTC"}
+
+
+@pytest.mark.parametrize("php_env,pass_env,inherited", [
+    ("inherit", None, None),  # None: everything but WSS_CONFIG_*
+    ("inherit", "GREENBRIDGE_KEEP", {"GREENBRIDGE_KEEP"}),
+    ("minimal", None, set(MINIMAL_SET)),
+    ("minimal", "GREENBRIDGE_KEEP", set(MINIMAL_SET) | {"GREENBRIDGE_KEEP"}),
+])
+def test_php_env_and_pass_env_decide_what_php_inherits(start_bridge, php_env, pass_env,
+                                                       inherited):
+    environment = dict(MINIMAL_SET, GREENBRIDGE_KEEP="kept", GREENBRIDGE_DROP="dropped",
+                       WSS_CONFIG_PHP_ENV=php_env)
+    if pass_env:
+        environment["WSS_CONFIG_PASS_ENV"] = pass_env
+    bridge = start_bridge(env=environment)
+    env = php_environment(bridge)
+    server_environment = dict(os.environ, **environment)
+    if inherited is None:
+        inherited = {name for name in server_environment if not name.startswith("WSS_")}
+    assert {name for name in env if not name.startswith("WSS_")} == inherited
+    for name in inherited:
+        assert env[name] == server_environment[name], name
+    assert env["WSS_REQUEST_QUERY"] == "do=fullenv"
+
+
+EAB_MAC_KEY = "Z3JlZW5icmlkZ2UgdGVzdCBlYWIgbWFjIGtleSAzMmI"
+TSIG_SECRET = "Z3JlZW5icmlkZ2UgdGVzdCB0c2lnIHNlY3JldCAzMmI="
+
+
+@pytest.mark.parametrize("given_as", ["flag", "environment", "config file"])
+@pytest.mark.parametrize("php_env,pass_env", [
+    ("inherit", None),
+    ("minimal", "ACME_EAB_KEY,CA_URL,DNS_KEY,GREENBRIDGE_KEEP"),
+])
+def test_secret_settings_never_reach_php_under_any_name(start_bridge, tmp_path, given_as,
+                                                        php_env, pass_env):
+    # The deployment keeps the secrets in variables of its own too (say, to
+    # build the settings from them): PHP must get none of them.
+    environment = {"ACME_EAB_KEY": EAB_MAC_KEY,
+                   "CA_URL": "https://kid:%s@ca.example/" % EAB_MAC_KEY,
+                   "DNS_KEY": TSIG_SECRET, "GREENBRIDGE_KEEP": "kept",
+                   "WSS_CONFIG_PHP_ENV": php_env}
+    if pass_env:
+        environment["WSS_CONFIG_PASS_ENV"] = pass_env
+    flags = []
+    if given_as == "flag":
+        flags = ["--tls-eab-mac-key", EAB_MAC_KEY, "--tls-dns-param", "key_secret=" + TSIG_SECRET]
+    elif given_as == "environment":
+        environment.update(WSS_CONFIG_TLS_EAB_MAC_KEY=EAB_MAC_KEY,
+                           WSS_CONFIG_TLS_DNS_PARAMS="[server=ns1, key_secret=%s]" % TSIG_SECRET)
+    else:
+        config_file = tmp_path / "bridge.conf"
+        config_file.write_text("tls-eab-mac-key = %s\ntls-dns-param = [key_secret=%s]\n"
+                               % (EAB_MAC_KEY, TSIG_SECRET))
+        flags = ["-c", str(config_file)]
+    bridge = start_bridge(*flags, env=environment)
+    everything = json.dumps(php_environment(bridge))
+    assert EAB_MAC_KEY not in everything and TSIG_SECRET not in everything
+    assert '"GREENBRIDGE_KEEP": "kept"' in everything
+    bridge.wait_for_log(r"WARNING .*not passed to PHP: ACME_EAB_KEY, CA_URL, DNS_KEY \(")
+
+
 def test_json_log_lines_carry_the_connection_id_as_a_field(start_bridge):
     bridge = start_bridge("--log-format", "json")
     with connect(bridge.url("/?do=output")) as ws:

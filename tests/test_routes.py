@@ -171,6 +171,52 @@ def test_same_origin_compares_origin_with_host(start_bridge):
     assert refused(bridge, origin="https://elsewhere.example")[0] == 403
 
 
+def list_option_sources(form, lists, tmp_path):
+    """(flags, environment) giving each list option of `lists` {(key, variable): values}
+    in one form: 'environment' (a,b), 'environment list' ([a, b]), 'config file'
+    (a, b) or 'config file list' ([a, b])."""
+    flags, environment = [], {}
+    separator = "," if form == "environment" else ", "
+    texts = {option: ("[%s]" if form.endswith("list") else "%s") % separator.join(values)
+             for option, values in lists.items()}
+    if form.startswith("environment"):
+        environment = {variable: text for (_key, variable), text in texts.items()}
+    else:
+        config_file = tmp_path / "lists.conf"
+        config_file.write_text("".join("%s = %s\n" % (key, text)
+                                       for (key, _variable), text in texts.items()))
+        flags = ["-c", str(config_file)]
+    return flags, environment
+
+
+LIST_FORMS = ["environment", "environment list", "config file", "config file list"]
+
+
+@pytest.mark.parametrize("form", LIST_FORMS)
+def test_list_options_take_comma_separated_values_from_environment_and_config_file(
+        start_bridge, tmp_path, form):
+    flags, environment = list_option_sources(form, {
+        ("allow-origin", "WSS_CONFIG_ALLOW_ORIGINS"): ["https://a.example.com",
+                                                       "https://b.example.com"],
+        ("subprotocol", "WSS_CONFIG_SUBPROTOCOLS"): ["first.v1", "second.v1"],
+        ("pass-env", "WSS_CONFIG_PASS_ENV"): ["GREENBRIDGE_ONE", "GREENBRIDGE_TWO"],
+        ("trusted-proxy", "WSS_CONFIG_TRUSTED_PROXIES"): ["192.0.2.1", "127.0.0.1"],
+    }, tmp_path)
+    environment.update(GREENBRIDGE_ONE="1", GREENBRIDGE_TWO="2", GREENBRIDGE_THREE="3")
+    bridge = start_bridge(*flags, env=environment)
+    for origin in ("https://a.example.com", "https://b.example.com"):
+        with connect(bridge.url("/?do=fullenv"), origin=origin, subprotocols=["second.v1"],
+                     additional_headers={"X-Real-IP": "203.0.113.7"}) as ws:
+            env = json.loads(ws.recv(timeout=10))
+            assert ws.subprotocol == "second.v1"
+        assert env["WSS_ORIGIN"] == origin
+        assert env["GREENBRIDGE_ONE"] == "1" and env["GREENBRIDGE_TWO"] == "2"
+        assert "GREENBRIDGE_THREE" not in env
+        assert env["WSS_CLIENT_IP"] == "203.0.113.7"  # 127.0.0.1, the second proxy, is believed
+    assert refused(bridge, origin="https://c.example.com")[0] == 403
+    bridge.assert_serves()
+
+
 def test_requests_without_origin_are_not_browsers_and_pass(start_bridge):
     bridge = start_bridge("--allow-origin", "https://only.example")
     assert "WSS_ORIGIN" not in php_environment(bridge)[0]

@@ -28,6 +28,7 @@ from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
 from conftest import ECHO_PHP, REPO, read_until_closed
+from test_routes import LIST_FORMS, list_option_sources
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
 
@@ -377,6 +378,24 @@ def test_alpn_is_negotiated(start_bridge):
     context.set_alpn_protocols(["http/1.1"])
     with connect_wss(bridge.url(), ssl=context, open_timeout=20) as ws:
         assert_echoes(ws)
+
+
+@pytest.mark.parametrize("form", LIST_FORMS)
+def test_domains_and_alpn_take_comma_separated_values_from_environment_and_config_file(
+        start_bridge, tmp_path, form):
+    flags, environment = list_option_sources(form, {
+        ("tls-domain", "WSS_CONFIG_TLS_DOMAINS"): ["a.example.test", "b.example.test"],
+        ("tls-alpn", "WSS_CONFIG_TLS_ALPN"): ["x-other", "http/1.1"],
+    }, tmp_path)
+    bridge = start_bridge("--tls-mode", "internal", *flags, env=environment, script=ECHO_PHP)
+    context = client_context()
+    context.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw, \
+            context.wrap_socket(raw, server_hostname="a.example.test") as tls:
+        assert tls.selected_alpn_protocol() == "http/1.1"
+        served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["a.example.test", "b.example.test"]
 
 
 def test_secrets_log_holds_the_same_secrets_as_the_client(start_bridge, tmp_path):

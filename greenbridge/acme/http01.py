@@ -4,6 +4,10 @@ certbot's own web server answers the challenge on --tls-http01-port while it
 runs (the bridge never listens there); its config, work and logs folders live
 in the state directory, so nothing goes to /etc/letsencrypt and no root-only
 path is needed. certbot keeps its ACME account there and reuses it.
+
+Every local user can read a process's command line (ps, /proc/*/cmdline), so
+the external account binding reaches certbot in a config file of mode 0600
+that lives only while certbot runs.
 """
 
 import logging
@@ -16,7 +20,7 @@ import gevent
 from gevent import subprocess
 
 from greenbridge.acme import AcmeError
-from greenbridge.acme.state import Certificate
+from greenbridge.acme.state import Certificate, write_private
 
 log = logging.getLogger("greenbridge.acme")
 
@@ -38,7 +42,8 @@ _NOISE = re.compile(r"^(Saving debug log|Ask for help|Plugins selected|See the l
                     r"Hint:|-+ ?-|\s*$)")
 
 
-def certbot_command(settings, state):
+def certbot_command(settings, state, eab_config=None):
+    """certbot's arguments; `eab_config` is the file write_eab_config made, if any."""
     command = [
         sys.executable, "-c", _CERTBOT_MAIN, "certonly", "-v",
         "--non-interactive", "--agree-tos", "--no-eff-email",
@@ -59,9 +64,17 @@ def certbot_command(settings, state):
         command += ["--email", settings.email]
     else:
         command += ["--register-unsafely-without-email"]
-    if settings.eab_key_id:
-        command += ["--eab-kid", settings.eab_key_id, "--eab-hmac-key", settings.eab_mac_key]
+    if eab_config:
+        command += ["--config", eab_config]
     return command
+
+
+def write_eab_config(settings, state):
+    """The binding as a certbot config file (keys are its long option names), 0600."""
+    path = os.path.join(state.folder("certbot"), "eab.ini")
+    write_private(path, ("eab-kid = %s\neab-hmac-key = %s\n"
+                         % (settings.eab_key_id, settings.eab_mac_key)).encode())
+    return path
 
 
 def obtain(settings, state):
@@ -73,9 +86,26 @@ def obtain(settings, state):
         environment["REQUESTS_CA_BUNDLE"] = settings.ca_bundle
     log.info("requesting a certificate for %s from %s (HTTP-01, certbot on port %d)",
              ", ".join(settings.domains), settings.directory, settings.http01_port)
-    process = subprocess.Popen(certbot_command(settings, state), env=environment,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    eab_config = write_eab_config(settings, state) if settings.eab_key_id else None
+    try:
+        status, output = _run_certbot(certbot_command(settings, state, eab_config), environment,
+                                      settings)
+    finally:
+        if eab_config:
+            os.unlink(eab_config)
+    if status != 0:
+        raise AcmeError(describe_failure(output, settings))
+    log.info("validated and issued by %s", settings.directory)
+    live = os.path.join(state.folder("certbot", "config"), "live", CERT_NAME)
+    with open(os.path.join(live, "fullchain.pem"), "rb") as chain, \
+            open(os.path.join(live, "privkey.pem"), "rb") as key:
+        return Certificate.parse(chain.read(), key.read())
+
+
+def _run_certbot(command, environment, settings):
+    """Run certbot to its end; (exit status, its output lines)."""
+    process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = []
     try:
         with gevent.Timeout(CERTBOT_TIMEOUT, AcmeError("certbot did not finish within %gs"
@@ -93,13 +123,7 @@ def obtain(settings, state):
             process.kill()
             process.wait()
         process.stdout.close()
-    if status != 0:
-        raise AcmeError(describe_failure(output, settings))
-    log.info("validated and issued by %s", settings.directory)
-    live = os.path.join(state.folder("certbot", "config"), "live", CERT_NAME)
-    with open(os.path.join(live, "fullchain.pem"), "rb") as chain, \
-            open(os.path.join(live, "privkey.pem"), "rb") as key:
-        return Certificate.parse(chain.read(), key.read())
+    return status, output
 
 
 def _check_port_free(settings):

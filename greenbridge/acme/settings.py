@@ -26,6 +26,7 @@ PROVIDER_PARAMETERS = {
     "rfc2136": (("server", "key_name", "key_secret"), ("port", "zone", "algorithm")),
     "exec": (("command",), ()),
 }
+SECRET_PROVIDER_PARAMETERS = ("key_secret",)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def positive_seconds(text):
     number = float(text)
     if not 0 < number < float("inf"):
         raise ValueError(text)
-    return number
+    return config.not_over(config.MAX_SECONDS, text, number)
 
 
 positive_seconds.__name__ = "positive number of seconds"
@@ -98,6 +99,11 @@ def dns_param(text):
 
 
 dns_param.__name__ = "key=value"
+
+
+def secret_dns_params(params):
+    """The secret values among parsed --tls-dns-param pairs (the TSIG key)."""
+    return [value for key, value in params if key in SECRET_PROVIDER_PARAMETERS]
 
 
 def resolver_list(text):
@@ -178,7 +184,7 @@ def build_acme_settings(options, domains, key_type, environment):
         http01_address=options.tls_http01_address,
         dns_provider=provider,
         dns_params=params,
-        resolvers=tuple(item for group in options.tls_resolvers or () for item in group),
+        resolvers=config.flattened(options.tls_resolvers),
         propagation_timeout=options.tls_propagation_timeout,
         environment=dict(environment),
     )
