@@ -20,8 +20,8 @@ from greenlet import greenlet
 
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
-from greenbridge.handshake import HandshakeAborted, PendingHandshakes
-from greenbridge.logs import RateLimitedLog, format_address
+from greenbridge.handshake import PendingHandshakes
+from greenbridge.logs import RateLimitedLog
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
@@ -43,8 +43,9 @@ class BridgeServer(WSGIServer):
 
     gevent's own server prints a traceback for every failed accept; this one
     logs at most one line a second, pauses accepting briefly and goes on.
-    It also keeps the register of handshakes being read (see handshake.py)
-    and, on wss://, runs the TLS handshake under the same deadline and cap.
+    It also keeps the register of connections not yet upgraded (see
+    handshake.py), each under one budget from accept, the TLS handshake on
+    wss:// included.
     """
 
     # One accept per readiness, not gevent's 100: workers share the listening
@@ -62,19 +63,14 @@ class BridgeServer(WSGIServer):
         self._log_accept_error = RateLimitedLog(log, logging.ERROR)
 
     def handle(self, sock, address):
-        if self.tls is not None:
-            self.handshakes.begin()
-            try:
+        # One budget from accept to the 101 answer, TLS handshake included.
+        with self.handshakes.budget(sock, address, "TLS handshake" if self.tls else None):
+            if self.tls is not None:
                 sock = self.tls.accept(sock, address)
-            except HandshakeAborted as aborted:
-                log.info("client %s: %s (in the TLS handshake)", format_address(address),
-                         aborted)
-                return
-            finally:
-                self.handshakes.end()
-            if sock is None:
-                return
-        super().handle(sock, address)
+                if sock is None:
+                    return
+                self.handshakes.phase_over()
+            super().handle(sock, address)
 
     def do_read(self):
         try:
