@@ -12,13 +12,15 @@ client, which finishes its handshake in milliseconds.
 A connection out of budget has its socket shut down: whatever its greenlet
 waits for (a TLS record, a header line, body bytes, the next request) ends
 at once as a closed connection, in gevent's code as in ours, with no
-exception thrown into code that would report it as a server error.
+exception thrown into code that would report it as a server error. The shut
+down goes through the descriptor, as the socket object the server accepted
+may have been replaced by a TLS one meanwhile (gevent's ssl under gunicorn).
 """
 
 import logging
 from collections import OrderedDict
 from contextlib import contextmanager
-from socket import SHUT_RDWR
+import socket
 
 import gevent
 from gevent import get_hub
@@ -92,10 +94,11 @@ def request_head_bytes(environ):
 class _Budget:
     """One connection's handshake budget: its socket, its deadline, where it is."""
 
-    __slots__ = ("sock", "address", "deadline", "phase", "timer")
+    __slots__ = ("descriptor", "address", "deadline", "phase", "timer")
 
     def __init__(self, sock, address, deadline, phase):
-        self.sock = sock
+        # Open as long as the budget is counted: the server ends it before closing the socket.
+        self.descriptor = sock.fileno()
         self.address = address
         self.deadline = deadline
         self.phase = phase
@@ -166,7 +169,9 @@ class PendingHandshakes:
         self._log_abort("client %s: %s%s", format_address(budget.address), why,
                         " (in the %s)" % budget.phase if budget.phase else "")
         try:
-            budget.sock.shutdown(SHUT_RDWR)
+            # A second descriptor of the same connection (the family does not matter here).
+            with socket.fromfd(budget.descriptor, socket.AF_INET, socket.SOCK_STREAM) as same:
+                same.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # the client is gone already
 
