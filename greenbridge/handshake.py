@@ -18,9 +18,9 @@ may have been replaced by a TLS one meanwhile (gevent's ssl under gunicorn).
 """
 
 import logging
+import socket
 from collections import OrderedDict
 from contextlib import contextmanager
-import socket
 
 import gevent
 from gevent import get_hub
@@ -146,7 +146,7 @@ class PendingHandshakes:
             self.end()
 
     def _begin(self, sock, address, phase):
-        deadline = gevent.get_hub().loop.now() + self._timeout if self._timeout else None
+        deadline = get_hub().loop.now() + self._timeout if self._timeout else None
         self._count(gevent.getcurrent(), _Budget(sock, address, deadline, phase))
 
     def _count(self, connection, budget):
@@ -156,7 +156,8 @@ class PendingHandshakes:
             self._abort(oldest, "dropped for a newer client (%d handshakes pending)" % self._limit)
         self._pending[connection] = budget
         if budget.deadline is not None:
-            budget.timer = get_hub().loop.timer(max(0.0, budget.deadline - get_hub().loop.now()))
+            loop = get_hub().loop
+            budget.timer = loop.timer(max(0.0, budget.deadline - loop.now()))
             budget.timer.start(self._expire, connection)
 
     def _expire(self, connection):

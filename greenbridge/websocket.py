@@ -371,7 +371,7 @@ def check_header_section(headers):
         if "\r" in value or "\n" in value:
             raise MalformedRequest("obsolete line folding in header %r" % name[:64])
     if _names_websocket(headers.get("Upgrade", "")) and (
-            headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in headers):
+            int(headers.get("Content-Length") or 0) or "Transfer-Encoding" in headers):
         raise MalformedRequest("WebSocket upgrade request with a body")
 
 
