@@ -41,7 +41,7 @@ class _Server(PyWSGIServer):
 
     def wrap_socket_and_handle(self, client_socket, address):
         # gunicorn's --certfile: the TLS handshake (in wrap_socket) spends the budget too.
-        with self.handshakes.budget(client_socket, address, "TLS handshake"):
+        with self.handshakes.budget(client_socket, address, "in the TLS handshake"):
             try:
                 tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
             except OSError as error:  # ssl.SSLError included: the client's failure

@@ -133,7 +133,7 @@ class PendingHandshakes:
     def budget(self, sock, address, phase=None):
         """Count the calling greenlet's connection while the block runs, or until ``end``.
 
-        `phase` names where it is in log lines ("TLS handshake") until
+        `phase` names where it is in log lines ("in the TLS handshake") until
         ``phase_over``. Inside an outer block (the TLS layer's) the outer budget goes on.
         """
         if gevent.getcurrent() in self._pending:
@@ -168,7 +168,7 @@ class PendingHandshakes:
     def _abort(self, budget, why):
         budget.stop_clock()
         self._log_abort("client %s: %s%s", format_address(budget.address), why,
-                        " (in the %s)" % budget.phase if budget.phase else "")
+                        " (%s)" % budget.phase if budget.phase else "")
         try:
             # A second descriptor of the same connection (the family does not matter here).
             with socket.fromfd(budget.descriptor, socket.AF_INET, socket.SOCK_STREAM) as same:
@@ -194,7 +194,7 @@ class PendingHandshakes:
         connection = gevent.getcurrent()
         budget = self._paused.pop(connection, None)
         if budget is not None:
-            budget.phase = "wait after a plain request"
+            budget.phase = "after a plain request"
             self._count(connection, budget)
 
     def end(self):

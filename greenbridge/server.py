@@ -64,7 +64,7 @@ class BridgeServer(WSGIServer):
 
     def handle(self, sock, address):
         # One budget from accept to the 101 answer, TLS handshake included.
-        with self.handshakes.budget(sock, address, "TLS handshake" if self.tls else None):
+        with self.handshakes.budget(sock, address, "in the TLS handshake" if self.tls else None):
             if self.tls is not None:
                 sock = self.tls.accept(sock, address)
                 if sock is None:
