@@ -14,17 +14,20 @@ from typing import Dict
 
 from greenbridge import devconsole
 from greenbridge.connection import Connection
+from greenbridge.handshake import MAX_HANDSHAKE_BYTES, request_head_bytes
 from greenbridge.origin import OriginPolicy
 from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
 from greenbridge.tls.layer import UnreadableClientCertificate, client_certificate_variables
-from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION,
+from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG,
                                    CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
                                    rejection_response)
 
 log = logging.getLogger("greenbridge.app")
 
 RETRY_AFTER_SECONDS = "5"
+# How a refusal is told to a client that has its 101 already (gevent-websocket's stock handler).
+_REFUSAL_CLOSE_CODES = {"503": CLOSE_TRY_AGAIN_LATER, "431": CLOSE_TOO_BIG}
 # After the last close: time for connection greenlets to end their PHP processes.
 _TEARDOWN_SLACK = 5.0
 
@@ -187,6 +190,12 @@ class BridgeApp:
         if self.draining:
             raise Rejected("503 Service Unavailable", "server is shutting down",
                            [("Retry-After", RETRY_AFTER_SECONDS)], kind="shutting_down")
+        # greenbridge's handler refuses these before any application runs; a
+        # stock one (gunicorn's GeventWebSocketWorker) lets up to 100 lines of
+        # 64 KiB through, more than PHP's environment can take.
+        if request_head_bytes(environ) > MAX_HANDSHAKE_BYTES:
+            raise Rejected("431 Request Header Fields Too Large",
+                           "request line and headers over %d bytes" % MAX_HANDSHAKE_BYTES)
         request = capture_request(environ, self.config)
         self.origin_policy.check(request.headers.get("origin"), request.headers.get("host"))
         endpoint = self.router.endpoint(request.path,
@@ -294,9 +303,8 @@ class BridgeApp:
             admission = self._admit_with_listener(environ)
         except Rejected as rejection:
             self._count_rejection(environ, rejection)
-            code = CLOSE_TRY_AGAIN_LATER if rejection.status.startswith("503") \
-                else CLOSE_POLICY_VIOLATION
-            websocket.close(code, rejection.reason)
+            websocket.close(_REFUSAL_CLOSE_CODES.get(rejection.status[:3], CLOSE_POLICY_VIOLATION),
+                            rejection.reason)
             return
         with admission:
             self.serve(environ, websocket, admission)

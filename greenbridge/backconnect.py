@@ -23,7 +23,7 @@ import gevent
 from gevent import socket
 from gevent.event import AsyncResult
 
-from greenbridge.handshake import HandshakeAborted, PendingHandshakes
+from greenbridge.handshake import PendingHandshakes
 from greenbridge.logs import RateLimitedLog, format_address
 
 log = logging.getLogger("greenbridge.backconnect")
@@ -58,7 +58,7 @@ class BackConnectListener:
         self._listener = listener
         self._unidentified = PendingHandshakes(
             UNIDENTIFIED_PER_PROCESS * max_processes, ID_LINE_TIMEOUT,
-            name="back-connections", awaited="ID line")
+            name="back-connections", awaited="ID line", who="back-connection from")
         self._socket_buffer_size = socket_buffer_size
         self._metrics = metrics
         # Keyed by an HMAC of the ID under a per-process secret: how long a
@@ -117,16 +117,16 @@ class BackConnectListener:
             gevent.sleep(0)
 
     def _identify(self, sock, peer):
-        self._unidentified.begin()
-        try:
-            connection_id, early_data = self._read_id_line(sock)
-        except (_Refused, HandshakeAborted) as refusal:
-            self._log_refusal("back-connection from %s refused: %s", format_address(peer), refusal)
-            self._metrics.backconnect_rejects.inc()
-            sock.close()
-            return
-        finally:
-            self._unidentified.end()
+        with self._unidentified.budget(sock, peer) as budget:
+            try:
+                connection_id, early_data = self._read_id_line(sock)
+            except _Refused as refusal:
+                if not budget.aborted:  # the register logged why it shut the socket down
+                    self._log_refusal("back-connection from %s refused: %s",
+                                      format_address(peer), refusal)
+                self._metrics.backconnect_rejects.inc()
+                sock.close()
+                return
         pending = self._pending.pop(self._key(connection_id), None)
         if pending is None:
             self._log_refusal("back-connection from %s refused: unknown or already used ID %s",
@@ -143,7 +143,7 @@ class BackConnectListener:
     def _read_id_line(sock):
         """Read "ID\\n" within the length cap; keep what follows it.
 
-        The time limit is the register's (HandshakeAborted)."""
+        The time limit is the register's: it shuts the socket down."""
         received = b""
         while b"\n" not in received:
             if len(received) > ID_LINE_MAX_BYTES:

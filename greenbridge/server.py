@@ -20,7 +20,7 @@ from greenlet import greenlet
 
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
-from greenbridge.handshake import HandshakeAborted, PendingHandshakes
+from greenbridge.handshake import PendingHandshakes
 from greenbridge.head import without_body_for_head
 from greenbridge.logs import RateLimitedLog, format_address
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
@@ -48,8 +48,9 @@ class BridgeServer(WSGIServer):
 
     gevent's own server prints a traceback for every failed accept; this one
     logs at most one line a second, pauses accepting briefly and goes on.
-    It also keeps the register of handshakes being read (see handshake.py)
-    and, on wss://, runs the TLS handshake under the same deadline and cap.
+    It also keeps the register of connections not yet upgraded (see
+    handshake.py), each under one budget from accept, the TLS handshake on
+    wss:// included.
     """
 
     # One accept per readiness, not gevent's 100: workers share the listening
@@ -67,19 +68,14 @@ class BridgeServer(WSGIServer):
         self._log_accept_error = RateLimitedLog(log, logging.ERROR)
 
     def handle(self, sock, address):
-        if self.tls is not None:
-            self.handshakes.begin()
-            try:
+        # One budget from accept to the 101 answer, TLS handshake included.
+        with self.handshakes.budget(sock, address, "in the TLS handshake" if self.tls else None):
+            if self.tls is not None:
                 sock = self.tls.accept(sock, address)
-            except HandshakeAborted as aborted:
-                log.info("client %s: %s (in the TLS handshake)", format_address(address),
-                         aborted)
-                return
-            finally:
-                self.handshakes.end()
-            if sock is None:
-                return
-        super().handle(sock, address)
+                if sock is None:
+                    return
+                self.handshakes.phase_over()
+            super().handle(sock, address)
 
     def do_read(self):
         try:
@@ -195,22 +191,19 @@ class AdminHandler(WSGIHandler):
     """Reads each admin request under the handshake deadline, counted in its server's register.
 
     An idle keep-alive connection waits for its next request here too, so it
-    is dropped like any other silent one.
+    is dropped like any other silent one (the register shuts its socket down).
     """
 
     def handle(self):
         try:
             super().handle()
-        except HandshakeAborted as aborted:
+        except ConnectionError as error:  # gone before its answer (or its 400) was written
             self.server.log_refusal("admin client %s: %s", format_address(self.client_address),
-                                    aborted)
+                                    error)
 
     def handle_one_request(self):
-        self.server.requests.begin()
-        try:
+        with self.server.requests.budget(self.socket, self.client_address):
             return super().handle_one_request()
-        finally:
-            self.server.requests.end()
 
     def read_request(self, raw_requestline):
         result = super().read_request(raw_requestline)
@@ -239,7 +232,8 @@ class AdminServer(WSGIServer):
         super().__init__(listener, without_body_for_head(admin_app), log=None,
                          error_log=admin_log)
         self.requests = PendingHandshakes(_ADMIN_MAX_PENDING, handshake_timeout,
-                                          name="admin requests", awaited="complete request")
+                                          name="admin requests", awaited="complete request",
+                                          who="admin client")
         # Strangers can make these lines as fast as they like.
         self.log_refusal = RateLimitedLog(admin_log, logging.INFO)
 

@@ -354,8 +354,32 @@ def is_token(text):
 
 def wants_websocket(environ):
     """Does the request ask for a WebSocket (well-formed or not)?"""
-    upgrade = environ.get("HTTP_UPGRADE", "").lower()
-    return "websocket" in [token.strip() for token in upgrade.split(",")]
+    return _names_websocket(environ.get("HTTP_UPGRADE", ""))
+
+
+def _names_websocket(upgrade_header):
+    return "websocket" in [token.strip() for token in upgrade_header.lower().split(",")]
+
+
+class MalformedRequest(ValueError):
+    """A request gevent would pass on that greenbridge answers with 400."""
+
+
+def check_header_section(headers):
+    """Raise MalformedRequest for a header section that cannot be taken as it came.
+
+    http.client keeps an obsolete line folding (RFC 9112 5.2) inside the value
+    and drops lines it cannot parse (recording a defect); an upgrade request
+    has no body, and waiting for one would hold the connection.
+    """
+    if headers.defects:
+        raise MalformedRequest("malformed header section (%s)" % type(headers.defects[0]).__name__)
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            raise MalformedRequest("obsolete line folding in header %r" % name[:64])
+    if _names_websocket(headers.get("Upgrade", "")) and (
+            int(headers.get("Content-Length") or 0) or "Transfer-Encoding" in headers):
+        raise MalformedRequest("WebSocket upgrade request with a body")
 
 
 def check_upgrade_request(environ, request_version):
@@ -426,6 +450,7 @@ class PendingUpgrade:
             headers.append(("Sec-WebSocket-Protocol", subprotocol))
         handler.start_response("101 Switching Protocols", headers)
         handler.write(b"")
+        handler.handshakes.end()
         return websocket
 
 
@@ -458,29 +483,41 @@ class BridgeHandler(WebSocketHandler):
     PendingUpgrade) and otherwise behaves as a plain WSGI handler.
 
     Each request is read under the limits of ``handshake.py``: 16 KiB, and,
-    under greenbridge's own server (which keeps the ``handshakes`` register),
-    a deadline and a cap on how many are read at once.
+    under a server that keeps the ``handshakes`` register (greenbridge's own,
+    gunicorn_worker's), the connection's one budget until the 101 answer.
+    A server that shares its port with other applications (gunicorn) sets
+    ``port_shared``: the time such an application spends on a plain request
+    is its own.
     """
+
+    @property
+    def handshakes(self):
+        return getattr(self.server, "handshakes", UNLIMITED_HANDSHAKES)
 
     def handle(self):
         try:
             super().handle()
-        except HandshakeAborted as aborted:
-            log.info("client %s: %s", format_address(self.client_address), aborted)
+        except (HandshakeAborted, ConnectionError) as ended:
+            # Gone while its request was read or answered (gevent sends error answers unguarded).
+            log.debug("client %s: %s", format_address(self.client_address), ended)
 
     def handle_one_request(self):
-        handshakes = getattr(self.server, "handshakes", UNLIMITED_HANDSHAKES)
-        handshakes.begin()
         self.rfile = CappedReader(self.rfile, MAX_HANDSHAKE_BYTES)
         try:
             return super().handle_one_request()
         finally:
-            handshakes.end()
             self._uncap()
 
     def read_request(self, raw_requestline):
         self._check_method(raw_requestline)
-        result = super().read_request(raw_requestline)
+        try:
+            result = super().read_request(raw_requestline)
+        except OSError as error:  # not a bad request: the connection broke or was shut down
+            raise HandshakeAborted(str(error)) from None
+        if self.rfile.ended:
+            # http.client took what came before the end as the whole header section.
+            raise HandshakeAborted("connection ended inside the request headers")
+        check_header_section(self.headers)
         # The headers are in: a body or WebSocket frames are read without the cap.
         self._uncap()
         return result
@@ -507,13 +544,19 @@ class BridgeHandler(WebSocketHandler):
         return "400", _BAD_REQUEST_RESPONSE
 
     def run_application(self):
-        # The request is in: what follows is the connection's, not the handshake's.
-        getattr(self.server, "handshakes", UNLIMITED_HANDSHAKES).end()
         self.environ["greenbridge.local_address"] = self.socket.getsockname()[:2]
         # The pyOpenSSL connection on a wss:// listener (see tls/greensocket.py).
         self.environ["greenbridge.tls"] = getattr(self.socket, "tls", None)
         if wants_websocket(self.environ):
+            # Checked and admitted within the budget; PendingUpgrade.accept ends it.
             self.environ["greenbridge.upgrade"] = PendingUpgrade(self)
+        elif getattr(self.server, "port_shared", False):
+            self.handshakes.pause()
+            try:
+                WSGIHandler.run_application(self)
+            finally:
+                self.handshakes.resume()
+            return
         WSGIHandler.run_application(self)
 
     def log_request(self):

@@ -24,6 +24,7 @@ import gevent
 from greenbridge import cli
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import BackConnectListener
+from greenbridge.config import Config
 from greenbridge.head import without_body_for_head
 from greenbridge.logs import configure_logging
 from greenbridge.metrics import Metrics
@@ -34,6 +35,9 @@ from greenbridge.websocket import wants_websocket
 log = logging.getLogger("greenbridge.wsgi")
 
 CONFIG_FILE_VARIABLE = "GREENBRIDGE_CONFIG"
+
+# The settings of every bridge made in this process (see handshake_limits).
+_bridge_configs = []
 
 
 def create_app(config_file=None, **overrides):
@@ -77,6 +81,7 @@ class ProcessLocalBridge:
         self.config = config
         self._app = None
         self._pid = None
+        _bridge_configs.append(config)
 
     def __call__(self, environ, start_response):
         return self._app_of_this_process()(environ, start_response)
@@ -120,6 +125,19 @@ def _drain_on_sigterm(app):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def handshake_limits():
+    """(--max-pending-handshakes, --handshake-timeout) for a server in front of this
+    process's bridges (gunicorn_worker): the strictest of theirs, the defaults if none.
+
+    gunicorn has loaded the application, and so made its bridge, before its
+    worker builds the server; the server cannot reach the bridge through a
+    composed application (route_upgrades), hence this register.
+    """
+    configs = _bridge_configs or [Config]  # the class holds the defaults
+    timeouts = [config.handshake_timeout for config in configs if config.handshake_timeout]
+    return (min(config.max_pending_handshakes for config in configs), min(timeouts, default=0))
 
 
 def route_upgrades(bridge, other_app, path_prefix=None):

@@ -228,7 +228,7 @@ def test_idle_back_connections_are_closed_and_hold_nothing_up(start_bridge):
     finally:
         for sock in idle:
             sock.close()
-    bridge.wait_for_log(r"refused: no ID line within 2s")
+    bridge.wait_for_log(r"back-connection from 127\.0\.0\.1:\d+: no ID line within 2s")
     bridge.assert_serves()
 
 

@@ -2,8 +2,10 @@
 connections, descriptors; and what the server tells operators about them."""
 
 import resource
+import select
 import signal
 import socket
+import ssl
 import time
 
 import psutil
@@ -11,7 +13,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from conftest import read_until_closed
 from test_bridge import raw_http, upgrade_request
+from test_tls import client_context
 
 
 def half_sent_handshake(port, source="127.0.0.1"):
@@ -197,3 +201,180 @@ def test_sigusr1_to_the_arbiter_reaches_every_worker(start_bridge):
     assert bridge.log.count("status: 0 connections, 0 pending handshakes") == 2
     assert bridge.process.poll() is None
     bridge.assert_serves()
+
+
+# -- what a connection may do before its 101 -----------------------------------------
+
+BODY_HOLDERS = (
+    # A plain GET announcing a body it never sends (answered 426).
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",
+    # POSTs with a body that never comes, by length and chunked.
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\npart of it",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\nsome",
+)
+
+
+def silent_after(port, request):
+    """A client that sends `request` whole and then nothing, reading nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(request)
+    return sock
+
+
+def wait_all_closed(socks, timeout):
+    """Read every socket until the server closes it; the sockets still open after `timeout`."""
+    open_socks = {sock.fileno(): sock for sock in socks}
+    deadline = time.monotonic() + timeout
+    while open_socks and time.monotonic() < deadline:
+        readable, _, _ = select.select(list(open_socks.values()), [], [], 0.2)
+        for sock in readable:
+            try:
+                if sock.recv(65536):
+                    continue  # the answer (426, 405...) before the close
+            except ConnectionResetError:
+                pass
+            del open_socks[sock.fileno()]
+    return list(open_socks.values())
+
+
+def test_upgrade_request_with_a_body_gets_400_at_once(start_bridge):
+    bridge = start_bridge("--handshake-timeout", "60")
+    for body_header in (b"Content-Length: 1000000000\r\n", b"Transfer-Encoding: chunked\r\n"):
+        with silent_after(bridge.port, upgrade_request(extra=body_header)) as sock:
+            # Answered and closed without waiting for the body (or for the 60 s budget).
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 400 ")
+    bridge.wait_for_log(r"bad request from 127\.0\.0\.1:\d+: WebSocket upgrade request with a body")
+    assert bridge.php_processes() == []
+    assert "Traceback" not in bridge.log
+    bridge.assert_serves()
+
+
+def test_unread_request_bodies_are_closed_at_the_handshake_timeout(start_bridge):
+    bridge = start_bridge("--handshake-timeout", "2")
+    started = time.monotonic()
+    crowd = [silent_after(bridge.port, BODY_HOLDERS[n % 3]) for n in range(30)]
+    try:
+        bridge.assert_serves()
+        assert wait_all_closed(crowd, timeout=2 + 8) == []
+        print("30 body holders closed %.1fs after the first connected" % (time.monotonic() - started))
+    finally:
+        for sock in crowd:
+            sock.close()
+    bridge.wait_for_log(r"client 127\.0\.0\.1:\d+: no complete upgrade request within 2s")
+    assert "Traceback" not in bridge.log
+    bridge.assert_serves()
+
+
+def test_unread_request_bodies_count_against_the_pending_cap(start_bridge):
+    bridge = start_bridge("--handshake-timeout", "60", "--max-pending-handshakes", "10")
+    crowd = [silent_after(bridge.port, BODY_HOLDERS[n % 3]) for n in range(30)]
+    try:
+        bridge.assert_serves()
+        # The 20 oldest made way for newer clients, long before the 60 s budget.
+        assert wait_all_closed(crowd[:20], timeout=20) == []
+        bridge.wait_for_log(r"10 handshakes pending: dropping the oldest")
+    finally:
+        for sock in crowd:
+            sock.close()
+    assert "Traceback" not in bridge.log
+
+
+def test_dev_console_keeps_alive_within_the_handshake_budget(start_bridge):
+    bridge = start_bridge("--dev-console", "--handshake-timeout", "3")
+    page_request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as sock:
+        reader = sock.makefile("rb")
+        for _ in range(2):  # two pages on one connection
+            sock.sendall(page_request)
+            assert reader.readline() == b"HTTP/1.1 200 OK\r\n"
+            headers = {}
+            for line in iter(reader.readline, b"\r\n"):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.lower()] = value.strip()
+            assert b"<html" in reader.read(int(headers["content-length"])).lower()
+        # A POST whose body never comes: answered, then closed within the budget.
+        sock.sendall(BODY_HOLDERS[1])
+        assert reader.readline() == b"HTTP/1.1 405 Method Not Allowed\r\n"
+        assert wait_all_closed([sock], timeout=3 + 8) == []
+    assert "Traceback" not in bridge.log
+
+
+def test_folded_header_gets_400_and_one_line(start_bridge):
+    bridge = start_bridge()
+    folded = upgrade_request(extra=b"Sec-WebSocket-Protocol: chat\r\n v1\r\n")
+    assert raw_http(bridge.port, folded).startswith("HTTP/1.1 400 ")
+    bridge.wait_for_log(r"bad request from 127\.0\.0\.1:\d+: obsolete line folding in header "
+                        r"'Sec-WebSocket-Protocol'")
+    # Whitespace before the first header line is the same thing (RFC 9112 2.2).
+    indented = upgrade_request().replace(b"\r\nHost:", b"\r\n Host:", 1)
+    assert raw_http(bridge.port, indented).startswith("HTTP/1.1 400 ")
+    bridge.wait_for_log(r"bad request from 127\.0\.0\.1:\d+: malformed header section")
+    assert "Traceback" not in bridge.log
+    assert bridge.php_processes() == []
+    bridge.assert_serves()
+
+
+def tls_handshake_slowly_then_http_slowly(port, tls_seconds, byte_interval):
+    """Seconds from connect until the server closed, for a client that takes `tls_seconds`
+    over its TLS handshake (its first flight in dribbles) and then sends an upgrade
+    request over TLS a byte at a time."""
+    tcp = socket.create_connection(("127.0.0.1", port), timeout=30)
+    started = time.monotonic()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+    def closed_after(wait):
+        """Wait up to `wait` s for the server; True once it closed the connection."""
+        while select.select([tcp], [], [], wait)[0]:
+            try:
+                data = tcp.recv(65536)
+            except ConnectionResetError:
+                return True
+            if not data:
+                return True
+            incoming.write(data)  # handshake records, session tickets
+            wait = 0
+        return False
+
+    try:
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = outgoing.read()
+        pieces = 10
+        for number in range(pieces):
+            tcp.sendall(hello[number * len(hello) // pieces:(number + 1) * len(hello) // pieces])
+            if closed_after(tls_seconds / pieces):
+                return time.monotonic() - started
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                tcp.sendall(outgoing.read())
+                if closed_after(30):
+                    return time.monotonic() - started
+        tcp.sendall(outgoing.read())
+        for byte in upgrade_request():
+            tls.write(bytes([byte]))
+            try:
+                tcp.sendall(outgoing.read())
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started
+            if closed_after(byte_interval):
+                return time.monotonic() - started
+        raise AssertionError("the server took the whole slow upgrade request")
+    finally:
+        tcp.close()
+
+
+def test_tls_and_upgrade_share_one_handshake_budget(start_bridge):
+    bridge = start_bridge("--tls-mode", "internal", "--handshake-timeout", "4")
+    seconds = tls_handshake_slowly_then_http_slowly(bridge.port, tls_seconds=3,
+                                                    byte_interval=0.1)
+    print("slow TLS + slow HTTP client closed after %.1fs (--handshake-timeout 4)" % seconds)
+    # Two budgets would let it go on to 3 + 4 s.
+    assert seconds < 4 + 2
+    bridge.wait_for_log(r"client 127\.0\.0\.1:\d+: no complete upgrade request within 4s$")
+    assert "Traceback" not in bridge.log

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from websockets.sync.client import connect
 from certs import make_ca
 from conftest import REPO, SCENARIO_PHP
 from test_bridge import assert_head_matches_get
+from test_hardening import half_sent_handshake as half_sent, wait_all_closed
 from test_tls import client_context
 from tls_client import connect_wss
 
@@ -221,3 +223,67 @@ def test_gunicorn_graceful_stop_closes_with_1001_and_ends_php(gunicorn):
     gone, alive = psutil.wait_procs([php], timeout=15)
     assert not alive
     assert "closing 1 connection(s) with 1001" in server.log
+
+
+@pytest.mark.parametrize("limits, closed, log_line", [
+    # Every half-sent request is cut at the deadline (it was held for good).
+    ("handshake-timeout = 2\n", slice(None),
+     r"client 127\.0\.0\.1:\d+: no complete upgrade request within 2s"),
+    # The oldest make way for newer clients, long before the 60 s budget.
+    ("handshake-timeout = 60\nmax-pending-handshakes = 10\n", slice(0, 20),
+     r"10 handshakes pending: dropping the oldest"),
+], ids=["deadline", "pending-cap"])
+def test_bridge_worker_applies_the_handshake_limits(gunicorn, limits, closed, log_line):
+    server = gunicorn(worker_class=BRIDGE_WORKER, workers=1, extra_config=limits)
+    started = time.monotonic()
+    crowd = [half_sent(server.port) for _ in range(30)]
+    try:
+        with connect(server.url(), open_timeout=20) as ws:  # a real client meanwhile
+            ws.send(b"past the crowd")
+            assert ws.recv(timeout=20) == b"past the crowd"
+        assert wait_all_closed(crowd[closed], timeout=10) == []
+        print("%d half-sent requests closed %.1fs after the first connected"
+              % (len(crowd[closed]), time.monotonic() - started))
+    finally:
+        for sock in crowd:
+            sock.close()
+    server.wait_for(log_line)
+    assert "Traceback" not in server.log
+
+
+def test_stock_worker_refuses_oversized_headers_before_php(gunicorn):
+    server = gunicorn(workers=1)
+    oversized = {"X-Big-%d" % number: "b" * 60000 for number in range(3)}
+    with connect(server.url(), additional_headers=oversized, open_timeout=20) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=20)
+    assert closed.value.rcvd.code == 1009
+    assert "request line and headers over 16384 bytes" in closed.value.rcvd.reason
+    assert not server.php_processes()
+    server.wait_for(r"431 Request Header Fields Too Large")
+    with connect(server.url()) as ws:
+        ws.send(b"still serving")
+        assert ws.recv(timeout=20) == b"still serving"
+    assert "Traceback" not in server.log
+
+
+def test_bridge_worker_cuts_a_stalled_tls_handshake(gunicorn, tmp_path):
+    ca = make_ca("gunicorn test CA")
+    cert_path, key_path = ca.issue("localhost", ["localhost"]).write(tmp_path, "gunicorn")
+    server = gunicorn(worker_class=BRIDGE_WORKER, workers=1,
+                      extra_config="handshake-timeout = 2\n",
+                      extra_args=("--certfile", cert_path, "--keyfile", key_path))
+    stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=30)
+               for _ in range(5)]
+    try:
+        with connect_wss("wss://127.0.0.1:%d/" % server.port, ssl=client_context(ca.cert_pem),
+                         server_hostname="localhost") as ws:
+            ws.send(b"over TLS")
+            assert ws.recv(timeout=20) == b"over TLS"
+        assert wait_all_closed(stalled, timeout=2 + 8) == []
+    finally:
+        for sock in stalled:
+            sock.close()
+    server.wait_for(r"client 127\.0\.0\.1:\d+: no complete upgrade request within 2s "
+                    r"\(in the TLS handshake\)")
+    assert "Traceback" not in server.log
