@@ -178,10 +178,10 @@ def build_parser():
         help="print the path of Greenbridge.php, the PHP library, and exit")
     add("--handshake-timeout", env_var="WSS_CONFIG_HANDSHAKE_TIMEOUT",
         type=cfg.seconds, default=10.0,
-        help="seconds a client has to send its whole upgrade request (0: no limit)")
+        help="seconds from accept to the 101 answer, TLS handshake included (0: no limit)")
     add("--max-pending-handshakes", env_var="WSS_CONFIG_MAX_PENDING_HANDSHAKES",
         type=cfg.at_most(cfg.MAX_COUNT, cfg.positive_int), default=128,
-        help="upgrade requests being read at once at most; past it the oldest is dropped")
+        help="connections not upgraded yet, at most; past it the oldest is dropped")
     add("--max-connections-per-ip", env_var="WSS_CONFIG_MAX_CONNECTIONS_PER_IP",
         type=cfg.at_most(cfg.MAX_COUNT, cfg.non_negative_int), default=0,
         help="open connections per client address at most; more get HTTP 503 (0: no limit)")
