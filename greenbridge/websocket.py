@@ -7,7 +7,8 @@ What the stock classes get wrong for a bridge, and what replaces it here:
   checks text with the C codec;
 - each frame is written with gevent's sendall (a getsockopt and several
   Python layers per call), large ones in two sends: here one send per frame;
-- no limit on message size: ``max_payload_size`` closes with 1009 before reading;
+- no limit on message size: ``max_payload_size`` closes with 1009 before reading,
+  and memory is taken as payload bytes arrive, not as a header announces them;
 - frames from two greenlets (pong replies, data) can interleave: one send lock;
 - unmasked client frames and bad close frames are not all refused;
 - the upgrade is answered before the application can refuse it: ``BridgeHandler``
@@ -19,6 +20,7 @@ What the stock classes get wrong for a bridge, and what replaces it here:
 import base64
 import hashlib
 import logging
+import mmap
 import struct
 import time
 from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO, TCP_NODELAY
@@ -217,7 +219,8 @@ class BridgeWebSocket(WebSocket):
 
     # The receive buffer: bytes from the client not parsed yet start at _offset.
     # One receive usually brings a whole frame or several; nothing is read
-    # byte by byte, and a large payload is received straight into its buffer.
+    # byte by byte, and a large payload is received straight into its buffer,
+    # which takes memory only as the payload arrives.
 
     def _receive_more(self):
         """Add one receive to the unparsed bytes."""
@@ -237,7 +240,7 @@ class BridgeWebSocket(WebSocket):
         if have >= count:
             self._offset = start + count
             return self._buffer[start:start + count]
-        payload = bytearray(count)
+        payload = _payload_buffer(count)
         payload[:have] = memoryview(self._buffer)[start:]
         self._buffer, self._offset = b"", 0
         missing = memoryview(payload)[have:]
@@ -309,6 +312,21 @@ class BridgeWebSocket(WebSocket):
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         self.closed = True
+
+
+def _payload_buffer(count):
+    """A writable buffer for a payload of `count` bytes that are still to arrive.
+
+    A bytearray is zero-filled at once: a header announcing 16 MiB would cost
+    16 MiB before any of it came. Pages of an anonymous mapping are given
+    memory by the kernel only when the receive writes them, and the payload
+    is still received in place, with no copy. Small payloads (the usual frame
+    cut by a receive) keep the cheaper bytearray.
+    """
+    if count <= _RECEIVE_SIZE:
+        return bytearray(count)
+    # A memoryview: unmask (websockets' C helper) takes it, not the mapping itself.
+    return memoryview(mmap.mmap(-1, count, flags=mmap.MAP_PRIVATE))
 
 
 def _take_buffered(reader, sock):

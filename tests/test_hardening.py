@@ -1,9 +1,11 @@
 """The limits that keep abusive clients cheap: handshake time, size and count, per-address
-connections, descriptors; and what the server tells operators about them."""
+connections, descriptors, memory per connection; and what the server tells operators about them."""
 
+import os
 import resource
 import signal
 import socket
+import struct
 import time
 
 import psutil
@@ -11,7 +13,11 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from greenbridge.frames import unmask
 from test_bridge import raw_http, upgrade_request
+from test_frames import RawClient, frame
+
+MiB = 1024 * 1024
 
 
 def half_sent_handshake(port, source="127.0.0.1"):
@@ -197,3 +203,53 @@ def test_sigusr1_to_the_arbiter_reaches_every_worker(start_bridge):
     assert bridge.log.count("status: 0 connections, 0 pending handshakes") == 2
     assert bridge.process.poll() is None
     bridge.assert_serves()
+
+
+# -- memory the client never sends --------------------------------------------------
+
+def rss(bridge):
+    return psutil.Process(bridge.process.pid).memory_info().rss
+
+
+def echoing_clients(bridge, count):
+    """`count` raw clients whose PHP is up (each had a message echoed)."""
+    clients = [RawClient(bridge.port) for _ in range(count)]
+    for client in clients:
+        client.sock.sendall(frame(0x2, b"up"))
+        assert client.read_frame() == (0x2, b"up")
+    return clients
+
+
+def test_payloads_announced_but_not_sent_cost_no_memory(start_bridge):
+    """Ten headers announcing 16 MiB (the default limit), two payload bytes each: the server
+    holds what arrived, not what was announced; one of them then sends the rest, echoed whole."""
+    bridge = start_bridge()
+    size = 16 * MiB
+    key = os.urandom(4)
+    payload = os.urandom(size)
+    masked = unmask(payload, key)
+    header = struct.pack("!BBQ", 0x82, 0x80 | 127, size) + key
+    clients = echoing_clients(bridge, 10)
+    try:
+        before = rss(bridge)
+        for client in clients:
+            client.sock.sendall(header + masked[:1])
+            client.wait_read_by_server()
+            client.sock.sendall(masked[1:2])  # read into the payload's buffer, so it exists
+            client.wait_read_by_server()
+        grown = rss(bridge) - before
+        print("server RSS after 10 announced 16 MiB payloads: +%.1f MiB" % (grown / MiB))
+        assert grown < 32 * MiB
+        sender = clients[0]
+        sender.sock.sendall(masked[2:])
+        received = b""
+        while len(received) < size:
+            opcode, data = sender.read_frame()
+            assert opcode == 0x2
+            received += data
+        assert received == payload
+    finally:
+        for client in clients:
+            client.close()
+    bridge.assert_serves()
+    assert "Traceback" not in bridge.log
