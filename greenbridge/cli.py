@@ -86,6 +86,10 @@ def build_parser():
         type=cfg.positive_int, default=16 * 1024 * 1024,
         help="bytes the bridge holds at most per connection and direction "
              "waiting for a slow reader")
+    add("--message-timeout", env_var="WSS_CONFIG_MESSAGE_TIMEOUT",
+        type=cfg.seconds, default=60.0,
+        help="seconds a client has to send a fragmented message, first frame to last; "
+             "then 1008 (0: no limit)")
     add("--shutdown-timeout", env_var="WSS_CONFIG_SHUTDOWN_TIMEOUT",
         type=cfg.seconds, default=30.0,
         help="seconds open connections may finish after SIGTERM/SIGINT")

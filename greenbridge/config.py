@@ -54,6 +54,7 @@ class Config:
     max_payload_size: int = 16 * 1024 * 1024
     write_buffer_size: int = 128 * 1024
     max_write_buffer_size: int = 16 * 1024 * 1024
+    message_timeout: float = 60.0
     shutdown_timeout: float = 30.0
     php_kill_grace: float = 1.0
     log_format: str = "text"
@@ -316,6 +317,7 @@ def build_config(options, environment):
         max_payload_size=options.max_payload_size,
         write_buffer_size=options.write_buffer_size,
         max_write_buffer_size=options.max_write_buffer_size,
+        message_timeout=options.message_timeout,
         shutdown_timeout=options.shutdown_timeout,
         php_kill_grace=options.php_kill_grace,
         log_format=options.log_format,

@@ -3,6 +3,7 @@ connections, descriptors, memory per connection; and what the server tells opera
 
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -253,3 +254,43 @@ def test_payloads_announced_but_not_sent_cost_no_memory(start_bridge):
             client.close()
     bridge.assert_serves()
     assert "Traceback" not in bridge.log
+
+
+@pytest.mark.parametrize("flags,fragment,count,reason", [
+    (("--max-payload-size", "1024"), b"", 200_000,
+     r"message over 1024 bytes \(frame headers included\)"),
+    ((), b"x", 70_000, r"message in more than 65536 frames"),
+], ids=["empty-frames-under-1-KiB", "70000-one-byte-frames"])
+def test_fragment_floods_are_closed_with_1009(start_bridge, flags, fragment, count, reason):
+    """Continuation frames that add (almost) nothing keep no message open for ever: empty
+    ones count their headers against the size limit, and a message has 65,536 frames at most."""
+    bridge = start_bridge(*flags)
+    client = RawClient(bridge.port)
+    flood = frame(0x2, fragment, fin=False) + frame(0x0, fragment, fin=False) * count
+    try:
+        assert client.send_until_closed(flood) == 1009
+    finally:
+        client.close()
+    bridge.wait_for_log(r"close=1009 '%s'" % reason)
+    bridge.assert_serves()
+    assert "Traceback" not in bridge.log
+
+
+def test_a_fragmented_message_must_end_within_the_message_timeout(start_bridge):
+    """A message kept open by an empty continuation frame every 0.1 s: closed with 1008."""
+    bridge = start_bridge("--message-timeout", "1")
+    client = RawClient(bridge.port)
+    try:
+        client.sock.sendall(frame(0x2, b"up"))  # PHP is up: the timeout runs from the next frame
+        assert client.read_frame() == (0x2, b"up")
+        client.sock.sendall(frame(0x2, b"never ends", fin=False))
+        opened = time.monotonic()
+        while not select.select([client.sock], [], [], 0.1)[0]:
+            assert time.monotonic() - opened < 30, "the message is still open"
+            client.sock.sendall(frame(0x0, b"", fin=False))
+        assert client.read_close_code() == 1008
+        print("closed %.2f s after the message opened" % (time.monotonic() - opened))
+    finally:
+        client.close()
+    bridge.wait_for_log(r"close=1008 'message not complete within 1s'")
+    bridge.assert_serves()
