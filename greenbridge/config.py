@@ -28,6 +28,8 @@ CONFIG_ENV_PREFIX = "WSS_CONFIG_"
 PHP_ENV_PREFIX = "WSS_"
 # systemd's channel to the server itself, not to its PHP processes.
 SERVER_ONLY_VARIABLES = ("NOTIFY_SOCKET",)
+# The Rust bridge's default; unset, --max-write-buffer-size grows to --max-payload-size.
+DEFAULT_MAX_WRITE_BUFFER_SIZE = 16 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -53,7 +55,7 @@ class Config:
     php_connect_retries: int = 3
     max_payload_size: int = 16 * 1024 * 1024
     write_buffer_size: int = 128 * 1024
-    max_write_buffer_size: int = 16 * 1024 * 1024
+    max_write_buffer_size: int = DEFAULT_MAX_WRITE_BUFFER_SIZE
     message_timeout: float = 60.0
     shutdown_timeout: float = 30.0
     php_kill_grace: float = 1.0
@@ -93,6 +95,12 @@ class Config:
     # The server's own environment, captured once at start-up; PHP inherits
     # it minus every WSS_CONFIG_* variable.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def max_message_size(self):
+        """The largest message either way: the bridge holds a whole message while its reader
+        is slow, so --max-write-buffer-size caps it as --max-payload-size does."""
+        return min(self.max_payload_size, self.max_write_buffer_size)
 
     def php_base_environment(self):
         def passed(name):
@@ -277,10 +285,13 @@ def build_config(options, environment):
         # Framed mode writes each message's length in 4 bytes.
         raise ConfigError("--max-payload-size (%d) must not exceed %d (4 GiB - 1)"
                           % (options.max_payload_size, modes.MAX_FRAME_LENGTH))
-    if options.buffer_size > options.max_write_buffer_size:
+    max_write_buffer_size = options.max_write_buffer_size
+    if max_write_buffer_size is None:  # unset: it refuses nothing --max-payload-size allows
+        max_write_buffer_size = max(DEFAULT_MAX_WRITE_BUFFER_SIZE, options.max_payload_size)
+    if options.buffer_size > max_write_buffer_size:
         raise ConfigError(
             "--buffer-size (%d) must not exceed --max-write-buffer-size (%d)"
-            % (options.buffer_size, options.max_write_buffer_size))
+            % (options.buffer_size, max_write_buffer_size))
     if options.tcp_port and options.tcp_port + options.workers - 1 > 65535:
         raise ConfigError("--tcp-port %d: workers 1 to %d listen on %d to %d, past 65535"
                           % (options.tcp_port, options.workers, options.tcp_port,
@@ -316,7 +327,7 @@ def build_config(options, environment):
         php_connect_retries=options.php_connect_retries,
         max_payload_size=options.max_payload_size,
         write_buffer_size=options.write_buffer_size,
-        max_write_buffer_size=options.max_write_buffer_size,
+        max_write_buffer_size=max_write_buffer_size,
         message_timeout=options.message_timeout,
         shutdown_timeout=options.shutdown_timeout,
         php_kill_grace=options.php_kill_grace,

@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from conftest import SCENARIO_PHP
 from greenbridge.frames import unmask
 from test_bridge import raw_http, upgrade_request
 from test_frames import RawClient, frame
@@ -293,4 +294,37 @@ def test_a_fragmented_message_must_end_within_the_message_timeout(start_bridge):
     finally:
         client.close()
     bridge.wait_for_log(r"close=1008 'message not complete within 1s'")
+    bridge.assert_serves()
+
+
+# -- --max-write-buffer-size ------------------------------------------------------------
+
+def test_a_message_over_max_write_buffer_size_is_refused_not_held(start_bridge):
+    """PHP never reads; eight clients send a 12 MiB message each, over a 1 MiB write buffer."""
+    bridge = start_bridge("--max-write-buffer-size", str(MiB))
+    clients = [RawClient(bridge.port, "/?do=sink&seconds=120") for _ in range(8)]
+    try:
+        before = rss(bridge)
+        codes = [client.send_until_closed(frame(0x2, b"m" * 12 * MiB)) for client in clients]
+        grown = rss(bridge) - before
+    finally:
+        for client in clients:
+            client.close()
+    print("server RSS after 8 x 12 MiB to PHP that never reads: +%.1f MiB" % (grown / MiB))
+    assert codes == [1009] * 8
+    assert grown < 24 * MiB
+    bridge.wait_for_log(r"close=1009 'message over 1048576 bytes'")
+    bridge.assert_serves()
+
+
+def test_a_line_php_writes_over_max_write_buffer_size_is_refused(start_bridge):
+    """PHP writes 2 MiB without a newline in line mode: 1009, not 2 MiB held."""
+    bridge = start_bridge("--route", "/line=%s,mode=line" % SCENARIO_PHP,
+                          "--max-write-buffer-size", str(MiB))
+    client = RawClient(bridge.port, "/line?do=flood&chunks=32")
+    try:
+        assert client.read_close_code() == 1009
+    finally:
+        client.close()
+    bridge.wait_for_log(r"PHP wrote a line over 1048576 bytes")
     bridge.assert_serves()
