@@ -26,6 +26,7 @@ import logging
 import mmap
 import struct
 import time
+from contextlib import contextmanager
 from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO, TCP_NODELAY
 
 from gevent import Timeout
@@ -260,7 +261,7 @@ class BridgeWebSocket(WebSocket):
             raise MessageTooBig("message over %d bytes" % self.max_payload_size)
         if not header.length:
             return header, b""
-        return header, unmask(self._take(header.length), header.mask)
+        return header, self._unmasked_payload(header.length, header.mask)
 
     # The receive buffer: bytes from the client not parsed yet start at _offset.
     # One receive usually brings a whole frame or several; nothing is read
@@ -278,15 +279,24 @@ class BridgeWebSocket(WebSocket):
             self._buffer = self._buffer[self._offset:] + chunk
         self._offset = 0
 
-    def _take(self, count):
-        """The next `count` bytes."""
+    def _unmasked_payload(self, count, mask):
+        """The next `count` bytes, unmasked."""
         start = self._offset
-        have = len(self._buffer) - start
-        if have >= count:
+        if len(self._buffer) - start >= count:  # the usual case: all here
             self._offset = start + count
-            return self._buffer[start:start + count]
-        payload = _payload_buffer(count)
-        payload[:have] = memoryview(self._buffer)[start:]
+            return unmask(self._buffer[start:start + count], mask)
+        if count <= _RECEIVE_SIZE:
+            payload = bytearray(count)
+            self._receive_payload(payload)
+            return unmask(payload, mask)
+        with _large_payloads.buffer(count) as payload:
+            self._receive_payload(payload)
+            return unmask(payload, mask)
+
+    def _receive_payload(self, payload):
+        """Fill `payload` with the unparsed bytes, then with receives straight into it."""
+        have = len(self._buffer) - self._offset
+        payload[:have] = memoryview(self._buffer)[self._offset:]
         self._buffer, self._offset = b"", 0
         missing = memoryview(payload)[have:]
         while missing:
@@ -294,7 +304,6 @@ class BridgeWebSocket(WebSocket):
             if not received:
                 raise WebSocketError("connection ended inside a frame")
             missing = missing[received:]
-        return payload
 
     def _handle_close_frame(self, payload):
         if not payload:
@@ -359,19 +368,36 @@ class BridgeWebSocket(WebSocket):
         self.closed = True
 
 
-def _payload_buffer(count):
-    """A writable buffer for a payload of `count` bytes that are still to arrive.
+class _LargePayloads:
+    """Buffers for payloads larger than one receive: anonymous mappings.
 
-    A bytearray is zero-filled at once: a header announcing 16 MiB would cost
-    16 MiB before any of it came. Pages of an anonymous mapping are given
-    memory by the kernel only when the receive writes them, and the payload
-    is still received in place, with no copy. Small payloads (the usual frame
-    cut by a receive) keep the cheaper bytearray.
+    A bytearray is zero-filled at once, so a header announcing 16 MiB would
+    cost 16 MiB before any of it came. The kernel gives a mapping's pages
+    memory only when the receive writes them, and the payload is still
+    received in place, with no copy. The mapping of the last payload read
+    whole is kept for the next one (one per process, as large as the largest
+    payload): its pages are already there, so a stream of large frames costs
+    no page faults, as reusing freed heap memory did for the bytearray.
     """
-    if count <= _RECEIVE_SIZE:
-        return bytearray(count)
-    # A memoryview: unmask (websockets' C helper) takes it, not the mapping itself.
-    return memoryview(mmap.mmap(-1, count, flags=mmap.MAP_PRIVATE))
+
+    def __init__(self):
+        self._spare = None
+
+    @contextmanager
+    def buffer(self, count):
+        mapping = self._spare
+        if mapping is not None and len(mapping) >= count:
+            self._spare = None
+        else:
+            mapping = mmap.mmap(-1, count, flags=mmap.MAP_PRIVATE)
+        # A memoryview: unmask (websockets' C helper) takes it, not the mapping itself.
+        yield memoryview(mapping)[:count]
+        # The payload was read whole (a failed read drops its mapping with the connection).
+        if self._spare is None or len(self._spare) < len(mapping):
+            self._spare = mapping
+
+
+_large_payloads = _LargePayloads()
 
 
 def _take_buffered(reader, sock):

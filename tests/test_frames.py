@@ -151,7 +151,8 @@ def test_frame_length_encodings(start_bridge):
     bridge = start_bridge()
     client = RawClient(bridge.port)
     try:
-        for size in (0, 1, 125, 126, 65535, 65536, 200000):
+        # 300,000 after 1,000,000: a payload in the buffer a larger one left
+        for size in (0, 1, 125, 126, 65535, 65536, 200000, 1000000, 300000):
             payload = os.urandom(size)
             client.sock.sendall(frame(0x2, payload))
             received = b""
