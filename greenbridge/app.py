@@ -290,14 +290,16 @@ class BridgeApp:
             self._count_rejection(environ, rejection)
             return rejection_response(start_response, rejection)
         with admission:
-            websocket = pending.accept(self.config.max_payload_size, self.config.write_buffer_size,
+            websocket = pending.accept(self.config.max_message_size, self.config.message_timeout,
+                                       self.config.write_buffer_size,
                                        getattr(admission, "subprotocol", None))
             self.serve(environ, websocket, admission)
         return []
 
     def _bridge_upgraded(self, environ, stock_websocket):
         """Under gevent-websocket's stock handler: the client has its 101 already."""
-        websocket = adopt_stock_websocket(stock_websocket, self.config.max_payload_size,
+        websocket = adopt_stock_websocket(stock_websocket, self.config.max_message_size,
+                                          self.config.message_timeout,
                                           self.config.write_buffer_size)
         try:
             admission = self._admit_with_listener(environ)

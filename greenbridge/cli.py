@@ -117,9 +117,14 @@ def build_parser():
         type=cfg.at_most(cfg.MAX_SOCKET_BUFFER, cfg.positive_int), default=128 * 1024,
         help="kernel send buffer asked for on each client and PHP socket, in bytes")
     add("--max-write-buffer-size", env_var="WSS_CONFIG_MAX_WRITE_BUFFER",
-        type=cfg.at_most(cfg.MAX_HELD_BYTES, cfg.positive_int), default=16 * 1024 * 1024,
-        help="bytes the bridge holds at most per connection and direction "
-             "waiting for a slow reader")
+        type=cfg.at_most(cfg.MAX_HELD_BYTES, cfg.positive_int),
+        help="largest message in bytes the bridge holds for a slow reader, per connection "
+             "and direction; a larger one closes with 1009 (default: %d, or "
+             "--max-payload-size when that is larger)" % cfg.DEFAULT_MAX_WRITE_BUFFER_SIZE)
+    add("--message-timeout", env_var="WSS_CONFIG_MESSAGE_TIMEOUT",
+        type=cfg.seconds, default=60.0,
+        help="seconds a client has to send a fragmented message, first frame to last; "
+             "then 1008 (0: no limit)")
     add("--shutdown-timeout", env_var="WSS_CONFIG_SHUTDOWN_TIMEOUT",
         type=cfg.seconds, default=30.0,
         help="seconds open connections may finish after SIGTERM/SIGINT")

@@ -36,6 +36,8 @@ SERVER_ONLY_VARIABLES = ("NOTIFY_SOCKET",)
 PHP_ENV_MODES = ("inherit", "minimal")
 MINIMAL_PHP_VARIABLES = ("PATH", "LANG", "TZ", "HOME")
 MINIMAL_PHP_VARIABLE_PREFIXES = ("LC_",)
+# The Rust bridge's default; unset, --max-write-buffer-size grows to --max-payload-size.
+DEFAULT_MAX_WRITE_BUFFER_SIZE = 16 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -61,7 +63,8 @@ class Config:
     php_connect_retries: int = 3
     max_payload_size: int = 16 * 1024 * 1024
     write_buffer_size: int = 128 * 1024
-    max_write_buffer_size: int = 16 * 1024 * 1024
+    max_write_buffer_size: int = DEFAULT_MAX_WRITE_BUFFER_SIZE
+    message_timeout: float = 60.0
     shutdown_timeout: float = 30.0
     php_kill_grace: float = 1.0
     log_format: str = "text"
@@ -103,6 +106,12 @@ class Config:
     secret_values: Tuple[str, ...] = field(default=(), repr=False)
     # The server's own environment, captured once at start-up.
     base_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def max_message_size(self):
+        """The largest message either way: the bridge holds a whole message while its reader
+        is slow, so --max-write-buffer-size caps it as --max-payload-size does."""
+        return min(self.max_payload_size, self.max_write_buffer_size)
 
     @cached_property
     def php_base_environment(self):
@@ -369,10 +378,13 @@ def build_config(options, environment, secret_values=()):
         _existing_file("--route %s" % each.path, each.script)
     if options.ping_interval and not options.ping_timeout:
         raise ConfigError("--ping-timeout must be over 0 when --ping-interval is set")
-    if options.buffer_size > options.max_write_buffer_size:
+    max_write_buffer_size = options.max_write_buffer_size
+    if max_write_buffer_size is None:  # unset: it refuses nothing --max-payload-size allows
+        max_write_buffer_size = max(DEFAULT_MAX_WRITE_BUFFER_SIZE, options.max_payload_size)
+    if options.buffer_size > max_write_buffer_size:
         raise ConfigError(
             "--buffer-size (%d) must not exceed --max-write-buffer-size (%d)"
-            % (options.buffer_size, options.max_write_buffer_size))
+            % (options.buffer_size, max_write_buffer_size))
     if options.tcp_port and options.tcp_port + options.workers - 1 > 65535:
         raise ConfigError("--tcp-port %d: workers 1 to %d listen on %d to %d, past 65535"
                           % (options.tcp_port, options.workers, options.tcp_port,
@@ -408,7 +420,8 @@ def build_config(options, environment, secret_values=()):
         php_connect_retries=options.php_connect_retries,
         max_payload_size=options.max_payload_size,
         write_buffer_size=options.write_buffer_size,
-        max_write_buffer_size=options.max_write_buffer_size,
+        max_write_buffer_size=max_write_buffer_size,
+        message_timeout=options.message_timeout,
         shutdown_timeout=options.shutdown_timeout,
         php_kill_grace=options.php_kill_grace,
         log_format=options.log_format,

@@ -158,7 +158,7 @@ class Connection:
             gevent.spawn(pump.client_to_php, self._websocket, self._php_writer, traffic),
             gevent.spawn(pump.php_to_client, php_io, self._websocket,
                          config.buffer_size, back_connection.early_data,
-                         modes.decoder(mode, config.max_payload_size), traffic, self.id),
+                         modes.decoder(mode, config.max_message_size), traffic, self.id),
         ]
         heartbeat = None
         endings = list(pumps)  # what may end the connection: the pumps, the heartbeat

@@ -7,7 +7,11 @@ What the stock classes get wrong for a bridge, and what replaces it here:
   checks text with the C codec;
 - each frame is written with gevent's sendall (a getsockopt and several
   Python layers per call), large ones in two sends: here one send per frame;
-- no limit on message size: ``max_payload_size`` closes with 1009 before reading;
+- no limit on message size: ``max_payload_size`` closes with 1009 before reading,
+  and memory is taken as payload bytes arrive, not as a header announces them;
+- no limit on fragments: a fragmented message may have at most MAX_FRAGMENTS
+  frames, their headers count against its size, and it must end within
+  ``message_timeout`` (else 1008);
 - frames from two greenlets (pong replies, data) can interleave: one send lock;
 - unmasked client frames and bad close frames are not all refused;
 - the upgrade is answered before the application can refuse it: ``BridgeHandler``
@@ -19,9 +23,11 @@ What the stock classes get wrong for a bridge, and what replaces it here:
 import base64
 import hashlib
 import logging
+import mmap
 import re
 import struct
 import time
+from contextlib import contextmanager
 from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO, TCP_NODELAY
 
 from gevent import Timeout
@@ -68,6 +74,9 @@ _COPY_LIMIT = 256 * 1024
 _CLOSE_FRAME_SEND_TIMEOUT = 5.0
 # Bytes asked for per receive from the client.
 _RECEIVE_SIZE = 64 * 1024
+# Frames one message may span. Each costs a Python object while the message is
+# assembled; Autobahn's finest fragmentation case (4 MiB in 64-byte frames) sends this many.
+MAX_FRAGMENTS = 65536
 # tcp_info.tcpi_state (the first byte) of a connection both sides still hold open.
 _TCP_ESTABLISHED = 1
 
@@ -79,7 +88,11 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class MessageTooBig(WebSocketError):
-    """A client message is larger than --max-payload-size."""
+    """A client message is larger than the bridge takes (close 1009)."""
+
+
+class MessageTooSlow(WebSocketError):
+    """A fragmented client message stayed open past --message-timeout (close 1008)."""
 
 
 def valid_close_code(code):
@@ -101,14 +114,20 @@ def encode_close_payload(code, reason):
 class BridgeWebSocket(WebSocket):
     """A server-side WebSocket that reads whole messages as bytes, fast and bounded."""
 
-    __slots__ = ("max_payload_size", "_send_lock", "_frame_half_sent", "close_sent",
+    __slots__ = ("max_payload_size", "message_timeout", "_room", "_send_lock",
+                 "_frame_half_sent", "close_sent",
                  "peer_close_code", "peer_close_reason", "close_code", "close_reason",
                  "_socket", "_io", "_receive", "_receive_into", "_buffer", "_offset",
                  "last_received")
 
-    def __init__(self, environ, stream, handler, max_payload_size):
+    def __init__(self, environ, stream, handler, max_payload_size, message_timeout):
         super().__init__(environ, stream, handler)
         self.max_payload_size = max_payload_size
+        # Seconds a fragmented message may stay open (0: no limit).
+        self.message_timeout = message_timeout
+        # Payload bytes the next data frame may bring: max_payload_size, less
+        # inside a fragmented message.
+        self._room = max_payload_size
         self._socket = handler.socket
         # Frames are received straight from the socket: a receive that waits
         # holds no buffer (the handler's buffered reader would hold one per
@@ -149,6 +168,8 @@ class BridgeWebSocket(WebSocket):
             return self._read_message()
         except MessageTooBig as error:
             self.close(CLOSE_TOO_BIG, str(error))
+        except MessageTooSlow as error:
+            self.close(CLOSE_POLICY_VIOLATION, str(error))
         except UnicodeError:
             self.close(CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
         except ProtocolError as error:
@@ -159,47 +180,74 @@ class BridgeWebSocket(WebSocket):
         return None
 
     def _read_message(self):
-        opcode = None
-        fragments = []
-        size = 0
-        text = None
         while True:
             header, payload = self._read_frame()
-            frame_opcode = header.opcode
-            if header.fin and opcode is None and frame_opcode in (OPCODE_BINARY, OPCODE_TEXT):
+            opcode = header.opcode
+            if opcode == OPCODE_BINARY or opcode == OPCODE_TEXT:
+                if not header.fin:
+                    return self._read_fragmented_message(header, payload)
                 # The usual message, one frame (its size already checked by _read_frame).
-                if frame_opcode == OPCODE_TEXT:
-                    check_text(payload)
-                return frame_opcode, payload
-            if frame_opcode in (OPCODE_TEXT, OPCODE_BINARY):
-                if opcode is not None:
-                    raise ProtocolError("new message started inside a fragmented one")
-                opcode = frame_opcode
                 if opcode == OPCODE_TEXT:
-                    text = TextChecker()
-            elif frame_opcode == OPCODE_CONTINUATION:
-                if opcode is None:
-                    raise ProtocolError("continuation frame without a message")
-            elif frame_opcode == OPCODE_PING:
-                self.send_frame(payload, OPCODE_PONG)
-                continue
-            elif frame_opcode == OPCODE_PONG:
-                continue
-            elif frame_opcode == OPCODE_CLOSE:
-                self._handle_close_frame(payload)
+                    check_text(payload)
+                return opcode, payload
+            if opcode == OPCODE_CONTINUATION:
+                raise ProtocolError("continuation frame without a message")
+            if not self._handle_control_frame(opcode, payload):
                 return None
-            else:
-                raise ProtocolError("reserved opcode %#x" % frame_opcode)
 
-            size += len(payload)
-            if size > self.max_payload_size:
-                raise MessageTooBig("message over %d bytes" % self.max_payload_size)
-            if text is not None:
-                text.feed(payload, header.fin)
-            fragments.append(payload)
-            if header.fin:
-                break
-        return opcode, fragments[0] if len(fragments) == 1 else b"".join(fragments)
+    def _read_fragmented_message(self, header, payload):
+        """The message a non-final first frame starts, as (opcode, payload); None on a close.
+
+        Every frame's header counts against the message's size, so empty
+        frames are not free, and the frames must all come within
+        ``message_timeout``.
+        """
+        opcode = header.opcode
+        text = TextChecker() if opcode == OPCODE_TEXT else None
+        fragments = []
+        size = frames = 0
+        deadline = None
+        if self.message_timeout:
+            deadline = Timeout.start_new(self.message_timeout, MessageTooSlow(
+                "message not complete within %gs" % self.message_timeout))
+        try:
+            while True:
+                frames += 1
+                if frames > MAX_FRAGMENTS:
+                    raise MessageTooBig("message in more than %d frames" % MAX_FRAGMENTS)
+                size += header.size + len(payload)
+                if size > self.max_payload_size:
+                    raise MessageTooBig("message over %d bytes (frame headers included)"
+                                        % self.max_payload_size)
+                if text is not None:
+                    text.feed(payload, header.fin)
+                if payload:
+                    fragments.append(payload)
+                if header.fin:
+                    return opcode, b"".join(fragments)  # one fragment: itself, not a copy
+                self._room = self.max_payload_size - size
+                header, payload = self._read_frame()
+                while header.opcode != OPCODE_CONTINUATION:
+                    if header.opcode in (OPCODE_TEXT, OPCODE_BINARY):
+                        raise ProtocolError("new message started inside a fragmented one")
+                    if not self._handle_control_frame(header.opcode, payload):
+                        return None
+                    header, payload = self._read_frame()
+        finally:
+            self._room = self.max_payload_size
+            if deadline is not None:
+                deadline.close()
+
+    def _handle_control_frame(self, opcode, payload):
+        """Answer a ping, drop a pong, handle a close; False when the close ended the reading."""
+        if opcode == OPCODE_PING:
+            self.send_frame(payload, OPCODE_PONG)
+        elif opcode == OPCODE_CLOSE:
+            self._handle_close_frame(payload)
+            return False
+        elif opcode != OPCODE_PONG:
+            raise ProtocolError("reserved opcode %#x" % opcode)
+        return True
 
     def _read_frame(self):
         header = parse_header(self._buffer, self._offset)
@@ -212,15 +260,16 @@ class BridgeWebSocket(WebSocket):
             raise ProtocolError("reserved bits set without an extension")
         if header.mask is None:
             raise ProtocolError("client frame not masked")
-        if header.length > self.max_payload_size:
-            raise MessageTooBig("frame of %d bytes is over %d" % (header.length, self.max_payload_size))
+        if header.length > self._room and header.opcode < OPCODE_CLOSE:
+            raise MessageTooBig("message over %d bytes" % self.max_payload_size)
         if not header.length:
             return header, b""
-        return header, unmask(self._take(header.length), header.mask)
+        return header, self._unmasked_payload(header.length, header.mask)
 
     # The receive buffer: bytes from the client not parsed yet start at _offset.
     # One receive usually brings a whole frame or several; nothing is read
-    # byte by byte, and a large payload is received straight into its buffer.
+    # byte by byte, and a large payload is received straight into its buffer,
+    # which takes memory only as the payload arrives.
 
     def _receive_more(self):
         """Add one receive to the unparsed bytes."""
@@ -233,15 +282,24 @@ class BridgeWebSocket(WebSocket):
             self._buffer = self._buffer[self._offset:] + chunk
         self._offset = 0
 
-    def _take(self, count):
-        """The next `count` bytes."""
+    def _unmasked_payload(self, count, mask):
+        """The next `count` bytes, unmasked."""
         start = self._offset
-        have = len(self._buffer) - start
-        if have >= count:
+        if len(self._buffer) - start >= count:  # the usual case: all here
             self._offset = start + count
-            return self._buffer[start:start + count]
-        payload = bytearray(count)
-        payload[:have] = memoryview(self._buffer)[start:]
+            return unmask(self._buffer[start:start + count], mask)
+        if count <= _RECEIVE_SIZE:
+            payload = bytearray(count)
+            self._receive_payload(payload)
+            return unmask(payload, mask)
+        with _large_payloads.buffer(count) as payload:
+            self._receive_payload(payload)
+            return unmask(payload, mask)
+
+    def _receive_payload(self, payload):
+        """Fill `payload` with the unparsed bytes, then with receives straight into it."""
+        have = len(self._buffer) - self._offset
+        payload[:have] = memoryview(self._buffer)[self._offset:]
         self._buffer, self._offset = b"", 0
         missing = memoryview(payload)[have:]
         while missing:
@@ -249,7 +307,6 @@ class BridgeWebSocket(WebSocket):
             if not received:
                 raise WebSocketError("connection ended inside a frame")
             missing = missing[received:]
-        return payload
 
     def _handle_close_frame(self, payload):
         if not payload:
@@ -312,6 +369,38 @@ class BridgeWebSocket(WebSocket):
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         self.closed = True
+
+
+class _LargePayloads:
+    """Buffers for payloads larger than one receive: anonymous mappings.
+
+    A bytearray is zero-filled at once, so a header announcing 16 MiB would
+    cost 16 MiB before any of it came. The kernel gives a mapping's pages
+    memory only when the receive writes them, and the payload is still
+    received in place, with no copy. The mapping of the last payload read
+    whole is kept for the next one (one per process, as large as the largest
+    payload): its pages are already there, so a stream of large frames costs
+    no page faults, as reusing freed heap memory did for the bytearray.
+    """
+
+    def __init__(self):
+        self._spare = None
+
+    @contextmanager
+    def buffer(self, count):
+        mapping = self._spare
+        if mapping is not None and len(mapping) >= count:
+            self._spare = None
+        else:
+            mapping = mmap.mmap(-1, count, flags=mmap.MAP_PRIVATE)
+        # A memoryview: unmask (websockets' C helper) takes it, not the mapping itself.
+        yield memoryview(mapping)[:count]
+        # The payload was read whole (a failed read drops its mapping with the connection).
+        if self._spare is None or len(self._spare) < len(mapping):
+            self._spare = mapping
+
+
+_large_payloads = _LargePayloads()
 
 
 def _take_buffered(reader, sock):
@@ -435,12 +524,13 @@ class PendingUpgrade:
     def check(self):
         check_upgrade_request(self._handler.environ, self._handler.request_version)
 
-    def accept(self, max_payload_size, socket_buffer_size, subprotocol=None):
+    def accept(self, max_payload_size, message_timeout, socket_buffer_size, subprotocol=None):
         """Answer 101 Switching Protocols; return the BridgeWebSocket."""
         handler = self._handler
         environ = handler.environ
         _tune_client_socket(handler.socket, socket_buffer_size)
-        websocket = BridgeWebSocket(environ, Stream(handler), handler, max_payload_size)
+        websocket = BridgeWebSocket(environ, Stream(handler), handler, max_payload_size,
+                                    message_timeout)
         handler.websocket = websocket
         environ["wsgi.websocket"] = websocket
         environ["wsgi.websocket_version"] = "13"
@@ -454,7 +544,7 @@ class PendingUpgrade:
         return websocket
 
 
-def adopt_stock_websocket(stock, max_payload_size, socket_buffer_size):
+def adopt_stock_websocket(stock, max_payload_size, message_timeout, socket_buffer_size):
     """A BridgeWebSocket on the stream of gevent-websocket's own, already upgraded, WebSocket.
 
     Under a stock WebSocketHandler (gunicorn's GeventWebSocketWorker) the 101
@@ -463,7 +553,8 @@ def adopt_stock_websocket(stock, max_payload_size, socket_buffer_size):
     its handler does not send a second close frame.
     """
     _tune_client_socket(stock.handler.socket, socket_buffer_size)
-    websocket = BridgeWebSocket(stock.environ, stock.stream, stock.handler, max_payload_size)
+    websocket = BridgeWebSocket(stock.environ, stock.stream, stock.handler, max_payload_size,
+                                message_timeout)
     stock.closed = True
     return websocket
 

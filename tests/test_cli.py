@@ -89,6 +89,16 @@ def test_everything_from_environment():
     assert config.php_kill_grace == 2.5
 
 
+def test_max_write_buffer_size_left_unset_follows_a_larger_max_payload_size():
+    """Unset, the write buffer never refuses a message --max-payload-size allows; set, it caps."""
+    big = ["--max-payload-size", str(64 * 1024 * 1024)]
+    assert parse_config([*REQUIRED, *big], {}).max_write_buffer_size == 64 * 1024 * 1024
+    assert parse_config([*REQUIRED, *big], {"WSS_CONFIG_MAX_WRITE_BUFFER": "1048576"}) \
+        .max_write_buffer_size == 1048576
+    small = ["--max-payload-size", "1024"]
+    assert parse_config([*REQUIRED, *small], {}).max_write_buffer_size == 16 * 1024 * 1024
+
+
 def test_php_args_reach_the_script(start_bridge, tmp_path):
     script = tmp_path / "args.php"
     script.write_text("<?php $s = stream_socket_client('tcp://'.getenv('WSS_TCP_HOST').':'"
@@ -144,6 +154,7 @@ MAXIMA = [
     ("--ping-interval", YEAR),
     ("--ping-timeout", YEAR),
     ("--handshake-timeout", YEAR),
+    ("--message-timeout", YEAR),
     ("--tls-renewal-check-interval", YEAR),
     ("--tls-propagation-timeout", YEAR),
 ]

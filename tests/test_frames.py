@@ -1,6 +1,7 @@
 """Frame-level behaviour, with a raw socket client that can send what libraries refuse to."""
 
 import os
+import select
 import socket
 import struct
 import time
@@ -58,8 +59,49 @@ class RawClient:
             if opcode == 0x8:
                 return struct.unpack("!H", payload[:2])[0]
 
+    def send_until_closed(self, data, piece=16384):
+        """Send `data` in pieces until the server answers; return its close code.
+
+        The server may close while data is still on its way: reading between
+        pieces gets the close frame before the connection is torn down.
+        """
+        view = memoryview(data)
+        try:
+            for start in range(0, len(view), piece):
+                self.sock.sendall(view[start:start + piece])
+                if select.select([self.sock], [], [], 0)[0]:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return self.read_close_code()
+
+    def wait_read_by_server(self, timeout=20):
+        """Wait until the server has read every byte sent so far (its receive queue is empty)."""
+        deadline = time.monotonic() + timeout
+        while server_unread_bytes(self.sock):
+            assert time.monotonic() < deadline, "the server stopped reading"
+            time.sleep(0.01)
+
     def close(self):
         self.sock.close()
+
+
+def server_unread_bytes(sock):
+    """Bytes sent on a loopback TCP connection that the peer has not read yet.
+
+    /proc/net/tcp lists the peer's socket with its receive queue
+    (``tx_queue:rx_queue``, hexadecimal), addresses as little-endian hex.
+    """
+    def address(host_port):
+        host, port = host_port
+        return "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(host))[0], port)
+    local, remote = address(sock.getpeername()), address(sock.getsockname())
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return int(fields[4].split(":")[1], 16)
+    raise AssertionError("no socket %s -> %s in /proc/net/tcp" % (local, remote))
 
 
 @pytest.mark.parametrize("bad_frame,code", [
@@ -109,7 +151,8 @@ def test_frame_length_encodings(start_bridge):
     bridge = start_bridge()
     client = RawClient(bridge.port)
     try:
-        for size in (0, 1, 125, 126, 65535, 65536, 200000):
+        # 300,000 after 1,000,000: a payload in the buffer a larger one left
+        for size in (0, 1, 125, 126, 65535, 65536, 200000, 1000000, 300000):
             payload = os.urandom(size)
             client.sock.sendall(frame(0x2, payload))
             received = b""

@@ -1,11 +1,13 @@
 """The limits that keep abusive clients cheap: handshake time, size and count, per-address
-connections, descriptors; and what the server tells operators about them."""
+connections, descriptors, memory per connection; and what the server tells operators about them."""
 
+import os
 import resource
 import select
 import signal
 import socket
 import ssl
+import struct
 import time
 
 import psutil
@@ -13,9 +15,13 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import read_until_closed
+from conftest import SCENARIO_PHP, read_until_closed
+from greenbridge.frames import unmask
 from test_bridge import raw_http, upgrade_request
+from test_frames import RawClient, frame
 from test_tls import client_context
+
+MiB = 1024 * 1024
 
 
 def half_sent_handshake(port, source="127.0.0.1"):
@@ -378,3 +384,126 @@ def test_tls_and_upgrade_share_one_handshake_budget(start_bridge):
     assert seconds < 4 + 2
     bridge.wait_for_log(r"client 127\.0\.0\.1:\d+: no complete upgrade request within 4s$")
     assert "Traceback" not in bridge.log
+
+
+# -- memory the client never sends --------------------------------------------------
+
+def rss(bridge):
+    return psutil.Process(bridge.process.pid).memory_info().rss
+
+
+def echoing_clients(bridge, count):
+    """`count` raw clients whose PHP is up (each had a message echoed)."""
+    clients = [RawClient(bridge.port) for _ in range(count)]
+    for client in clients:
+        client.sock.sendall(frame(0x2, b"up"))
+        assert client.read_frame() == (0x2, b"up")
+    return clients
+
+
+def test_payloads_announced_but_not_sent_cost_no_memory(start_bridge):
+    """Ten headers announcing 16 MiB (the default limit), two payload bytes each: the server
+    holds what arrived, not what was announced; one of them then sends the rest, echoed whole."""
+    bridge = start_bridge()
+    size = 16 * MiB
+    key = os.urandom(4)
+    payload = os.urandom(size)
+    masked = unmask(payload, key)
+    header = struct.pack("!BBQ", 0x82, 0x80 | 127, size) + key
+    clients = echoing_clients(bridge, 10)
+    try:
+        before = rss(bridge)
+        for client in clients:
+            client.sock.sendall(header + masked[:1])
+            client.wait_read_by_server()
+            client.sock.sendall(masked[1:2])  # read into the payload's buffer, so it exists
+            client.wait_read_by_server()
+        grown = rss(bridge) - before
+        print("server RSS after 10 announced 16 MiB payloads: +%.1f MiB" % (grown / MiB))
+        assert grown < 32 * MiB
+        sender = clients[0]
+        sender.sock.sendall(masked[2:])
+        received = b""
+        while len(received) < size:
+            opcode, data = sender.read_frame()
+            assert opcode == 0x2
+            received += data
+        assert received == payload
+    finally:
+        for client in clients:
+            client.close()
+    bridge.assert_serves()
+    assert "Traceback" not in bridge.log
+
+
+@pytest.mark.parametrize("flags,fragment,count,reason", [
+    (("--max-payload-size", "1024"), b"", 200_000,
+     r"message over 1024 bytes \(frame headers included\)"),
+    ((), b"x", 70_000, r"message in more than 65536 frames"),
+], ids=["empty-frames-under-1-KiB", "70000-one-byte-frames"])
+def test_fragment_floods_are_closed_with_1009(start_bridge, flags, fragment, count, reason):
+    """Continuation frames that add (almost) nothing keep no message open for ever: empty
+    ones count their headers against the size limit, and a message has 65,536 frames at most."""
+    bridge = start_bridge(*flags)
+    client = RawClient(bridge.port)
+    flood = frame(0x2, fragment, fin=False) + frame(0x0, fragment, fin=False) * count
+    try:
+        assert client.send_until_closed(flood) == 1009
+    finally:
+        client.close()
+    bridge.wait_for_log(r"close=1009 '%s'" % reason)
+    bridge.assert_serves()
+    assert "Traceback" not in bridge.log
+
+
+def test_a_fragmented_message_must_end_within_the_message_timeout(start_bridge):
+    """A message kept open by an empty continuation frame every 0.1 s: closed with 1008."""
+    bridge = start_bridge("--message-timeout", "1")
+    client = RawClient(bridge.port)
+    try:
+        client.sock.sendall(frame(0x2, b"up"))  # PHP is up: the timeout runs from the next frame
+        assert client.read_frame() == (0x2, b"up")
+        client.sock.sendall(frame(0x2, b"never ends", fin=False))
+        opened = time.monotonic()
+        while not select.select([client.sock], [], [], 0.1)[0]:
+            assert time.monotonic() - opened < 30, "the message is still open"
+            client.sock.sendall(frame(0x0, b"", fin=False))
+        assert client.read_close_code() == 1008
+        print("closed %.2f s after the message opened" % (time.monotonic() - opened))
+    finally:
+        client.close()
+    bridge.wait_for_log(r"close=1008 'message not complete within 1s'")
+    bridge.assert_serves()
+
+
+# -- --max-write-buffer-size ------------------------------------------------------------
+
+def test_a_message_over_max_write_buffer_size_is_refused_not_held(start_bridge):
+    """PHP never reads; eight clients send a 12 MiB message each, over a 1 MiB write buffer."""
+    bridge = start_bridge("--max-write-buffer-size", str(MiB))
+    clients = [RawClient(bridge.port, "/?do=sink&seconds=120") for _ in range(8)]
+    try:
+        before = rss(bridge)
+        codes = [client.send_until_closed(frame(0x2, b"m" * 12 * MiB)) for client in clients]
+        grown = rss(bridge) - before
+    finally:
+        for client in clients:
+            client.close()
+    print("server RSS after 8 x 12 MiB to PHP that never reads: +%.1f MiB" % (grown / MiB))
+    assert codes == [1009] * 8
+    assert grown < 24 * MiB
+    bridge.wait_for_log(r"close=1009 'message over 1048576 bytes'")
+    bridge.assert_serves()
+
+
+def test_a_line_php_writes_over_max_write_buffer_size_is_refused(start_bridge):
+    """PHP writes 2 MiB without a newline in line mode: 1009, not 2 MiB held."""
+    bridge = start_bridge("--route", "/line=%s,mode=line" % SCENARIO_PHP,
+                          "--max-write-buffer-size", str(MiB))
+    client = RawClient(bridge.port, "/line?do=flood&chunks=32")
+    try:
+        assert client.read_close_code() == 1009
+    finally:
+        client.close()
+    bridge.wait_for_log(r"PHP wrote a line over 1048576 bytes")
+    bridge.assert_serves()
