@@ -178,3 +178,15 @@ def start_bridge():
     for bridge in started:
         if bridge.process.poll() is None:
             bridge.kill()
+
+
+# -- t14-units helpers
+
+def final_log(bridge):
+    """The server's whole log, once it has stopped (SIGTERM if it still runs).
+
+    A check that something was never logged ("Traceback" not in it) must not
+    read a log that is still being written.
+    """
+    assert bridge.stop() == 0, bridge.log
+    return bridge.log
