@@ -190,3 +190,13 @@ def final_log(bridge):
     """
     assert bridge.stop() == 0, bridge.log
     return bridge.log
+
+
+def worker_holding(bridge, sock):
+    """The PID of the worker whose end of the connection `sock` is (as the kernel tells)."""
+    client_address = sock.getsockname()
+    for worker in bridge.workers():
+        for connection in worker.net_connections("tcp"):
+            if connection.raddr and tuple(connection.raddr) == client_address:
+                return worker.pid
+    raise AssertionError("no worker holds the connection from %s:%d" % client_address)
