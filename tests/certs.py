@@ -1,13 +1,12 @@
 """Certificates for the TLS tests: CAs, server and client certificates, written as PEM files."""
 
 import datetime
+import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from greenbridge.tls.selfsigned import _general_name
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
@@ -98,6 +97,14 @@ def _der(tag, content):
     return bytes([tag, 0x80 | size]) + length.to_bytes(size, "big") + content
 
 
+def subject_alternative_name(name):
+    """An IP address entry for an address, else a DNS name entry."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def _make(common_name, names, issuer, client, not_before, not_after, ca):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
@@ -119,7 +126,7 @@ def _make(common_name, names, issuer, client, not_before, not_after, ca):
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if names:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([_general_name(name) for name in names]),
+            x509.SubjectAlternativeName([subject_alternative_name(name) for name in names]),
             critical=False)
     signer = issuer.key if issuer else key
     return Issued(builder.sign(signer, hashes.SHA256()), key, issuer)

@@ -178,3 +178,25 @@ def start_bridge():
     for bridge in started:
         if bridge.process.poll() is None:
             bridge.kill()
+
+
+# -- t14-units helpers
+
+def final_log(bridge):
+    """The server's whole log, once it has stopped (SIGTERM if it still runs).
+
+    A check that something was never logged ("Traceback" not in it) must not
+    read a log that is still being written.
+    """
+    assert bridge.stop() == 0, bridge.log
+    return bridge.log
+
+
+def worker_holding(bridge, sock):
+    """The PID of the worker whose end of the connection `sock` is (as the kernel tells)."""
+    client_address = sock.getsockname()
+    for worker in bridge.workers():
+        for connection in worker.net_connections("tcp"):
+            if connection.raddr and tuple(connection.raddr) == client_address:
+                return worker.pid
+    raise AssertionError("no worker holds the connection from %s:%d" % client_address)

@@ -5,10 +5,15 @@ import os
 import pytest
 
 from conftest import ECHO_PHP, REPO
-from greenbridge.acme.settings import LETS_ENCRYPT_DIRECTORIES, build_acme_settings
+from greenbridge.acme.settings import build_acme_settings
 from greenbridge.cli import build_parser
 from greenbridge.config import ConfigError, build_config
 from test_cli import REQUIRED, run_cli
+
+# Let's Encrypt's directory URLs as it publishes them (letsencrypt.org/docs/acme-protocol-updates,
+# letsencrypt.org/docs/staging-environment).
+LETS_ENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 # flag, environment variable, default as parsed.
 ACME_OPTIONS = [
@@ -18,8 +23,7 @@ ACME_OPTIONS = [
     ("--tls-renewal-window-ratio", "WSS_CONFIG_TLS_RENEWAL_WINDOW_RATIO", 0.33),
     ("--tls-dns-provider", "WSS_CONFIG_TLS_DNS_PROVIDER", None),
     ("--tls-dns-param", "WSS_CONFIG_TLS_DNS_PARAMS", None),
-    ("--tls-acme-directory", "WSS_CONFIG_TLS_ACME_DIRECTORY",
-     LETS_ENCRYPT_DIRECTORIES["production"]),
+    ("--tls-acme-directory", "WSS_CONFIG_TLS_ACME_DIRECTORY", LETS_ENCRYPT_PRODUCTION),
     ("--tls-acme-ca-bundle", "WSS_CONFIG_TLS_ACME_CA_BUNDLE", None),
     ("--tls-eab-key-id", "WSS_CONFIG_TLS_EAB_KEY_ID", None),
     ("--tls-eab-mac-key", "WSS_CONFIG_TLS_EAB_MAC_KEY", None),
@@ -55,7 +59,7 @@ def test_values_from_the_environment_and_repeated_flags():
         "WSS_CONFIG_TLS_RESOLVERS": "[127.0.0.1:8053, \"[::1]:53\"]",
         "WSS_CONFIG_TLS_FORCE_AUTOMATE": "true",
     })
-    assert options.tls_acme_directory == LETS_ENCRYPT_DIRECTORIES["staging"]
+    assert options.tls_acme_directory == LETS_ENCRYPT_STAGING
     assert dict(options.tls_dns_param) == {"server": "127.0.0.1", "key_name": "k",
                                            "key_secret": "c2VjcmV0"}
     assert options.tls_force_acme is True
@@ -130,7 +134,7 @@ def test_the_shipped_acme_config_file_parses_into_acme_settings():
     assert config.tls_mode == "automate"
     assert config.acme.domains == ("ws.example.com",)
     assert config.acme.key_type == "p256"
-    assert config.acme.directory == LETS_ENCRYPT_DIRECTORIES["staging"]
+    assert config.acme.directory == LETS_ENCRYPT_STAGING
     assert config.acme.challenge == "http-01"
     # certbot and DNS hooks inherit the environment, never greenbridge's own settings.
     assert config.acme.environment == {"HOME": "/root"}

@@ -1,6 +1,7 @@
 """Running it for real: environment hygiene, structured logs, metrics, health, systemd."""
 
 import json
+import math
 import os
 import resource
 import signal
@@ -14,11 +15,13 @@ from contextlib import ExitStack
 
 import psutil
 import pytest
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import REPO, Bridge, read_until_closed
+from certs import DAY, NOW, make_ca
+from conftest import REPO, Bridge, final_log, read_until_closed
 from test_bridge import assert_head_matches_get, raw_http
 from test_hardening import closed_by_server
 
@@ -164,6 +167,11 @@ def http_get(port, path):
 def scrape(port):
     status, text = http_get(port, "/metrics")
     assert status == 200
+    return scrape_text(text)
+
+
+def scrape_text(text):
+    """{(name, sorted labels): value} of a Prometheus text exposition."""
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -172,7 +180,11 @@ def scrape(port):
 
 
 def value(samples, name, **labels):
-    return samples.get((name, tuple(sorted(labels.items()))), 0)
+    """One sample's value; a sample the scrape lacks (a renamed metric, say) fails the test."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, "no %s%r in the scrape, which has %s" % (
+        name, labels, sorted({sample_name for sample_name, _ in samples}))
+    return samples[key]
 
 
 def test_metrics_count_known_traffic(start_bridge):
@@ -279,11 +291,12 @@ def test_systemd_notifications(start_bridge, tmp_path, workers):
         for _ in range(4):  # still serving after SIGHUP, on every worker
             with connect(bridge.url("/?do=fullenv")) as ws:
                 assert "NOTIFY_SOCKET" not in json.loads(ws.recv(timeout=10))
-        assert "SIGHUP" in bridge.log and "starting a new one" not in bridge.log
 
         bridge.signal(signal.SIGTERM)
         assert notify.recv(4096) == b"STOPPING=1"
         assert bridge.process.wait(30) == 0
+    log = final_log(bridge)
+    assert "SIGHUP" in log and "starting a new one" not in log
 
 
 def read_unit(path):
@@ -366,25 +379,24 @@ def test_one_scrape_shows_every_workers_numbers(start_bridge):
 def test_certificate_expiry_metric_follows_the_served_certificate():
     from greenbridge.metrics import Metrics
     from greenbridge.tls.holder import CertificateHolder
-    from greenbridge.tls.selfsigned import self_signed_pair
 
     metrics, holder = Metrics(), CertificateHolder()
     metrics.watch_certificate(holder)
-    name = "greenbridge_tls_certificate_expiry_timestamp_seconds"
 
     def expiry():
-        for family in text_string_to_metric_families(metrics.render().decode()):
-            for sample in family.samples:
-                if sample.name == name:
-                    return sample.value
-        raise AssertionError("no %s" % name)
+        samples = scrape_text(metrics.render().decode())
+        return value(samples, "greenbridge_tls_certificate_expiry_timestamp_seconds")
 
-    assert expiry() != expiry()  # NaN before any certificate is loaded
-    holder.install(*self_signed_pair(["localhost"], "p256"), source="test")
-    assert expiry() == holder.not_after.timestamp()
-    first = expiry()
-    holder.install(*self_signed_pair(["localhost"], "ed25519"), source="reload")
-    assert expiry() == holder.not_after.timestamp() >= first
+    def not_after(certificate_pem):
+        """The expiry written in the certificate itself."""
+        return x509.load_pem_x509_certificate(certificate_pem).not_valid_after_utc.timestamp()
+
+    assert math.isnan(expiry())  # before any certificate is loaded
+    ca = make_ca()
+    for days in (30, 60):  # a reload changes the expiry
+        served = ca.issue("localhost", ["localhost"], not_after=NOW + days * DAY)
+        holder.install(served.cert_pem, served.key_pem, source="%d days" % days)
+        assert expiry() == not_after(served.cert_pem)
 
 
 def test_parallel_scrapes_of_two_workers_all_answer(start_bridge):
@@ -401,8 +413,8 @@ def test_parallel_scrapes_of_two_workers_all_answer(start_bridge):
                        for family in text_string_to_metric_families(text)
                        for sample in family.samples}
             assert samples["greenbridge_workers_answering"] == 2
-    assert "Traceback" not in bridge.log
     bridge.assert_serves()
+    assert "Traceback" not in final_log(bridge)
 
 
 def test_application_close_codes_are_counted_in_buckets(start_bridge):
@@ -463,8 +475,9 @@ def test_a_flood_of_idle_admin_connections_leaves_healthz_answering(start_bridge
     finally:
         for sock in crowd:
             sock.close()
-    assert "Traceback" not in bridge.log and "Too many open files" not in bridge.log
     bridge.assert_serves()
+    log = final_log(bridge)
+    assert "Traceback" not in log and "Too many open files" not in log
 
 
 def test_malformed_admin_request_is_one_line_not_a_traceback(start_bridge):
@@ -474,5 +487,5 @@ def test_malformed_admin_request_is_one_line_not_a_traceback(start_bridge):
     response = raw_http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many_headers + b"\r\n")
     assert response.startswith("HTTP/1.1 400 ")
     bridge.wait_for_log(r"more than 100 headers")
-    assert "Traceback" not in bridge.log
     assert http_get(port, "/healthz") == (200, "ok\n")
+    assert "Traceback" not in final_log(bridge)

@@ -75,10 +75,31 @@ def test_a_missing_program_raises_oserror_and_leaks_nothing():
     assert sorted(os.listdir("/proc/self/fd")) == before
 
 
+def running_says_the_kernel(pid):
+    """True while the process exists and has not exited (a zombie has exited)."""
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_exit_wakes_a_waiting_greenlet_without_polling():
-    popen = SpawnedPopen(["sleep", "0.2"], env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL)
-    ticks = []
-    ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.01)) for _ in range(10)])
-    assert popen.result.get(timeout=10) == 0  # gevent's child watcher filled it
-    ticker.join()
-    assert len(ticks) == 10  # the loop ran while the child did
+    popen = SpawnedPopen(["sleep", "0.5"], env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL)
+    ticks = []  # at each tick of another greenlet: was the child still running?
+
+    def tick():
+        while True:
+            gevent.sleep(0.01)
+            ticks.append(running_says_the_kernel(popen.pid))
+
+    ticker = gevent.spawn(tick)
+    try:
+        assert popen.result.get(timeout=10) == 0  # gevent's child watcher filled it
+        ticks_before_the_wake = list(ticks)
+    finally:
+        ticker.kill()
+    # The loop ran while the child did: a hub blocked until the child ended
+    # would let no tick see it running.
+    assert ticks_before_the_wake.count(True) >= 3, ticks_before_the_wake
+    assert not running_says_the_kernel(popen.pid)  # woken by its exit, and reaped

@@ -3,6 +3,8 @@
 import gevent
 import pytest
 from gevent import socket
+from gevent.event import Event
+from gevent.socket import wait_read
 
 from greenbridge.sockets import FastIO
 
@@ -28,19 +30,40 @@ def test_recv_waits_for_data_sent_later(pair):
 
 def test_a_timeout_ends_a_wait_and_the_next_one_still_works(pair):
     left, io = pair
-    with pytest.raises(gevent.Timeout):
-        with gevent.Timeout(0.05):
-            io.recv(65536)
-    # Data that comes while nobody waits must not wake anyone (the watcher stopped).
+    timed_out, stray_wakes = Event(), []
+
+    def wait_briefly_then_park():
+        with pytest.raises(gevent.Timeout):
+            with gevent.Timeout(0.05):
+                io.recv(65536)
+        timed_out.set()
+        while True:  # nothing should switch in here any more
+            stray_wakes.append(gevent.get_hub().switch())
+
+    parked = gevent.spawn(wait_briefly_then_park)
+    assert timed_out.wait(timeout=5)
+    wait_until_parked(parked)
+    # Data that comes while nobody waits must not wake anyone (the watcher stopped):
+    # once the hub has seen it arrive, the greenlet that timed out was left alone.
     left.sendall(b"after")
-    gevent.sleep(0.05)
-    assert io.recv(65536) == b"after"
+    with gevent.Timeout(5):
+        wait_read(io.socket.fileno())
+        gevent.sleep(0)  # every callback of that loop turn has run
+        parked.kill()
+        assert stray_wakes == []
+        assert io.recv(65536) == b"after"
+
+
+def wait_until_parked(greenlet):
+    """Let `greenlet` run until it waits in the hub (one loop turn: it was queued first)."""
+    gevent.sleep(0)
+    assert greenlet and not greenlet.ready(), "not waiting"
 
 
 def test_a_killed_reader_stops_waiting(pair):
     left, io = pair
     reader = gevent.spawn(io.recv, 65536)
-    gevent.sleep(0.05)
+    wait_until_parked(reader)
     reader.kill(block=True, timeout=1)
     assert reader.dead and isinstance(reader.value, gevent.GreenletExit)
     left.sendall(b"for the next reader")
@@ -50,9 +73,8 @@ def test_a_killed_reader_stops_waiting(pair):
 def test_a_stray_switch_into_the_reader_only_makes_it_wait_again(pair):
     left, io = pair
     reader = gevent.spawn(io.recv, 65536)
-    gevent.sleep(0.05)
+    wait_until_parked(reader)
     gevent.get_hub().loop.run_callback(reader.switch)
-    gevent.sleep(0.05)
-    assert not reader.ready()
+    wait_until_parked(reader)  # the stray switch ran first, then the reader waited again
     left.sendall(b"data")
     assert reader.get(timeout=1) == b"data"
