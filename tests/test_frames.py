@@ -17,7 +17,8 @@ def mask_payload(payload, key):
     unmask is what the server runs): the tests' frames must not depend on the code under test."""
     length = len(payload)
     key_stream = (key * (length // 4 + 1))[:length]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(key_stream, "big")).to_bytes(length, "big")
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(key_stream, "big")
+    return masked.to_bytes(length, "big")
 
 
 def frame(opcode, payload, fin=True, mask=True, rsv=0, key=None):
