@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -200,3 +201,30 @@ def worker_holding(bridge, sock):
             if connection.raddr and tuple(connection.raddr) == client_address:
                 return worker.pid
     raise AssertionError("no worker holds the connection from %s:%d" % client_address)
+
+
+# -- t14-fuzz helpers
+
+def stop_cleanly(bridge):
+    """Stop the bridge; it must exit with status 0 and its whole log (read after it exited,
+    so nothing logged late is missed) must hold no traceback and no crashed greenlet."""
+    status = bridge.stop()
+    log = bridge.log
+    assert status == 0, "exit status %s:\n%s" % (status, log[-3000:])
+    assert "Traceback" not in log, log
+    assert not re.search(r"<Greenlet .* failed with ", log), log  # gevent's line for a crash
+    return log
+
+
+@contextmanager
+def running_bridge(*flags, script=SCENARIO_PHP, assert_serves=Bridge.assert_serves):
+    """A listening Bridge for the block; after it, the bridge must still serve a normal
+    client (`assert_serves(bridge)`) and stop cleanly (see stop_cleanly). Killed (by PID)
+    whatever happens."""
+    bridge = Bridge(["-H", "127.0.0.1", "-P", "0", "-e", PHP, "-s", script, *flags])
+    try:
+        yield bridge.wait_listening()
+        assert_serves(bridge)
+        stop_cleanly(bridge)
+    finally:
+        bridge.kill()

@@ -8,13 +8,23 @@ import time
 
 import pytest
 
-from greenbridge.frames import unmask
+from conftest import read_until_closed, running_bridge
 from test_bridge import upgrade_request
 
 
-def frame(opcode, payload, fin=True, mask=True, rsv=0):
+def mask_payload(payload, key):
+    """RFC 6455 5.3: byte i XOR key[i % 4]. Written here, not taken from greenbridge (whose
+    unmask is what the server runs): the tests' frames must not depend on the code under test."""
+    length = len(payload)
+    key_stream = (key * (length // 4 + 1))[:length]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(key_stream, "big")
+    return masked.to_bytes(length, "big")
+
+
+def frame(opcode, payload, fin=True, mask=True, rsv=0, key=None):
+    """A client frame; `key` is the masking key (random when not given)."""
     first = (0x80 if fin else 0) | rsv | opcode
-    key = os.urandom(4) if mask else b""
+    key = (os.urandom(4) if key is None else key) if mask else b""
     length = len(payload)
     if length < 126:
         header = struct.pack("!BB", first, (0x80 if mask else 0) | length)
@@ -22,18 +32,26 @@ def frame(opcode, payload, fin=True, mask=True, rsv=0):
         header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, length)
     else:
         header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, length)
-    body = unmask(payload, key) if mask else payload
+    body = mask_payload(payload, key) if mask else payload
     return header + key + body
+
+
+def read_response_head(sock):
+    """The server's answer up to its blank line (EOFError if it closes before)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        if not byte:
+            raise EOFError("connection closed after %r" % head)
+        head += byte
+    return head
 
 
 class RawClient:
     def __init__(self, port, path="/"):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.sendall(upgrade_request(path))
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += self.sock.recv(1)
-        assert response.startswith(b"HTTP/1.1 101 ")
+        assert read_response_head(self.sock).startswith(b"HTTP/1.1 101 ")
 
     def read_exact(self, count):
         data = b""
@@ -104,6 +122,31 @@ def server_unread_bytes(sock):
     raise AssertionError("no socket %s -> %s in /proc/net/tcp" % (local, remote))
 
 
+@pytest.fixture(scope="module")
+def bridge():
+    """One server for this module's tests, each with its own connections."""
+    with running_bridge() as started:
+        yield started
+
+
+# RFC 6455 section 5.7: "A single-frame masked text message ... (contains "Hello")".
+RFC_MASKED_HELLO = bytes([0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58])
+
+
+def test_frame_builds_the_rfc_example_byte_for_byte():
+    # The tests' own frames against the RFC's bytes, so that what they send is right.
+    assert frame(0x1, b"Hello", key=bytes([0x37, 0xfa, 0x21, 0x3d])) == RFC_MASKED_HELLO
+
+
+def test_the_rfc_masked_hello_is_unmasked_and_echoed(bridge):
+    client = RawClient(bridge.port)
+    try:
+        client.sock.sendall(RFC_MASKED_HELLO)
+        assert client.read_frame() == (0x2, b"Hello")  # raw mode echoes bytes as binary
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("bad_frame,code", [
     (frame(0x3, b"x"), 1002),                           # reserved opcode
     (frame(0x1, b"x", rsv=0x40), 1002),                 # reserved bit, no extension
@@ -117,19 +160,18 @@ def server_unread_bytes(sock):
     (frame(0x8, b"\x03"), 1002),                        # 1-byte close payload
 ], ids=["opcode", "rsv", "unmasked", "continuation", "fragmented-ping", "utf8", "utf8-fragment",
         "close-reason-utf8", "close-code", "close-1-byte"])
-def test_protocol_errors_close_with_the_right_code(start_bridge, bad_frame, code):
-    bridge = start_bridge()
+def test_protocol_errors_close_with_the_right_code(bridge, bad_frame, code):
     client = RawClient(bridge.port)
     try:
         client.sock.sendall(bad_frame)
         assert client.read_close_code() == code
+        assert read_until_closed(client.sock) == b""  # and then the server ends the TCP connection
     finally:
         client.close()
     bridge.wait_no_php()
 
 
-def test_fragmented_message_is_reassembled_and_pings_answered(start_bridge):
-    bridge = start_bridge()
+def test_fragmented_message_is_reassembled_and_pings_answered(bridge):
     client = RawClient(bridge.port)
     try:
         client.sock.sendall(frame(0x1, "hé".encode()[:2], fin=False) + frame(0x9, b"ping!")
@@ -147,8 +189,7 @@ def test_fragmented_message_is_reassembled_and_pings_answered(start_bridge):
         client.close()
 
 
-def test_frame_length_encodings(start_bridge):
-    bridge = start_bridge()
+def test_frame_length_encodings(bridge):
     client = RawClient(bridge.port)
     try:
         # 300,000 after 1,000,000: a payload in the buffer a larger one left
@@ -163,17 +204,13 @@ def test_frame_length_encodings(start_bridge):
         client.close()
 
 
-def test_frames_sent_with_the_upgrade_request_are_not_lost(start_bridge):
-    bridge = start_bridge()
+def test_frames_sent_with_the_upgrade_request_are_not_lost(bridge):
     sock = socket.create_connection(("127.0.0.1", bridge.port), timeout=10)
     try:
         # The handshake and two frames in one packet: the frames sit in the
         # handler's read buffer before the WebSocket exists.
         sock.sendall(upgrade_request() + frame(0x2, b"first") + frame(0x2, b"second"))
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += sock.recv(1)
-        assert response.startswith(b"HTTP/1.1 101 ")
+        assert read_response_head(sock).startswith(b"HTTP/1.1 101 ")
         client = RawClient.__new__(RawClient)
         client.sock = sock
         received = b""
@@ -184,22 +221,23 @@ def test_frames_sent_with_the_upgrade_request_are_not_lost(start_bridge):
         sock.close()
 
 
-def test_frames_cut_anywhere_are_read_whole(start_bridge):
+def test_frames_cut_anywhere_are_read_whole(bridge):
     # A frame, then the start of the next one's header, then the rest a byte
-    # at a time: the receive buffer must join what each receive brings.
-    bridge = start_bridge()
+    # at a time, each read by the server before the next is sent: the receive
+    # buffer must join what each receive brings.
     client = RawClient(bridge.port)
     client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        second = frame(0x2, os.urandom(300))
+        payload = os.urandom(300)
+        second = frame(0x2, payload)
         client.sock.sendall(frame(0x2, b"first") + second[:3])
         for index in range(3, 12):
-            time.sleep(0.02)
+            client.wait_read_by_server()
             client.sock.sendall(second[index:index + 1])
         client.sock.sendall(second[12:])
         received = b""
         while len(received) < 5 + 300:
             received += client.read_frame()[1]
-        assert received == b"first" + unmask(second[8:], second[4:8])
+        assert received == b"first" + payload
     finally:
         client.close()

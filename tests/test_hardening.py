@@ -16,9 +16,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import SCENARIO_PHP, read_until_closed
-from greenbridge.frames import unmask
 from test_bridge import raw_http, upgrade_request
-from test_frames import RawClient, frame
+from test_frames import RawClient, frame, mask_payload
 from test_tls import client_context
 
 MiB = 1024 * 1024
@@ -408,7 +407,7 @@ def test_payloads_announced_but_not_sent_cost_no_memory(start_bridge):
     size = 16 * MiB
     key = os.urandom(4)
     payload = os.urandom(size)
-    masked = unmask(payload, key)
+    masked = mask_payload(payload, key)
     header = struct.pack("!BBQ", 0x82, 0x80 | 127, size) + key
     clients = echoing_clients(bridge, 10)
     try:

@@ -18,6 +18,13 @@ def feed_bytewise(decoder, data):
     return events
 
 
+def plain(events):
+    """Events with a Close as ("close", code, reason): compared by its fields, not by the
+    __eq__ of the code under test."""
+    return [("close", event.code, event.reason) if isinstance(event, modes.Close) else event
+            for event in events]
+
+
 def test_client_messages_encoded_per_mode():
     assert modes.encode_message("raw", 0x1, b"hi") == b"hi"
     assert modes.encode_message("line", 0x1, b"hi") == b"hi\n"
@@ -64,13 +71,13 @@ def test_line_at_the_limit_passes():
 def test_framed_decoder_whole_and_bytewise():
     data = (frame(0x1, "héllo".encode()) + frame(0x2, b"\x00\xff") + frame(0x1, b"")
             + frame(0x8, b"\x0f\xa0going"))
-    expected = [(0x1, "héllo".encode()), (0x2, b"\x00\xff"), (0x1, b""), modes.Close(4000, "going")]
-    assert modes.decoder("framed", 100).feed(data) == expected
-    assert feed_bytewise(modes.decoder("framed", 100), data) == expected
+    expected = [(0x1, "héllo".encode()), (0x2, b"\x00\xff"), (0x1, b""), ("close", 4000, "going")]
+    assert plain(modes.decoder("framed", 100).feed(data)) == expected
+    assert plain(feed_bytewise(modes.decoder("framed", 100), data)) == expected
 
 
 def test_framed_close_without_code():
-    assert modes.decoder("framed", 100).feed(frame(0x8, b"")) == [modes.Close(1005, "")]
+    assert plain(modes.decoder("framed", 100).feed(frame(0x8, b""))) == [("close", 1005, "")]
 
 
 def test_framed_large_frame_in_pieces():
