@@ -42,9 +42,6 @@ class Close:
         self.code = code
         self.reason = reason
 
-    def __eq__(self, other):
-        return isinstance(other, Close) and (self.code, self.reason) == (other.code, other.reason)
-
     def __repr__(self):
         return "Close(%d, %r)" % (self.code, self.reason)
 
