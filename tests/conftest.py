@@ -178,3 +178,32 @@ def start_bridge():
     for bridge in started:
         if bridge.process.poll() is None:
             bridge.kill()
+
+
+# -- t14-e2e helpers
+
+def wait_until(condition, timeout=10, what="the condition"):
+    """Call `condition` until it returns something true and return that; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s did not hold within %gs" % (what, timeout))
+        time.sleep(0.02)
+
+
+def stopped_log(server):
+    """Stop the server (it must exit 0) and return its whole log.
+
+    A check that something did NOT happen (no traceback, no access line, no
+    forged line) reads this: once the server is gone, nothing can be written later.
+    """
+    assert server.stop() == 0, server.log
+    return server.log
+
+
+def access_lines(log):
+    """The access lines of a log: one per connection that ran (and so started PHP)."""
+    return [line for line in log.splitlines() if "greenbridge.access" in line]
