@@ -3,6 +3,20 @@
 parse_str(getenv('WSS_REQUEST_QUERY') ?: '', $q);
 $do = $q['do'] ?? 'echo';
 
+// A test that counts PHP processes names a file: each process appends "start PID" when it
+// starts and "end PID" when it ends (on SIGTERM too). Appending one short line is atomic, so
+// the file's order is the order of the events.
+$process_log = getenv('GREENBRIDGE_TEST_PROCESS_LOG');
+if ($process_log) {
+    $record = function ($event) use ($process_log) {
+        file_put_contents($process_log, $event . ' ' . getmypid() . "\n", FILE_APPEND);
+    };
+    $record('start');
+    register_shutdown_function($record, 'end');
+    pcntl_async_signals(true);
+    pcntl_signal(SIGTERM, function () { exit(0); });
+}
+
 if ($do === 'exit_early') {
     file_put_contents($q['file'], "attempt\n", FILE_APPEND);
     exit(1);
