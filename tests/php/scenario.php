@@ -39,6 +39,26 @@ function send_all($socket, $data) {
     }
 }
 
+// send_all, saying once on stderr "PHP blocked for 1s" when the socket took nothing for a
+// second: the sign that the bridge holds PHP back, for a test to wait on.
+function send_all_telling_when_blocked($socket, $data) {
+    static $told = false;
+    stream_set_blocking($socket, false);
+    for ($done = 0; $done < strlen($data); $done += $n) {
+        $n = fwrite($socket, substr($data, $done));
+        if ($n === false) exit(0);
+        if ($n === 0) {
+            $read = $except = null;
+            $write = [$socket];
+            if (!stream_select($read, $write, $except, $told ? 60 : 1) && !$told) {
+                fwrite(STDERR, "PHP blocked for 1s\n");
+                $told = true;
+            }
+        }
+    }
+    stream_set_blocking($socket, true);
+}
+
 switch ($do) {
     case 'env':
         $env = [];
@@ -86,7 +106,8 @@ switch ($do) {
     case 'flood':
         send_all($socket, $id);
         $chunk = str_repeat('z', 65536);
-        for ($i = 0; $i < (int)$q['chunks']; $i++) send_all($socket, $chunk);
+        $send = empty($q['tell_blocked']) ? 'send_all' : 'send_all_telling_when_blocked';
+        for ($i = 0; $i < (int)$q['chunks']; $i++) $send($socket, $chunk);
         fwrite(STDERR, "flood done\n");
         fread($socket, 1);
         exit(0);
