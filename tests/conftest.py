@@ -181,17 +181,36 @@ def start_bridge():
             bridge.kill()
 
 
-# -- t14-units helpers
+# -- t14-e2e helpers
 
-def final_log(bridge):
-    """The server's whole log, once it has stopped (SIGTERM if it still runs).
+def wait_until(condition, timeout=10, what="the condition"):
+    """Call `condition` until it returns something true and return that; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s did not hold within %gs" % (what, timeout))
+        time.sleep(0.02)
 
-    A check that something was never logged ("Traceback" not in it) must not
-    read a log that is still being written.
+
+def stopped_log(server):
+    """Stop the server (it must exit 0) and return its whole log.
+
+    A check that something did NOT happen (no traceback, no access line, no
+    forged line) reads this: once the server is gone, nothing can be written later.
     """
-    assert bridge.stop() == 0, bridge.log
-    return bridge.log
+    assert server.stop() == 0, server.log
+    return server.log
 
+
+def access_lines(log):
+    """The access lines of a log: one per connection that ran (and so started PHP)."""
+    return [line for line in log.splitlines() if "greenbridge.access" in line]
+
+
+# -- t14-units helpers
 
 def worker_holding(bridge, sock):
     """The PID of the worker whose end of the connection `sock` is (as the kernel tells)."""
@@ -208,9 +227,7 @@ def worker_holding(bridge, sock):
 def stop_cleanly(bridge):
     """Stop the bridge; it must exit with status 0 and its whole log (read after it exited,
     so nothing logged late is missed) must hold no traceback and no crashed greenlet."""
-    status = bridge.stop()
-    log = bridge.log
-    assert status == 0, "exit status %s:\n%s" % (status, log[-3000:])
+    log = stopped_log(bridge)
     assert "Traceback" not in log, log
     assert not re.search(r"<Greenlet .* failed with ", log), log  # gevent's line for a crash
     return log

@@ -5,13 +5,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from urllib.parse import quote
 
+import psutil
 import pytest
 from websockets.sync.client import connect
 
-from conftest import REPO
+from conftest import REPO, wait_until
 from test_bridge import closed_with
 from test_frames import RawClient, frame
 
@@ -207,7 +207,12 @@ def test_library_receive_returns_null_when_a_signal_interrupts_it(start_bridge):
 def test_library_receive_waits_on_a_non_blocking_stream(start_bridge):
     bridge = library_bridge(start_bridge, "framed")
     with connect(bridge.url("/?do=nonblocking")) as ws:
-        time.sleep(0.5)  # PHP is in receive() by now
+        # PHP logs that it calls receive(); once it then sleeps in the kernel, it is
+        # waiting in there (a receive() that does not wait has returned by then).
+        bridge.wait_for_log(r"stderr: receiving$")
+        php = bridge.php_processes()
+        assert len(php) == 1, "PHP ended: receive() did not wait"
+        wait_until(lambda: php[0].status() == psutil.STATUS_SLEEPING, what="PHP waiting")
         ws.send("late")
         assert ws.recv(timeout=10) == "got: late"
 
@@ -271,8 +276,11 @@ def test_ticker_example_pushes_until_paused(start_bridge):
         ticks = [json.loads(ws.recv(timeout=10))["tick"] for _ in range(3)]
         assert ticks == [1, 2, 3]
         ws.send("pause")
-        while "paused" not in json.loads(ws.recv(timeout=10)):
-            pass
+        for _ in range(1000):  # ticks sent before the pause arrived come first
+            if "paused" in json.loads(ws.recv(timeout=10)):
+                break
+        else:
+            raise AssertionError("the ticker did not pause")
         ws.send("resume")
         while True:
             message = json.loads(ws.recv(timeout=10))

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca
-from conftest import REPO, Bridge, final_log, read_until_closed
+from conftest import REPO, Bridge, read_until_closed, stopped_log
 from test_bridge import assert_head_matches_get, raw_http
 from test_hardening import closed_by_server
 
@@ -295,7 +295,7 @@ def test_systemd_notifications(start_bridge, tmp_path, workers):
         bridge.signal(signal.SIGTERM)
         assert notify.recv(4096) == b"STOPPING=1"
         assert bridge.process.wait(30) == 0
-    log = final_log(bridge)
+    log = stopped_log(bridge)
     assert "SIGHUP" in log and "starting a new one" not in log
 
 
@@ -414,7 +414,7 @@ def test_parallel_scrapes_of_two_workers_all_answer(start_bridge):
                        for sample in family.samples}
             assert samples["greenbridge_workers_answering"] == 2
     bridge.assert_serves()
-    assert "Traceback" not in final_log(bridge)
+    assert "Traceback" not in stopped_log(bridge)
 
 
 def test_application_close_codes_are_counted_in_buckets(start_bridge):
@@ -476,7 +476,7 @@ def test_a_flood_of_idle_admin_connections_leaves_healthz_answering(start_bridge
         for sock in crowd:
             sock.close()
     bridge.assert_serves()
-    log = final_log(bridge)
+    log = stopped_log(bridge)
     assert "Traceback" not in log and "Too many open files" not in log
 
 
@@ -488,4 +488,4 @@ def test_malformed_admin_request_is_one_line_not_a_traceback(start_bridge):
     assert response.startswith("HTTP/1.1 400 ")
     bridge.wait_for_log(r"more than 100 headers")
     assert http_get(port, "/healthz") == (200, "ok\n")
-    assert "Traceback" not in final_log(bridge)
+    assert "Traceback" not in stopped_log(bridge)

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
-from conftest import ECHO_PHP, REPO, final_log, read_until_closed, worker_holding
+from conftest import ECHO_PHP, REPO, read_until_closed, stopped_log, worker_holding
 from test_routes import LIST_FORMS, list_option_sources
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
@@ -266,7 +266,7 @@ def test_client_auth_mode(start_bridge, tmp_path, ca, other_ca, server_files, mo
         assert env["WSS_CLIENT_CERT_VERIFIED"] == ("1" if issued is good else "0")
     if REFUSED in CLIENT_AUTH_OUTCOMES[mode]:
         bridge.wait_for_log(r"DEBUG greenbridge\.tls: TLS handshake with 127\.0\.0\.1:\d+ failed")
-    assert "Traceback" not in final_log(bridge)
+    assert "Traceback" not in stopped_log(bridge)
 
 
 def test_client_certificate_with_openssl_s_client(start_bridge, tmp_path, ca, server_files):
@@ -319,7 +319,7 @@ def test_a_resumed_session_keeps_the_verdict_on_the_client_certificate(
         for exchange in (first, second):
             assert exchange.env["WSS_CLIENT_CERT_FINGERPRINT"] == fingerprint
             assert exchange.env["WSS_CLIENT_CERT_VERIFIED"] == verified, exchange.env
-    assert "Traceback" not in final_log(bridge)
+    assert "Traceback" not in stopped_log(bridge)
 
 
 def test_a_client_certificate_cryptography_cannot_read_is_refused_with_400(start_bridge, tmp_path,
@@ -344,7 +344,7 @@ def test_a_client_certificate_cryptography_cannot_read_is_refused_with_400(start
     env = tls_exchange(bridge.port, client_context(ca.cert_pem, alice.write(tmp_path, "a"))).env
     assert env["WSS_CLIENT_CERT_SUBJECT"] == "O=greenbridge tests,CN=alice"
     assert "WSS_CLIENT_CERT_PEM" not in tls_exchange(bridge.port, client_context(ca.cert_pem)).env
-    assert "Traceback" not in final_log(bridge)
+    assert "Traceback" not in stopped_log(bridge)
 
 
 # -- options ------------------------------------------------------------------
@@ -669,7 +669,7 @@ def test_plain_http_and_garbage_on_the_tls_port_are_dropped_quietly(start_bridge
                         r"TLS: .*http request")
     with connect_wss(bridge.url(), ssl=client_context(), open_timeout=20) as ws:
         assert_echoes(ws)
-    assert "Traceback" not in final_log(bridge)
+    assert "Traceback" not in stopped_log(bridge)
 
 
 def test_a_stalled_handshake_holds_no_slot_and_is_cut(start_bridge):

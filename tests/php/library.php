@@ -43,15 +43,19 @@ switch ($do) {
         ]));
         break;
     case 'select':
-        // Wait with stream_select() beside another stream, then drain with receive(0).
+        // Wait with stream_select() beside another stream, then drain with receive(0),
+        // until the client's three messages are in (they may come in one read or three).
         $idle = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
-        $read = [$client->stream(), $idle[0]];
-        $write = $except = null;
-        stream_select($read, $write, $except, 30);
-        usleep(300000);  // let the rest of the burst arrive
         $got = [];
-        while (($message = $client->receive(0)) !== null) {
-            $got[] = $message->data;
+        while (count($got) < 3) {
+            $read = [$client->stream(), $idle[0]];
+            $write = $except = null;
+            if (!stream_select($read, $write, $except, 30)) {
+                break;
+            }
+            while (($message = $client->receive(0)) !== null) {
+                $got[] = $message->data;
+            }
         }
         $client->sendText(json_encode($got));
         break;
@@ -68,6 +72,7 @@ switch ($do) {
     case 'nonblocking':
         // receive() without a timeout still waits on a stream made non-blocking.
         stream_set_blocking($client->stream(), false);
+        fwrite(STDERR, "receiving\n");  // the test sends only once this is in the log
         $message = $client->receive();
         $client->sendText($message === null ? 'returned early' : 'got: ' . $message->data);
         break;

@@ -3,6 +3,20 @@
 parse_str(getenv('WSS_REQUEST_QUERY') ?: '', $q);
 $do = $q['do'] ?? 'echo';
 
+// A test that counts PHP processes names a file: each process appends "start PID" when it
+// starts and "end PID" when it ends (on SIGTERM too). Appending one short line is atomic, so
+// the file's order is the order of the events.
+$process_log = getenv('GREENBRIDGE_TEST_PROCESS_LOG');
+if ($process_log) {
+    $record = function ($event) use ($process_log) {
+        file_put_contents($process_log, $event . ' ' . getmypid() . "\n", FILE_APPEND);
+    };
+    $record('start');
+    register_shutdown_function($record, 'end');
+    pcntl_async_signals(true);
+    pcntl_signal(SIGTERM, function () { exit(0); });
+}
+
 if ($do === 'exit_early') {
     file_put_contents($q['file'], "attempt\n", FILE_APPEND);
     exit(1);
@@ -23,6 +37,26 @@ function send_all($socket, $data) {
         $n = fwrite($socket, substr($data, $done));
         if ($n === false || $n === 0) exit(0);
     }
+}
+
+// send_all, saying once on stderr "PHP blocked for 1s" when the socket took nothing for a
+// second: the sign that the bridge holds PHP back, for a test to wait on.
+function send_all_telling_when_blocked($socket, $data) {
+    static $told = false;
+    stream_set_blocking($socket, false);
+    for ($done = 0; $done < strlen($data); $done += $n) {
+        $n = fwrite($socket, substr($data, $done));
+        if ($n === false) exit(0);
+        if ($n === 0) {
+            $read = $except = null;
+            $write = [$socket];
+            if (!stream_select($read, $write, $except, $told ? 60 : 1) && !$told) {
+                fwrite(STDERR, "PHP blocked for 1s\n");
+                $told = true;
+            }
+        }
+    }
+    stream_set_blocking($socket, true);
 }
 
 switch ($do) {
@@ -72,7 +106,8 @@ switch ($do) {
     case 'flood':
         send_all($socket, $id);
         $chunk = str_repeat('z', 65536);
-        for ($i = 0; $i < (int)$q['chunks']; $i++) send_all($socket, $chunk);
+        $send = empty($q['tell_blocked']) ? 'send_all' : 'send_all_telling_when_blocked';
+        for ($i = 0; $i < (int)$q['chunks']; $i++) $send($socket, $chunk);
         fwrite(STDERR, "flood done\n");
         fread($socket, 1);
         exit(0);
