@@ -35,7 +35,8 @@ class _OneLineErrorParser(configargparse.ArgParser):
         for dest, secrets_of in self.secrets_of.items():
             value = getattr(options, dest)
             if value:
-                secrets.extend(secrets_of(value))
+                # An empty string would be "in" every value and withhold them all.
+                secrets.extend(secret for secret in secrets_of(value) if secret)
         return tuple(secrets)
 
 
