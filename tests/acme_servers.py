@@ -24,7 +24,7 @@ import urllib.request
 import pytest
 
 from certs import make_ca
-from conftest import stop_process
+from support import stop_process
 
 BLOCKED_DOMAIN = "blocked.test"
 # challtestsrv resolves this one to 127.0.0.2, where nothing answers HTTP-01.

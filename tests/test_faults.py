@@ -21,9 +21,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import ECHO_PHP, read_until_closed, stopped_log
-from test_bridge import upgrade_request
-from test_frames import RawClient, frame
+from support import ECHO_PHP, RawClient, frame, read_until_closed, stopped_log, upgrade_request
 
 # An assertion failing in a helper thread fails the test.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")

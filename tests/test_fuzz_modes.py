@@ -17,10 +17,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import running_bridge
 from greenbridge import modes
-from test_fuzz import SENDABLE_CLOSE_CODES, mutated
-from test_messages import LIBRARY_PHP
+from support import LIBRARY_PHP, SENDABLE_CLOSE_CODES, mutated, running_bridge
 
 MAX_SIZE = 64  # small, so that oversized frames and lines come up often
 FRAME_HEADER_SIZE = 5  # framed mode: a type byte and a 4-byte length (README)

@@ -10,7 +10,7 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
-from conftest import ECHO_PHP, access_lines, stopped_log, wait_until
+from support import ECHO_PHP, access_lines, stopped_log, wait_until
 
 
 def churn(bridge, connections, parallel=16):

@@ -11,7 +11,7 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from conftest import REPO, access_lines, stop_process, stopped_log
+from support import REPO, access_lines, stop_process, stopped_log
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
 # nginx listens here; the client connects from another loopback address, so

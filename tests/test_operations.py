@@ -8,8 +8,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
@@ -21,9 +19,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca
-from conftest import REPO, Bridge, read_until_closed, stopped_log
-from test_bridge import assert_head_matches_get, raw_http
-from test_hardening import closed_by_server
+from support import (REPO, Bridge, admin_port, assert_head_matches_get, closed_by_server, http_get,
+                     raw_http, read_until_closed, scrape, scrape_text, stopped_log, value)
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
@@ -149,42 +146,6 @@ def wait_for(condition, timeout=10):
     while not condition():
         assert time.monotonic() < deadline, "condition not met in %ss" % timeout
         time.sleep(0.05)
-
-
-def admin_port(bridge):
-    return int(bridge.wait_for_log(r"admin endpoints on http://[\d.]+:(\d+)/").group(1))
-
-
-def http_get(port, path):
-    """(status, body text) of a GET on the admin listener."""
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def scrape(port):
-    status, text = http_get(port, "/metrics")
-    assert status == 200
-    return scrape_text(text)
-
-
-def scrape_text(text):
-    """{(name, sorted labels): value} of a Prometheus text exposition."""
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples, name, **labels):
-    """One sample's value; a sample the scrape lacks (a renamed metric, say) fails the test."""
-    key = (name, tuple(sorted(labels.items())))
-    assert key in samples, "no %s%r in the scrape, which has %s" % (
-        name, labels, sorted({sample_name for sample_name, _ in samples}))
-    return samples[key]
 
 
 def test_metrics_count_known_traffic(start_bridge):

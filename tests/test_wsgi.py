@@ -19,10 +19,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from certs import make_ca
-from conftest import REPO, SCENARIO_PHP, access_lines, stopped_log
-from test_bridge import assert_head_matches_get
-from test_hardening import half_sent_handshake as half_sent, wait_all_closed
-from test_tls import client_context
+from support import (REPO, SCENARIO_PHP, access_lines, assert_head_matches_get, client_context,
+                     half_sent_handshake as half_sent, stopped_log, wait_all_closed)
 from tls_client import connect_wss
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
