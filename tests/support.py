@@ -49,6 +49,26 @@ def read_until_closed(sock):
         return received
 
 
+def free_port():
+    """A loopback port nothing listens on now (for helper servers that need a port given)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port, process, name, timeout=30):
+    """Wait until `process` (a helper server called `name`) accepts connections on `port`."""
+    def listening():
+        if process.poll() is not None:
+            raise AssertionError("%s exited with %s" % (name, process.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_until(listening, timeout, "%s listening on port %d" % (name, port))
+
+
 def stop_process(process, timeout=10):
     """SIGTERM a helper process we started (by PID), SIGKILL it if it does not end."""
     if process.poll() is None:
@@ -470,6 +490,12 @@ def server_unread_bytes(sock):
                 return int(fields[4].split(":")[1], 16)
     raise AssertionError("no socket %s -> %s in /proc/net/tcp" % (local, remote))
 
+
+
+def php_frame(frame_type, payload):
+    """A frame of the framed message mode between the bridge and PHP (README): a type byte,
+    a 4-byte big-endian length, the payload."""
+    return struct.pack("!BI", frame_type, len(payload)) + payload
 
 # -- sockets the server should close --------------------------------------------------
 

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from greenbridge import modes
-from support import LIBRARY_PHP, SENDABLE_CLOSE_CODES, mutated, running_bridge
+from support import LIBRARY_PHP, SENDABLE_CLOSE_CODES, mutated, php_frame, running_bridge
 
 MAX_SIZE = 64  # small, so that oversized frames and lines come up often
 FRAME_HEADER_SIZE = 5  # framed mode: a type byte and a 4-byte length (README)
@@ -28,10 +28,6 @@ FUZZ_END_TO_END = settings(max_examples=100, deadline=None, derandomize=True,
 
 
 # -- inputs ----------------------------------------------------------------------
-
-def frame(frame_type, payload):
-    return struct.pack("!BI", frame_type, len(payload)) + payload
-
 
 payloads = st.one_of(st.binary(max_size=MAX_SIZE + 2),
                      st.text(max_size=20).map(lambda text: text.encode("utf-8", "surrogatepass")))
@@ -45,7 +41,7 @@ frames = st.one_of(
     st.tuples(st.sampled_from([modes.TYPE_TEXT, modes.TYPE_BINARY]), payloads),
     st.tuples(st.just(modes.TYPE_CLOSE), close_payloads),
     st.tuples(st.integers(0, 255), st.binary(max_size=8)),
-).map(lambda pair: frame(*pair))
+).map(lambda pair: php_frame(*pair))
 # A frame whose header claims more than is sent: cut short, or oversized.
 lengths = st.one_of(st.sampled_from([0, 1, 2, 124, 125, 126, MAX_SIZE - 1, MAX_SIZE, MAX_SIZE + 1,
                                       2 ** 31, 2 ** 32 - 1]),
@@ -164,8 +160,8 @@ def assert_decodes_as_the_reference(mode, reference, whole, pieces):
 
 @FUZZ
 @given(data=framed_streams.flatmap(lambda data: st.tuples(st.just(data), split(data))))
-@example(data=(frame(1, b"ok") + frame(8, b"\x03\xe8bye") + frame(9, b""),
-               [b"\x01\x00", frame(1, b"ok")[2:] + frame(8, b"\x03\xe8bye") + frame(9, b"")]))
+@example(data=(php_frame(1, b"ok") + php_frame(8, b"\x03\xe8bye") + php_frame(9, b""),
+               [b"\x01\x00", php_frame(1, b"ok")[2:] + php_frame(8, b"\x03\xe8bye") + php_frame(9, b"")]))
 @example(data=(struct.pack("!BI", 2, 2 ** 32 - 1), [b"", struct.pack("!BI", 2, 2 ** 32 - 1)]))
 def test_framed_decoder_matches_the_reference_however_cut(data):
     assert_decodes_as_the_reference(modes.FRAMED, reference_framed, *data)
@@ -184,7 +180,7 @@ def test_line_decoder_matches_the_reference_however_cut(data):
 def test_framed_messages_come_out_exactly_as_framed(messages, cut):
     messages = [(kind, payload) for kind, payload in messages
                 if len(payload) <= MAX_SIZE and (kind == 2 or _is_utf8(payload))]
-    data = b"".join(frame(kind, payload) for kind, payload in messages)
+    data = b"".join(php_frame(kind, payload) for kind, payload in messages)
     pieces = [data[start:start + cut] for start in range(0, len(data), cut)]
     assert decode(modes.FRAMED, pieces) == messages
 
@@ -269,13 +265,13 @@ def test_framed_garbage_from_php_end_to_end():
 
         @FUZZ_END_TO_END
         @given(data=framed_streams.flatmap(split))
-        @example(data=[frame(1, b"ok"), frame(7, b"")])
-        @example(data=[frame(1, "é".encode())[:6], frame(1, "é".encode())[6:]])
-        @example(data=[frame(8, b"\x0f\xa0bye")])
-        @example(data=[frame(2, b"cut sh")[:8]])
-        @example(data=[frame(1, b"one"), frame(1, b"ok\xff")])  # one of each error PHP can make
-        @example(data=[frame(8, b"\x03\xed")])
-        @example(data=[frame(2, b"x" * (MAX_SIZE + 1))])
+        @example(data=[php_frame(1, b"ok"), php_frame(7, b"")])
+        @example(data=[php_frame(1, "é".encode())[:6], php_frame(1, "é".encode())[6:]])
+        @example(data=[php_frame(8, b"\x0f\xa0bye")])
+        @example(data=[php_frame(2, b"cut sh")[:8]])
+        @example(data=[php_frame(1, b"one"), php_frame(1, b"ok\xff")])  # one of each error PHP can make
+        @example(data=[php_frame(8, b"\x03\xed")])
+        @example(data=[php_frame(2, b"x" * (MAX_SIZE + 1))])
         def one_stream(data):
             codes[check_end_to_end(bridge, reference_framed, data)] += 1
 

@@ -11,18 +11,12 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from support import REPO, access_lines, stop_process, stopped_log
+from support import REPO, access_lines, free_port, stop_process, stopped_log
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
 # nginx listens here; the client connects from another loopback address, so
 # the address PHP is told shows whether the proxy's headers were believed.
 CLIENT_ADDRESS = "127.0.0.5"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class FastCgiStub:

@@ -724,7 +724,6 @@ def test_workers_share_one_certificate_and_each_reloads_on_sighup(start_bridge, 
 
 
 def test_metrics_and_readiness_follow_the_served_certificate(start_bridge, tmp_path, ca):
-
     first = ca.issue("localhost", ["localhost"], not_after=NOW + 30 * DAY)
     cert_path, key_path = first.write(tmp_path, "served")
     bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,
