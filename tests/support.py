@@ -60,7 +60,8 @@ def wait_for_port(port, process, name, timeout=30):
     """Wait until `process` (a helper server called `name`) accepts connections on `port`."""
     def listening():
         if process.poll() is not None:
-            raise AssertionError("%s exited with %s" % (name, process.returncode))
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError("%s exited with %s: %s" % (name, process.returncode, output))
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return True
@@ -157,12 +158,7 @@ class Bridge:
             return []
 
     def wait_no_php(self, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.php_processes():
-                return
-            time.sleep(0.05)
-        raise AssertionError("PHP processes still running: %r" % self.php_processes())
+        wait_until(lambda: not self.php_processes(), timeout, "no PHP process left")
 
     def signal(self, signum):
         self.process.send_signal(signum)
@@ -464,10 +460,7 @@ class RawClient:
 
     def wait_read_by_server(self, timeout=20):
         """Wait until the server has read every byte sent so far (its receive queue is empty)."""
-        deadline = time.monotonic() + timeout
-        while server_unread_bytes(self.sock):
-            assert time.monotonic() < deadline, "the server stopped reading"
-            time.sleep(0.01)
+        wait_until(lambda: not server_unread_bytes(self.sock), timeout, "the server reading on")
 
     def close(self):
         self.sock.close()

@@ -10,7 +10,6 @@ comes from plain reference parsers written here, never from greenbridge's.
 import collections
 import re
 import struct
-import time
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -18,7 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from greenbridge import modes
-from support import LIBRARY_PHP, SENDABLE_CLOSE_CODES, mutated, php_frame, running_bridge
+from support import (LIBRARY_PHP, SENDABLE_CLOSE_CODES, mutated, php_frame, running_bridge,
+                     wait_until)
 
 MAX_SIZE = 64  # small, so that oversized frames and lines come up often
 FRAME_HEADER_SIZE = 5  # framed mode: a type byte and a 4-byte length (README)
@@ -233,12 +233,8 @@ def expected_by_the_client(events):
 
 
 def wait_for_access_lines(bridge, count, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sum("greenbridge.access:" in line for line in bridge.lines) >= count:
-            return
-        time.sleep(0.01)
-    raise AssertionError("no access line for the connection:\n" + bridge.log[-3000:])
+    wait_until(lambda: sum("greenbridge.access:" in line for line in bridge.lines) >= count,
+               timeout, "an access line for the connection")
 
 
 def check_end_to_end(bridge, reference, pieces):
