@@ -81,57 +81,61 @@ def stop_process(process, timeout=10):
             process.wait(timeout)
 
 
-class Bridge:
-    """A greenbridge server started as its own process; its log is collected as it runs."""
+class LoggedProcess:
+    """A process we started; its output (stdout and stderr) is collected line by line as it runs."""
 
-    def __init__(self, args, env=None, cwd=REPO, command=(sys.executable, "-m", "greenbridge")):
+    def __init__(self, command, env=None, cwd=REPO):
         environment = dict(os.environ)
         environment.update(env or {})
         self.process = subprocess.Popen(
-            [*command, *args], cwd=cwd, env=environment,
+            command, cwd=cwd, env=environment,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines = []
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
-        self.port = self.tcp_port = None
-        self.scheme = "ws"
 
     def _read_log(self):
         for raw in self.process.stdout:
             self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
-    def wait_listening(self, timeout=15):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines:
-                match = _LISTENING.search(line)
-                if match:
-                    self.scheme = match.group(1)
-                    self.port, self.tcp_port = int(match.group(3)), int(match.group(5))
-                    return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError("bridge did not start:\n" + self.log)
-
     @property
     def log(self):
         return "\n".join(self.lines)
 
+    def wait_for_log(self, pattern, timeout=10):
+        """Wait for a log line matching the regex; return the match. Fails at once if the
+        process exits without writing it."""
+        regex = re.compile(pattern)
+
+        def written():
+            exited = self.process.poll() is not None
+            if exited:
+                self._reader.join(5)  # its last lines
+            match = next(filter(None, map(regex.search, list(self.lines))), None)
+            if match or not exited:
+                return match
+            raise AssertionError("exited (status %s) without a line matching %r:\n%s"
+                                 % (self.process.returncode, pattern, self.log))
+        return wait_until(written, timeout,
+                          lambda: "a log line matching %r in:\n%s" % (pattern, self.log))
+
+
+class Bridge(LoggedProcess):
+    """A greenbridge server started as its own process; its log is collected as it runs."""
+
+    def __init__(self, args, env=None, cwd=REPO, command=(sys.executable, "-m", "greenbridge")):
+        super().__init__([*command, *args], env=env, cwd=cwd)
+        self.port = self.tcp_port = None
+        self.scheme = "ws"
+
+    def wait_listening(self, timeout=15):
+        match = self.wait_for_log(_LISTENING.pattern, timeout)
+        self.scheme = match.group(1)
+        self.port, self.tcp_port = int(match.group(3)), int(match.group(5))
+        return self
+
     def url(self, path="/"):
         return "%s://127.0.0.1:%d%s" % (self.scheme, self.port, path)
-
-    def wait_for_log(self, pattern, timeout=10):
-        """Wait for a log line matching the regex; return the match."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                match = regex.search(line)
-                if match:
-                    return match
-            time.sleep(0.02)
-        raise AssertionError("no log line matching %r in:\n%s" % (pattern, self.log))
 
     def assert_serves(self):
         """A fresh connection still gets its message echoed (scenario.php or echo.php)."""
@@ -194,14 +198,16 @@ def _is_worker(process, server_command):
 
 
 def wait_until(condition, timeout=10, what="the condition"):
-    """Call `condition` until it returns something true and return that; fail after `timeout` s."""
+    """Call `condition` until it returns something true and return that; fail after `timeout` s
+    (`what` names the condition in the failure; a callable is called then, to show late state)."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise AssertionError("%s did not hold within %gs" % (what, timeout))
+            raise AssertionError("%s did not hold within %gs"
+                                 % (what() if callable(what) else what, timeout))
         time.sleep(0.02)
 
 
@@ -260,17 +266,14 @@ _WORKER_LINE = r"worker (\d) \(pid (\d+)\) listening on ws://[\d.]+:\d+ \(PHP co
 
 def wait_workers(bridge, numbers, after=0, timeout=30):
     """{worker number: (pid, back-connection port)} from listening lines after line `after`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def started():
         found = {}
         for line in bridge.lines[after:]:
             match = re.search(_WORKER_LINE, line)
             if match:
                 found[int(match.group(1))] = (int(match.group(2)), int(match.group(3)))
-        if set(numbers) <= set(found):
-            return found
-        time.sleep(0.05)
-    raise AssertionError("workers %s did not start:\n%s" % (numbers, bridge.log))
+        return found if set(numbers) <= set(found) else None
+    return wait_until(started, timeout, lambda: "workers %s started:\n%s" % (numbers, bridge.log))
 
 
 # -- the admin listener ---------------------------------------------------------------
