@@ -493,6 +493,15 @@ def php_frame(frame_type, payload):
     a 4-byte big-endian length, the payload."""
     return struct.pack("!BI", frame_type, len(payload)) + payload
 
+
+def is_utf8(data):
+    """Whether the bytes are valid UTF-8 (as text frames and close reasons must be)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
 # -- sockets the server should close --------------------------------------------------
 
 

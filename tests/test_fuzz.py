@@ -26,7 +26,7 @@ from greenbridge.backconnect import BackConnectListener
 from greenbridge.metrics import Metrics
 from greenbridge.server import listen_tcp
 from greenbridge.websocket import Rejected, check_upgrade_request
-from support import (SENDABLE_CLOSE_CODES, RawClient, frame, mask_payload, mutated,
+from support import (SENDABLE_CLOSE_CODES, RawClient, frame, is_utf8, mask_payload, mutated,
                      read_until_closed, running_bridge, split_response_head, upgrade_request)
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
@@ -282,7 +282,7 @@ def server_must(data):
         elif opcode == 0x8:
             return messages, pings, {_close_answer(payload)}
         elif opcode in (1, 2) and fin:
-            if opcode == 1 and not _is_utf8(payload):
+            if opcode == 1 and not is_utf8(payload):
                 return messages, pings, {1007}
             messages.append(payload)
         elif opcode in (0, 1, 2):
@@ -299,14 +299,6 @@ def server_must(data):
             if fin:
                 messages.append(b"".join(fragments))
                 fragments = size = text = None
-
-
-def _is_utf8(data):
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _decodes(decoder, data, final):
