@@ -13,18 +13,16 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 from certs import make_ca
-from conftest import stop_process
+from support import free_port, stop_process, wait_for_port
 
 BLOCKED_DOMAIN = "blocked.test"
 # challtestsrv resolves this one to 127.0.0.2, where nothing answers HTTP-01.
@@ -34,25 +32,6 @@ TSIG_KEY_NAME = "greenbridge-key"
 TSIG_SECRET = base64.b64encode(b"greenbridge test tsig secret 32b").decode()
 EAB_KEY_ID = "greenbridge-eab"
 EAB_MAC_KEY = base64.urlsafe_b64encode(b"greenbridge eab hmac key 32 byte").decode().rstrip("=")
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port, process, name, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError("%s exited with %s" % (name, process.returncode))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("%s did not listen on port %d" % (name, port))
 
 
 def make_throwaway_ca(folder):

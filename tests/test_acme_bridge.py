@@ -17,8 +17,7 @@ from acme_servers import (BLOCKED_DOMAIN, EAB_KEY_ID, EAB_MAC_KEY, ELSEWHERE_DOM
                           RFC2136_ZONE, TSIG_KEY_NAME, TSIG_SECRET, Pebble,
                           acme_folder, challtestsrv, named, pebble,  # noqa: F401 (fixtures)
                           pebble_with_named, throwaway_ca)
-from conftest import ECHO_PHP, Bridge, worker_holding
-from test_cli import REQUIRED, run_cli
+from support import ECHO_PHP, REQUIRED, Bridge, run_cli, worker_holding
 from tls_client import connect_wss
 
 

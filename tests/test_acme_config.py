@@ -4,11 +4,10 @@ import os
 
 import pytest
 
-from conftest import ECHO_PHP, REPO
 from greenbridge.acme.settings import build_acme_settings
 from greenbridge.cli import build_parser
 from greenbridge.config import ConfigError, build_config
-from test_cli import REQUIRED, run_cli
+from support import ECHO_PHP, REPO, REQUIRED, run_cli
 
 # Let's Encrypt's directory URLs as it publishes them (letsencrypt.org/docs/acme-protocol-updates,
 # letsencrypt.org/docs/staging-environment).

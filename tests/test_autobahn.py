@@ -14,7 +14,7 @@ import os
 import pytest
 from kosoku import FailureError, run_fuzzingclient
 
-from conftest import REPO, stop_cleanly
+from support import REPO, stop_cleanly
 
 ECHO_EXAMPLE = os.path.join(REPO, "conf", "examples", "echo.php")
 # Autobahn numbers its case groups 1-7, 9, 10 (there is no group 8).

@@ -13,7 +13,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import ECHO_PHP, access_lines, read_until_closed, stopped_log, wait_until
+from support import (ECHO_PHP, access_lines, assert_head_matches_get, closed_with, raw_http,
+                     split_response_head, stopped_log, upgrade_request, wait_until)
 
 
 def receive_bytes(ws, count, timeout=10):
@@ -22,65 +23,6 @@ def receive_bytes(ws, count, timeout=10):
     while len(received) < count:
         received += ws.recv(timeout=timeout)
     return bytes(received)
-
-
-def closed_with(ws, timeout=10):
-    """Read until the server closes; return (code, reason) it sent."""
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            ws.recv(timeout=timeout)
-    assert closed.value.rcvd is not None, "server closed without a close frame"
-    return closed.value.rcvd.code, closed.value.rcvd.reason
-
-
-def raw_http(port, request, timeout=5):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        response = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return response.decode("latin-1")
-            response += chunk
-
-
-def upgrade_request(path="/", extra=b"", key=b"dGhlIHNhbXBsZSBub25jZQ=="):
-    return (b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n")
-
-
-def split_response_head(data):
-    """((status line, {lower-case name: value}), what follows the blank line) of an HTTP answer."""
-    head, blank, rest = data.partition(b"\r\n\r\n")
-    assert blank, "no complete answer head in %r" % data[:200]
-    status, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip()
-               for name, _, value in (line.partition(":") for line in lines)}
-    return (status, headers), rest
-
-
-def head_then_get(port, path="/"):
-    """HEAD, then GET, of `path` on one keep-alive connection; the answers parsed by hand.
-
-    Returns (HEAD's status line and headers, GET's, GET's body). The GET answer
-    must start right after the HEAD answer's blank line: a HEAD answer with a
-    body would shift every later answer on the connection.
-    """
-    request = b" %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % path.encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"HEAD" + request + b"\r\n" + b"GET" + request + b"Connection: close\r\n\r\n")
-        received = read_until_closed(sock)
-    head, rest = split_response_head(received)
-    assert rest.startswith(b"HTTP/1.1 "), "the HEAD answer is followed by %r" % rest[:80]
-    get, body = split_response_head(rest)
-    return head, get, body
-
-
-def assert_head_matches_get(port, path, status):
-    head, get, body = head_then_get(port, path)
-    assert head[0].startswith("HTTP/1.1 %d " % status) and get[0] == head[0]
-    assert int(head[1]["content-length"]) == int(get[1]["content-length"]) == len(body) > 0
 
 
 # -- data both ways -------------------------------------------------------

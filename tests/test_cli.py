@@ -2,15 +2,14 @@
 
 import os
 import socket
-import subprocess
 import sys
 
 import pytest
 from websockets.sync.client import connect
 
-from conftest import ECHO_PHP, REPO, Bridge
 from greenbridge import __version__
 from greenbridge.cli import build_parser, parse_config
+from support import ECHO_PHP, REPO, REQUIRED, Bridge, run_cli
 
 # Every option of the Rust bridge: flag, short flag, environment variable, default.
 RUST_BRIDGE_OPTIONS = [
@@ -35,15 +34,6 @@ RUST_BRIDGE_OPTIONS = [
     ("--shutdown-timeout", None, "WSS_CONFIG_SHUTDOWN_TIMEOUT", 30),
     ("--php-kill-grace", None, "WSS_CONFIG_PHP_KILL_GRACE", 1),
 ]
-
-REQUIRED = ["-e", "php", "-s", ECHO_PHP]
-
-
-def run_cli(*args, env=None, timeout=30):
-    environment = dict(os.environ)
-    environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "greenbridge", *args], cwd=REPO,
-                          env=environment, capture_output=True, text=True, timeout=timeout)
 
 
 def test_defaults_match_the_rust_bridge():

@@ -10,8 +10,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import ECHO_PHP
-from test_bridge import assert_head_matches_get
+from support import ECHO_PHP, assert_head_matches_get
 
 # Chromium must not try to reach the internet (closed here) nor need a GPU or sandbox (root).
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -21,9 +21,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import ECHO_PHP, read_until_closed, stopped_log
-from test_bridge import upgrade_request
-from test_frames import RawClient, frame
+from support import (ECHO_PHP, RawClient, frame, read_until_closed, stopped_log, upgrade_request,
+                     wait_until)
 
 # An assertion failing in a helper thread fails the test.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
@@ -75,10 +74,7 @@ def test_client_leaving_while_php_starts_ends_its_php(start_bridge, reset):
     """PHP slower to connect back than the client is patient (as on a starved machine)."""
     bridge = start_bridge("--php-connect-timeout", "120")
     client = RawClient(bridge.port, "/?do=never_connect")  # PHP sleeps 60 s instead
-    deadline = time.monotonic() + 20
-    while not bridge.php_processes() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert bridge.php_processes(), "PHP never started"
+    wait_until(bridge.php_processes, 20, "PHP started")
     abort(client.sock, reset)
     bridge.wait_no_php(timeout=20)
     assert "close=1006 'client disconnected without close frame'" in access_line(bridge)

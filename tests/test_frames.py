@@ -1,125 +1,13 @@
 """Frame-level behaviour, with a raw socket client that can send what libraries refuse to."""
 
 import os
-import select
 import socket
 import struct
-import time
 
 import pytest
 
-from conftest import read_until_closed, running_bridge
-from test_bridge import upgrade_request
-
-
-def mask_payload(payload, key):
-    """RFC 6455 5.3: byte i XOR key[i % 4]. Written here, not taken from greenbridge (whose
-    unmask is what the server runs): the tests' frames must not depend on the code under test."""
-    length = len(payload)
-    key_stream = (key * (length // 4 + 1))[:length]
-    masked = int.from_bytes(payload, "big") ^ int.from_bytes(key_stream, "big")
-    return masked.to_bytes(length, "big")
-
-
-def frame(opcode, payload, fin=True, mask=True, rsv=0, key=None):
-    """A client frame; `key` is the masking key (random when not given)."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    key = (os.urandom(4) if key is None else key) if mask else b""
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", first, (0x80 if mask else 0) | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, length)
-    body = mask_payload(payload, key) if mask else payload
-    return header + key + body
-
-
-def read_response_head(sock):
-    """The server's answer up to its blank line (EOFError if it closes before)."""
-    head = b""
-    while b"\r\n\r\n" not in head:
-        byte = sock.recv(1)
-        if not byte:
-            raise EOFError("connection closed after %r" % head)
-        head += byte
-    return head
-
-
-class RawClient:
-    def __init__(self, port, path="/"):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.sendall(upgrade_request(path))
-        assert read_response_head(self.sock).startswith(b"HTTP/1.1 101 ")
-
-    def read_exact(self, count):
-        data = b""
-        while len(data) < count:
-            chunk = self.sock.recv(count - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return data
-
-    def read_frame(self):
-        first, second = self.read_exact(2)
-        length = second & 0x7F
-        if length == 126:
-            length = struct.unpack("!H", self.read_exact(2))[0]
-        elif length == 127:
-            length = struct.unpack("!Q", self.read_exact(8))[0]
-        return first & 0x0F, self.read_exact(length)
-
-    def read_close_code(self):
-        while True:
-            opcode, payload = self.read_frame()
-            if opcode == 0x8:
-                return struct.unpack("!H", payload[:2])[0]
-
-    def send_until_closed(self, data, piece=16384):
-        """Send `data` in pieces until the server answers; return its close code.
-
-        The server may close while data is still on its way: reading between
-        pieces gets the close frame before the connection is torn down.
-        """
-        view = memoryview(data)
-        try:
-            for start in range(0, len(view), piece):
-                self.sock.sendall(view[start:start + piece])
-                if select.select([self.sock], [], [], 0)[0]:
-                    break
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        return self.read_close_code()
-
-    def wait_read_by_server(self, timeout=20):
-        """Wait until the server has read every byte sent so far (its receive queue is empty)."""
-        deadline = time.monotonic() + timeout
-        while server_unread_bytes(self.sock):
-            assert time.monotonic() < deadline, "the server stopped reading"
-            time.sleep(0.01)
-
-    def close(self):
-        self.sock.close()
-
-
-def server_unread_bytes(sock):
-    """Bytes sent on a loopback TCP connection that the peer has not read yet.
-
-    /proc/net/tcp lists the peer's socket with its receive queue
-    (``tx_queue:rx_queue``, hexadecimal), addresses as little-endian hex.
-    """
-    def address(host_port):
-        host, port = host_port
-        return "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(host))[0], port)
-    local, remote = address(sock.getpeername()), address(sock.getsockname())
-    with open("/proc/net/tcp") as table:
-        for line in table.readlines()[1:]:
-            fields = line.split()
-            if fields[1] == local and fields[2] == remote:
-                return int(fields[4].split(":")[1], 16)
-    raise AssertionError("no socket %s -> %s in /proc/net/tcp" % (local, remote))
+from support import (RawClient, frame, read_response_head, read_until_closed, running_bridge,
+                     upgrade_request)
 
 
 @pytest.fixture(scope="module")

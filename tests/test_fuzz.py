@@ -22,41 +22,17 @@ from gevent import socket as gsocket
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import read_until_closed, running_bridge
 from greenbridge.backconnect import BackConnectListener
 from greenbridge.metrics import Metrics
 from greenbridge.server import listen_tcp
 from greenbridge.websocket import Rejected, check_upgrade_request
-from test_bridge import split_response_head, upgrade_request
-from test_frames import RawClient, frame, mask_payload
+from support import (SENDABLE_CLOSE_CODES, RawClient, frame, is_utf8, mask_payload, mutated,
+                     read_until_closed, running_bridge, split_response_head, upgrade_request)
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
 VALID_REQUEST = upgrade_request("/fuzz?a=1", extra=b"Origin: http://example.test\r\n")
-
-# Close codes a peer may send (RFC 6455 7.4.1 and 7.4.2, plus the registered 1012-1014).
-SENDABLE_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
-                        1014, *range(3000, 5000)}
-
-
-@st.composite
-def mutated(draw, original):
-    """`original` with a few bytes replaced, inserted, deleted, or cut short."""
-    data = bytearray(original)
-    for _ in range(draw(st.integers(1, 6))):
-        operation = draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
-        position = draw(st.integers(0, max(0, len(data) - 1)))
-        if operation == "replace" and data:
-            data[position] = draw(st.integers(0, 255))
-        elif operation == "insert":
-            data[position:position] = draw(st.binary(min_size=1, max_size=40))
-        elif operation == "delete" and data:
-            del data[position:position + draw(st.integers(1, 20))]
-        elif operation == "truncate":
-            del data[position:]
-    return bytes(data)
-
 
 # -- the HTTP upgrade, against a running server -------------------------------------
 
@@ -306,7 +282,7 @@ def server_must(data):
         elif opcode == 0x8:
             return messages, pings, {_close_answer(payload)}
         elif opcode in (1, 2) and fin:
-            if opcode == 1 and not _is_utf8(payload):
+            if opcode == 1 and not is_utf8(payload):
                 return messages, pings, {1007}
             messages.append(payload)
         elif opcode in (0, 1, 2):
@@ -323,14 +299,6 @@ def server_must(data):
             if fin:
                 messages.append(b"".join(fragments))
                 fragments = size = text = None
-
-
-def _is_utf8(data):
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _decodes(decoder, data, final):

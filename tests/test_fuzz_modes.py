@@ -10,17 +10,15 @@ comes from plain reference parsers written here, never from greenbridge's.
 import collections
 import re
 import struct
-import time
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import running_bridge
 from greenbridge import modes
-from test_fuzz import SENDABLE_CLOSE_CODES, mutated
-from test_messages import LIBRARY_PHP
+from support import (LIBRARY_PHP, SENDABLE_CLOSE_CODES, is_utf8, mutated, php_frame, running_bridge,
+                     wait_until)
 
 MAX_SIZE = 64  # small, so that oversized frames and lines come up often
 FRAME_HEADER_SIZE = 5  # framed mode: a type byte and a 4-byte length (README)
@@ -30,10 +28,6 @@ FUZZ_END_TO_END = settings(max_examples=100, deadline=None, derandomize=True,
 
 
 # -- inputs ----------------------------------------------------------------------
-
-def frame(frame_type, payload):
-    return struct.pack("!BI", frame_type, len(payload)) + payload
-
 
 payloads = st.one_of(st.binary(max_size=MAX_SIZE + 2),
                      st.text(max_size=20).map(lambda text: text.encode("utf-8", "surrogatepass")))
@@ -47,7 +41,7 @@ frames = st.one_of(
     st.tuples(st.sampled_from([modes.TYPE_TEXT, modes.TYPE_BINARY]), payloads),
     st.tuples(st.just(modes.TYPE_CLOSE), close_payloads),
     st.tuples(st.integers(0, 255), st.binary(max_size=8)),
-).map(lambda pair: frame(*pair))
+).map(lambda pair: php_frame(*pair))
 # A frame whose header claims more than is sent: cut short, or oversized.
 lengths = st.one_of(st.sampled_from([0, 1, 2, 124, 125, 126, MAX_SIZE - 1, MAX_SIZE, MAX_SIZE + 1,
                                       2 ** 31, 2 ** 32 - 1]),
@@ -92,7 +86,7 @@ def reference_framed(data, max_size):
         offset += 5 + length
         if frame_type == 8:
             return events + [_reference_close(payload)]
-        if frame_type == 1 and not _is_utf8(payload):
+        if frame_type == 1 and not is_utf8(payload):
             return events + [("error", 1011)]
         events.append((frame_type, payload))
     return events
@@ -102,7 +96,7 @@ def _reference_close(payload):
     if not payload:
         return "close", 1005, ""
     code = int.from_bytes(payload[:2], "big")
-    if len(payload) < 2 or code not in SENDABLE_CLOSE_CODES or not _is_utf8(payload[2:]):
+    if len(payload) < 2 or code not in SENDABLE_CLOSE_CODES or not is_utf8(payload[2:]):
         return "error", 1011
     return "close", code, payload[2:].decode()
 
@@ -114,7 +108,7 @@ def reference_lines(data, max_size):
     for line in lines:
         if len(line) > max_size:
             return events + [("error", 1009)]
-        events.append((1 if _is_utf8(line) else 2, line))
+        events.append((1 if is_utf8(line) else 2, line))
     return events + [("error", 1009)] if len(rest) > max_size else events
 
 
@@ -126,14 +120,6 @@ def reference_with_end(reference, data, max_size):
     consumed = sum(len(payload) + (FRAME_HEADER_SIZE if reference is reference_framed else 1)
                    for _, payload in events)
     return events + [("error", 1011)] if consumed < len(data) else events
-
-
-def _is_utf8(data):
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def decode(mode, pieces, then_end=False):
@@ -166,8 +152,9 @@ def assert_decodes_as_the_reference(mode, reference, whole, pieces):
 
 @FUZZ
 @given(data=framed_streams.flatmap(lambda data: st.tuples(st.just(data), split(data))))
-@example(data=(frame(1, b"ok") + frame(8, b"\x03\xe8bye") + frame(9, b""),
-               [b"\x01\x00", frame(1, b"ok")[2:] + frame(8, b"\x03\xe8bye") + frame(9, b"")]))
+@example(data=(php_frame(1, b"ok") + php_frame(8, b"\x03\xe8bye") + php_frame(9, b""),
+               [b"\x01\x00",
+                php_frame(1, b"ok")[2:] + php_frame(8, b"\x03\xe8bye") + php_frame(9, b"")]))
 @example(data=(struct.pack("!BI", 2, 2 ** 32 - 1), [b"", struct.pack("!BI", 2, 2 ** 32 - 1)]))
 def test_framed_decoder_matches_the_reference_however_cut(data):
     assert_decodes_as_the_reference(modes.FRAMED, reference_framed, *data)
@@ -185,8 +172,8 @@ def test_line_decoder_matches_the_reference_however_cut(data):
        cut=st.integers(1, 7))
 def test_framed_messages_come_out_exactly_as_framed(messages, cut):
     messages = [(kind, payload) for kind, payload in messages
-                if len(payload) <= MAX_SIZE and (kind == 2 or _is_utf8(payload))]
-    data = b"".join(frame(kind, payload) for kind, payload in messages)
+                if len(payload) <= MAX_SIZE and (kind == 2 or is_utf8(payload))]
+    data = b"".join(php_frame(kind, payload) for kind, payload in messages)
     pieces = [data[start:start + cut] for start in range(0, len(data), cut)]
     assert decode(modes.FRAMED, pieces) == messages
 
@@ -239,12 +226,8 @@ def expected_by_the_client(events):
 
 
 def wait_for_access_lines(bridge, count, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sum("greenbridge.access:" in line for line in bridge.lines) >= count:
-            return
-        time.sleep(0.01)
-    raise AssertionError("no access line for the connection:\n" + bridge.log[-3000:])
+    wait_until(lambda: sum("greenbridge.access:" in line for line in bridge.lines) >= count,
+               timeout, "an access line for the connection")
 
 
 def check_end_to_end(bridge, reference, pieces):
@@ -271,13 +254,14 @@ def test_framed_garbage_from_php_end_to_end():
 
         @FUZZ_END_TO_END
         @given(data=framed_streams.flatmap(split))
-        @example(data=[frame(1, b"ok"), frame(7, b"")])
-        @example(data=[frame(1, "é".encode())[:6], frame(1, "é".encode())[6:]])
-        @example(data=[frame(8, b"\x0f\xa0bye")])
-        @example(data=[frame(2, b"cut sh")[:8]])
-        @example(data=[frame(1, b"one"), frame(1, b"ok\xff")])  # one of each error PHP can make
-        @example(data=[frame(8, b"\x03\xed")])
-        @example(data=[frame(2, b"x" * (MAX_SIZE + 1))])
+        @example(data=[php_frame(1, b"ok"), php_frame(7, b"")])
+        @example(data=[php_frame(1, "é".encode())[:6], php_frame(1, "é".encode())[6:]])
+        @example(data=[php_frame(8, b"\x0f\xa0bye")])
+        @example(data=[php_frame(2, b"cut sh")[:8]])
+        # one of each error PHP can make:
+        @example(data=[php_frame(1, b"one"), php_frame(1, b"ok\xff")])
+        @example(data=[php_frame(8, b"\x03\xed")])
+        @example(data=[php_frame(2, b"x" * (MAX_SIZE + 1))])
         def one_stream(data):
             codes[check_end_to_end(bridge, reference_framed, data)] += 1
 

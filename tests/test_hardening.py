@@ -15,33 +15,11 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import SCENARIO_PHP, access_lines, read_until_closed, stopped_log, wait_until
-from test_bridge import raw_http, upgrade_request
-from test_frames import RawClient, frame, mask_payload
-from test_tls import client_context
+from support import (SCENARIO_PHP, RawClient, access_lines, client_context, closed_by_server, frame,
+                     half_sent_handshake, mask_payload, raw_http, read_until_closed, stopped_log,
+                     upgrade_request, wait_all_closed, wait_until, wait_workers)
 
 MiB = 1024 * 1024
-
-
-def half_sent_handshake(port, source="127.0.0.1"):
-    """A client that sends the start of an upgrade request and then nothing."""
-    sock = socket.socket()
-    sock.bind((source, 0))
-    sock.settimeout(30)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(upgrade_request()[:40])
-    return sock
-
-
-def closed_by_server(sock):
-    """True when the server closed the socket (EOF or reset), False when it is still open."""
-    sock.settimeout(0.2)
-    try:
-        return sock.recv(4096) == b""
-    except socket.timeout:
-        return False
-    except ConnectionResetError:
-        return True
 
 
 def test_slow_handshake_is_dropped_after_the_handshake_timeout(start_bridge):
@@ -206,7 +184,6 @@ def test_sigusr1_logs_what_the_server_holds(start_bridge):
 
 
 def test_sigusr1_to_the_arbiter_reaches_every_worker(start_bridge):
-    from test_workers import wait_workers
     bridge = start_bridge("--workers", "2")
     wait_workers(bridge, [1, 2])
     bridge.signal(signal.SIGUSR1)
@@ -233,22 +210,6 @@ def silent_after(port, request):
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.sendall(request)
     return sock
-
-
-def wait_all_closed(socks, timeout):
-    """Read every socket until the server closes it; the sockets still open after `timeout`."""
-    open_socks = {sock.fileno(): sock for sock in socks}
-    deadline = time.monotonic() + timeout
-    while open_socks and time.monotonic() < deadline:
-        readable, _, _ = select.select(list(open_socks.values()), [], [], 0.2)
-        for sock in readable:
-            try:
-                if sock.recv(65536):
-                    continue  # the answer (426, 405...) before the close
-            except ConnectionResetError:
-                pass
-            del open_socks[sock.fileno()]
-    return list(open_socks.values())
 
 
 def test_upgrade_request_with_a_body_gets_400_at_once(start_bridge):

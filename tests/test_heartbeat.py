@@ -10,8 +10,7 @@ import struct
 
 from websockets.sync.client import connect
 
-from conftest import wait_until
-from test_frames import RawClient, frame
+from support import RawClient, frame, wait_until
 
 
 def test_client_that_ignores_pings_is_closed_1001_and_php_ends(start_bridge):

@@ -3,14 +3,13 @@
 import re
 import signal
 import threading
-import time
 from contextlib import ExitStack
 
 import psutil
 import pytest
 from websockets.sync.client import connect
 
-from conftest import ECHO_PHP, access_lines, stopped_log, wait_until
+from support import ECHO_PHP, access_lines, stopped_log, wait_until
 
 
 def churn(bridge, connections, parallel=16):
@@ -50,14 +49,9 @@ def status(bridge, timeout=10):
     """Ask the server (SIGUSR1) what it holds: {"connections": n, "greenlets": n, ...}."""
     seen = len(bridge.lines)
     bridge.signal(signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in bridge.lines[seen:]:
-            match = _STATUS.search(line)
-            if match:
-                return {name: int(value) for name, value in match.groupdict().items()}
-        time.sleep(0.05)
-    raise AssertionError("no status line after SIGUSR1:\n" + bridge.log)
+    match = wait_until(lambda: next(filter(None, map(_STATUS.search, bridge.lines[seen:])), None),
+                       timeout, "a status line after SIGUSR1")
+    return {name: int(value) for name, value in match.groupdict().items()}
 
 
 _STATUS = re.compile(r"status: (?P<connections>\d+) connections, (?P<handshakes>\d+) pending "

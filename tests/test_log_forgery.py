@@ -13,10 +13,8 @@ from urllib.parse import quote
 import pytest
 from websockets.sync.client import connect
 
-from conftest import stopped_log
 from greenbridge.logs import JsonFormatter
-from test_bridge import raw_http, upgrade_request
-from test_frames import RawClient, frame
+from support import RawClient, frame, raw_http, stopped_log, upgrade_request
 
 FORGED_ID = "11111111-2222-4333-8444-555555555555"
 FORGED_LINE = ("2026-12-03 10:00:00,000 INFO greenbridge.access: [%s] 10.0.0.1:4242 /admin "

@@ -11,11 +11,8 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
-from conftest import REPO, wait_until
-from test_bridge import closed_with
-from test_frames import RawClient, frame
+from support import LIBRARY_PHP, REPO, RawClient, closed_with, frame, wait_until
 
-LIBRARY_PHP = os.path.join(REPO, "tests", "php", "library.php")
 EXAMPLES = os.path.join(REPO, "conf", "examples")
 
 UTF8_EDGES = ["", "\x00", "é", "€", "𝄞", "\ud7ff", "\ue000", "\uffff", "\U0010ffff",

@@ -5,10 +5,7 @@ import struct
 import pytest
 
 from greenbridge import modes
-
-
-def frame(frame_type, payload):
-    return struct.pack("!BI", frame_type, len(payload)) + payload
+from support import php_frame
 
 
 def feed_bytewise(decoder, data):
@@ -69,21 +66,21 @@ def test_line_at_the_limit_passes():
 
 
 def test_framed_decoder_whole_and_bytewise():
-    data = (frame(0x1, "héllo".encode()) + frame(0x2, b"\x00\xff") + frame(0x1, b"")
-            + frame(0x8, b"\x0f\xa0going"))
+    data = (php_frame(0x1, "héllo".encode()) + php_frame(0x2, b"\x00\xff") + php_frame(0x1, b"")
+            + php_frame(0x8, b"\x0f\xa0going"))
     expected = [(0x1, "héllo".encode()), (0x2, b"\x00\xff"), (0x1, b""), ("close", 4000, "going")]
     assert plain(modes.decoder("framed", 100).feed(data)) == expected
     assert plain(feed_bytewise(modes.decoder("framed", 100), data)) == expected
 
 
 def test_framed_close_without_code():
-    assert plain(modes.decoder("framed", 100).feed(frame(0x8, b""))) == [("close", 1005, "")]
+    assert plain(modes.decoder("framed", 100).feed(php_frame(0x8, b""))) == [("close", 1005, "")]
 
 
 def test_framed_large_frame_in_pieces():
     payload = bytes(range(256)) * 4096
     decoder = modes.decoder("framed", len(payload))
-    data = frame(0x2, payload)
+    data = php_frame(0x2, payload)
     events = []
     for start in range(0, len(data), 65536):
         events += decoder.feed(data[start:start + 65536])
@@ -92,16 +89,16 @@ def test_framed_large_frame_in_pieces():
 
 
 @pytest.mark.parametrize("data,complaint", [
-    (frame(0x3, b"x"), "unknown type 0x03"),
-    (frame(0x0, b""), "unknown type 0x00"),
+    (php_frame(0x3, b"x"), "unknown type 0x03"),
+    (php_frame(0x0, b""), "unknown type 0x00"),
     (struct.pack("!BI", 0x2, 101), "binary frame of 101 bytes (over 100)"),
     (struct.pack("!BI", 0x8, 126), "close frame of 126 bytes"),
-    (frame(0x1, b"\xff"), "not UTF-8"),
-    (frame(0x1, b"\xed\xa0\x80"), "not UTF-8"),
-    (frame(0x8, b"\x03"), "1-byte payload"),
-    (frame(0x8, b"\x03\xed"), "invalid close code 1005"),
-    (frame(0x8, b"\x00\x05"), "invalid close code 5"),
-    (frame(0x8, b"\x03\xe8\xff"), "reason that is not UTF-8"),
+    (php_frame(0x1, b"\xff"), "not UTF-8"),
+    (php_frame(0x1, b"\xed\xa0\x80"), "not UTF-8"),
+    (php_frame(0x8, b"\x03"), "1-byte payload"),
+    (php_frame(0x8, b"\x03\xed"), "invalid close code 1005"),
+    (php_frame(0x8, b"\x00\x05"), "invalid close code 5"),
+    (php_frame(0x8, b"\x03\xe8\xff"), "reason that is not UTF-8"),
 ], ids=["type", "type-zero", "too-long", "close-too-long", "utf8", "surrogate", "close-1-byte",
         "close-1005", "close-code", "close-reason"])
 def test_framed_errors_are_1011_and_say_what_was_wrong(data, complaint):
@@ -113,7 +110,7 @@ def test_framed_errors_are_1011_and_say_what_was_wrong(data, complaint):
 
 
 def test_messages_before_an_error_are_kept():
-    *good, error = modes.decoder("framed", 100).feed(frame(0x1, b"ok") + frame(0x7, b""))
+    *good, error = modes.decoder("framed", 100).feed(php_frame(0x1, b"ok") + php_frame(0x7, b""))
     assert good == [(0x1, b"ok")] and isinstance(error, modes.PhpProtocolError)
     *good, error = modes.decoder("line", 3).feed(b"one\n" + b"x" * 4)
     assert good == [(0x1, b"one")] and error.code == 1009
@@ -121,7 +118,7 @@ def test_messages_before_an_error_are_kept():
 
 def test_php_ending_inside_a_frame_or_line_is_an_error():
     framed = modes.decoder("framed", 100)
-    assert framed.feed(frame(0x1, b"ok") + frame(0x2, b"cut")[:6]) == [(0x1, b"ok")]
+    assert framed.feed(php_frame(0x1, b"ok") + php_frame(0x2, b"cut")[:6]) == [(0x1, b"ok")]
     [error] = framed.end()
     assert error.code == 1011 and str(error) == "PHP ended inside a frame; 6 bytes not delivered"
     line = modes.decoder("line", 100)

@@ -6,23 +6,16 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 
 import pytest
 from websockets.sync.client import connect
 
-from conftest import REPO, access_lines, stop_process, stopped_log
+from support import REPO, access_lines, free_port, stop_process, stopped_log, wait_for_port
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
 # nginx listens here; the client connects from another loopback address, so
 # the address PHP is told shows whether the proxy's headers were believed.
 CLIENT_ADDRESS = "127.0.0.5"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class FastCgiStub:
@@ -124,15 +117,8 @@ def nginx(tmp_path):
              str(tmp_path / "error.log"), "-g", "daemon off;"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         started.append(process)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            assert process.poll() is None, "nginx exited: %s" % process.stdout.read().decode()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("nginx did not start listening")
+        wait_for_port(port, process, "nginx", timeout=15)
+        return port
 
     yield start
     for process in started:

@@ -8,8 +8,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
@@ -21,9 +19,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca
-from conftest import REPO, Bridge, read_until_closed, stopped_log
-from test_bridge import assert_head_matches_get, raw_http
-from test_hardening import closed_by_server
+from support import (REPO, Bridge, access_lines, admin_port, assert_head_matches_get,
+                     closed_by_server, http_get, raw_http, read_until_closed, scrape, scrape_text,
+                     stopped_log, value, wait_until)
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
@@ -144,49 +142,6 @@ def test_json_log_lines_carry_the_connection_id_as_a_field(start_bridge):
 
 # -- metrics and health -------------------------------------------------------
 
-def wait_for(condition, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in %ss" % timeout
-        time.sleep(0.05)
-
-
-def admin_port(bridge):
-    return int(bridge.wait_for_log(r"admin endpoints on http://[\d.]+:(\d+)/").group(1))
-
-
-def http_get(port, path):
-    """(status, body text) of a GET on the admin listener."""
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def scrape(port):
-    status, text = http_get(port, "/metrics")
-    assert status == 200
-    return scrape_text(text)
-
-
-def scrape_text(text):
-    """{(name, sorted labels): value} of a Prometheus text exposition."""
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples, name, **labels):
-    """One sample's value; a sample the scrape lacks (a renamed metric, say) fails the test."""
-    key = (name, tuple(sorted(labels.items())))
-    assert key in samples, "no %s%r in the scrape, which has %s" % (
-        name, labels, sorted({sample_name for sample_name, _ in samples}))
-    return samples[key]
-
-
 def test_metrics_count_known_traffic(start_bridge):
     bridge = start_bridge("--admin-port", "0", "-M", "2")
     port = admin_port(bridge)
@@ -220,7 +175,7 @@ def test_metrics_count_known_traffic(start_bridge):
     assert value(during, "greenbridge_php_processes") == 2
     assert value(during, "greenbridge_bytes_total", direction="to_php") == 5 + 1 + 2
 
-    wait_for(lambda: len([line for line in bridge.lines if "greenbridge.access" in line]) == 4)
+    wait_until(lambda: len(access_lines(bridge.log)) == 4)
     after = scrape(port)
     assert value(after, "greenbridge_connections_open") == 0
     assert value(after, "greenbridge_php_processes") == 0
@@ -279,7 +234,7 @@ def test_systemd_notifications(start_bridge, tmp_path, workers):
         notify.bind(notify_path)
         notify.settimeout(15)
         bridge = start_bridge("--workers", workers, env={"NOTIFY_SOCKET": notify_path})
-        wait_for(lambda: bridge.log.count("listening on ws://") == int(workers))
+        wait_until(lambda: bridge.log.count("listening on ws://") == int(workers))
         ready = notify.recv(4096).decode().split("\n")
         assert "READY=1" in ready
         assert any("listening on" in line for line in ready if line.startswith("STATUS="))
@@ -369,7 +324,7 @@ def test_one_scrape_shows_every_workers_numbers(start_bridge):
             value(during, "greenbridge_php_processes", worker="2") == sum(per_back_port.values())
         assert http_get(port, "/readyz") == (200, "ready\n")
     opened = sum(per_back_port.values())
-    wait_for(lambda: len([line for line in bridge.lines if "greenbridge.access" in line]) == opened)
+    wait_until(lambda: len(access_lines(bridge.log)) == opened)
     after = scrape(port)
     assert sum(value(after, "greenbridge_connections_total", code="1000", worker=worker)
                for worker in ("1", "2")) == opened
@@ -403,7 +358,7 @@ def test_parallel_scrapes_of_two_workers_all_answer(start_bridge):
     """8 scrapes at once, 5 times: each is a 200 with both workers' numbers in it."""
     bridge = start_bridge("--workers", "2", "--admin-port", "0")
     port = admin_port(bridge)
-    wait_for(lambda: bridge.log.count("listening on ws://") == 2, timeout=30)
+    wait_until(lambda: bridge.log.count("listening on ws://") == 2, timeout=30)
     for _ in range(5):
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: http_get(port, "/metrics"), range(8)))
@@ -427,7 +382,7 @@ def test_application_close_codes_are_counted_in_buckets(start_bridge):
             ws.send(b"x")
             assert ws.recv(timeout=10) == b"x"
             ws.close(code=code)
-    wait_for(lambda: bridge.log.count("greenbridge.access") == len(client_codes))
+    wait_until(lambda: bridge.log.count("greenbridge.access") == len(client_codes))
     codes = {labels: count for (name, labels), count in scrape(port).items()
              if name == "greenbridge_connections_total"}
     assert codes == {(("code", "4xxx"),): 2, (("code", "3xxx"),): 2, (("code", "1001"),): 1}

@@ -1,17 +1,14 @@
 """Handshake rules: routes, subprotocol selection and origin checks; refusals spawn no PHP."""
 
 import json
-import os
 
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import REPO, SCENARIO_PHP, access_lines, stopped_log
 from greenbridge.cli import parse_config
-from test_cli import run_cli
-
-LIBRARY_PHP = os.path.join(REPO, "tests", "php", "library.php")
+from support import (LIBRARY_PHP, LIST_FORMS, SCENARIO_PHP, access_lines, list_option_sources,
+                     run_cli, stopped_log)
 
 
 def php_environment(bridge, path="/", **options):
@@ -170,27 +167,6 @@ def test_same_origin_compares_origin_with_host(start_bridge):
     assert php_environment(bridge, origin=own)[0]["WSS_ORIGIN"] == own
     assert refused(bridge, origin="http://127.0.0.1:1")[0] == 403
     assert refused(bridge, origin="https://elsewhere.example")[0] == 403
-
-
-def list_option_sources(form, lists, tmp_path):
-    """(flags, environment) giving each list option of `lists` {(key, variable): values}
-    in one form: 'environment' (a,b), 'environment list' ([a, b]), 'config file'
-    (a, b) or 'config file list' ([a, b])."""
-    flags, environment = [], {}
-    separator = "," if form == "environment" else ", "
-    texts = {option: ("[%s]" if form.endswith("list") else "%s") % separator.join(values)
-             for option, values in lists.items()}
-    if form.startswith("environment"):
-        environment = {variable: text for (_key, variable), text in texts.items()}
-    else:
-        config_file = tmp_path / "lists.conf"
-        config_file.write_text("".join("%s = %s\n" % (key, text)
-                                       for (key, _variable), text in texts.items()))
-        flags = ["-c", str(config_file)]
-    return flags, environment
-
-
-LIST_FORMS = ["environment", "environment list", "config file", "config file list"]
 
 
 @pytest.mark.parametrize("form", LIST_FORMS)

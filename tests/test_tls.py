@@ -28,10 +28,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
-from conftest import ECHO_PHP, REPO, read_until_closed, stopped_log, worker_holding
-from test_routes import LIST_FORMS, list_option_sources
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
+from support import (ECHO_PHP, LIST_FORMS, REPO, admin_port, client_context, http_get,
+                     list_option_sources, read_until_closed, scrape, stopped_log, value,
+                     worker_holding)
 
 DOMAINS = ["localhost", "*.example.test", "127.0.0.1"]
 
@@ -50,23 +51,6 @@ def other_ca():
 def server_files(tmp_path, ca):
     """A manual-mode certificate (issued by `ca`) and key, as files."""
     return ca.issue("localhost", ["localhost"]).write(tmp_path, "server")
-
-
-def client_context(trusted_pem=None, certificate=None, maximum_version=None,
-                   minimum_version=None):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if trusted_pem is None:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context.load_verify_locations(cadata=trusted_pem.decode("ascii"))
-    if certificate is not None:
-        context.load_cert_chain(*certificate)
-    if maximum_version is not None:
-        context.maximum_version = maximum_version
-    if minimum_version is not None:
-        context.minimum_version = minimum_version
-    return context
 
 
 def served_certificate(port, context=None, server_hostname="localhost"):
@@ -740,8 +724,6 @@ def test_workers_share_one_certificate_and_each_reloads_on_sighup(start_bridge, 
 
 
 def test_metrics_and_readiness_follow_the_served_certificate(start_bridge, tmp_path, ca):
-    from test_operations import admin_port, http_get, scrape, value
-
     first = ca.issue("localhost", ["localhost"], not_after=NOW + 30 * DAY)
     cert_path, key_path = first.write(tmp_path, "served")
     bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path,

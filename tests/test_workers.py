@@ -13,26 +13,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import ECHO_PHP, access_lines, stopped_log, wait_until
 from greenbridge.cli import parse_config
 from greenbridge.shared import SharedCounters
-
-_WORKER_LINE = r"worker (\d) \(pid (\d+)\) listening on ws://[\d.]+:\d+ \(PHP connects back to [\d.]+:(\d+)\)"
-
-
-def wait_workers(bridge, numbers, after=0, timeout=30):
-    """{worker number: (pid, back-connection port)} from listening lines after line `after`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = {}
-        for line in bridge.lines[after:]:
-            match = re.search(_WORKER_LINE, line)
-            if match:
-                found[int(match.group(1))] = (int(match.group(2)), int(match.group(3)))
-        if set(numbers) <= set(found):
-            return found
-        time.sleep(0.05)
-    raise AssertionError("workers %s did not start:\n%s" % (numbers, bridge.log))
+from support import ECHO_PHP, access_lines, stopped_log, wait_until, wait_workers
 
 
 def open_env_connection(stack, bridge):

@@ -2,12 +2,9 @@
 
 import json
 import os
-import re
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,52 +16,25 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from certs import make_ca
-from conftest import REPO, SCENARIO_PHP, access_lines, stopped_log
-from test_bridge import assert_head_matches_get
-from test_hardening import half_sent_handshake as half_sent, wait_all_closed
-from test_tls import client_context
+from support import (REPO, SCENARIO_PHP, LoggedProcess, access_lines, assert_head_matches_get,
+                     client_context, half_sent_handshake as half_sent, stopped_log, wait_all_closed,
+                     wait_until)
 from tls_client import connect_wss
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
 BRIDGE_WORKER = "greenbridge.gunicorn_worker.BridgeWorker"
 
 
-class Gunicorn:
+class Gunicorn(LoggedProcess):
     def __init__(self, worker_class, workers, app, env, extra_args=()):
-        environment = dict(os.environ, **env)
-        self.process = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
              "-b", "127.0.0.1:0", "--graceful-timeout", "5", "--pythonpath",
-             os.path.join(REPO, "tests"), *extra_args, app],
-            cwd=REPO, env=environment, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.lines = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.port = int(self.wait_for(r"Listening at: https?://127\.0\.0\.1:(\d+)").group(1))
-        deadline = time.monotonic() + 30
-        while len([line for line in self.lines if "Booting worker" in line]) < workers:
-            assert time.monotonic() < deadline, "workers did not boot:\n" + self.log
-            time.sleep(0.05)
-
-    def _read(self):
-        for raw in self.process.stdout:
-            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    @property
-    def log(self):
-        return "\n".join(self.lines)
-
-    def wait_for(self, pattern, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                match = re.search(pattern, line)
-                if match:
-                    return match
-            assert self.process.poll() is None, "gunicorn exited:\n" + self.log
-            time.sleep(0.05)
-        raise AssertionError("no line matching %r in:\n%s" % (pattern, self.log))
+             os.path.join(REPO, "tests"), *extra_args, app], env=env)
+        self.port = int(self.wait_for_log(r"Listening at: https?://127\.0\.0\.1:(\d+)",
+                                          timeout=30).group(1))
+        wait_until(lambda: sum("Booting worker" in line for line in self.lines) >= workers, 30,
+                   lambda: "workers booted:\n" + self.log)
 
     def url(self, path="/"):
         return "ws://127.0.0.1:%d%s" % (self.port, path)
@@ -258,7 +228,7 @@ def test_bridge_worker_applies_the_handshake_limits(gunicorn, limits, closed, lo
     finally:
         for sock in crowd:
             sock.close()
-    server.wait_for(log_line)
+    server.wait_for_log(log_line, timeout=30)
     assert "Traceback" not in stopped_log(server)
 
 
@@ -270,7 +240,7 @@ def test_stock_worker_refuses_oversized_headers_before_php(gunicorn):
             ws.recv(timeout=20)
     assert closed.value.rcvd.code == 1009
     assert "request line and headers over 16384 bytes" in closed.value.rcvd.reason
-    server.wait_for(r"431 Request Header Fields Too Large")
+    server.wait_for_log(r"431 Request Header Fields Too Large", timeout=30)
     with connect(server.url()) as ws:
         ws.send(b"still serving")
         assert ws.recv(timeout=20) == b"still serving"
@@ -296,6 +266,6 @@ def test_bridge_worker_cuts_a_stalled_tls_handshake(gunicorn, tmp_path):
     finally:
         for sock in stalled:
             sock.close()
-    server.wait_for(r"client 127\.0\.0\.1:\d+: no complete upgrade request within 2s "
-                    r"\(in the TLS handshake\)")
+    server.wait_for_log(r"client 127\.0\.0\.1:\d+: no complete upgrade request within 2s "
+                        r"\(in the TLS handshake\)", timeout=30)
     assert "Traceback" not in stopped_log(server)

@@ -1,0 +1,623 @@
+"""What the tests share: a real greenbridge server process on loopback, real PHP, real
+clients (hand-written HTTP and WebSocket bytes, TLS), and the CLI run as a process.
+
+Pytest fixtures live in conftest.py; everything else the test modules share lives here,
+once, and test modules import from here, never from each other."""
+
+import os
+import re
+import select
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+import psutil
+import pytest
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIO_PHP = os.path.join(REPO, "tests", "php", "scenario.php")
+ECHO_PHP = os.path.join(REPO, "conf", "echo.php")
+LIBRARY_PHP = os.path.join(REPO, "tests", "php", "library.php")
+PHP = "php"
+
+_LISTENING = re.compile(
+    r"listening on (wss?)://([\d.]+):(\d+) \(PHP connects back to ([\d.]+):(\d+)\)")
+
+
+def read_until_closed(sock):
+    """What the server sent before it closed (a reset counts as closed)."""
+    received = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+    except ConnectionResetError:
+        return received
+
+
+def free_port():
+    """A loopback port nothing listens on now (for helper servers that need a port given)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port, process, name, timeout=30):
+    """Wait until `process` (a helper server called `name`) accepts connections on `port`."""
+    def listening():
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError("%s exited with %s: %s" % (name, process.returncode, output))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_until(listening, timeout, "%s listening on port %d" % (name, port))
+
+
+def stop_process(process, timeout=10):
+    """SIGTERM a helper process we started (by PID), SIGKILL it if it does not end."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+class LoggedProcess:
+    """A process we started; its output (stdout and stderr) is collected line by line as it runs."""
+
+    def __init__(self, command, env=None, cwd=REPO):
+        environment = dict(os.environ)
+        environment.update(env or {})
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=environment,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines = []
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self):
+        for raw in self.process.stdout:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def log(self):
+        return "\n".join(self.lines)
+
+    def wait_for_log(self, pattern, timeout=10):
+        """Wait for a log line matching the regex; return the match. Fails at once if the
+        process exits without writing it."""
+        regex = re.compile(pattern)
+
+        def written():
+            exited = self.process.poll() is not None
+            if exited:
+                self._reader.join(5)  # its last lines
+            match = next(filter(None, map(regex.search, list(self.lines))), None)
+            if match or not exited:
+                return match
+            raise AssertionError("exited (status %s) without a line matching %r:\n%s"
+                                 % (self.process.returncode, pattern, self.log))
+        return wait_until(written, timeout,
+                          lambda: "a log line matching %r in:\n%s" % (pattern, self.log))
+
+
+class Bridge(LoggedProcess):
+    """A greenbridge server started as its own process; its log is collected as it runs."""
+
+    def __init__(self, args, env=None, cwd=REPO, command=(sys.executable, "-m", "greenbridge")):
+        super().__init__([*command, *args], env=env, cwd=cwd)
+        self.port = self.tcp_port = None
+        self.scheme = "ws"
+
+    def wait_listening(self, timeout=15):
+        match = self.wait_for_log(_LISTENING.pattern, timeout)
+        self.scheme = match.group(1)
+        self.port, self.tcp_port = int(match.group(3)), int(match.group(5))
+        return self
+
+    def url(self, path="/"):
+        return "%s://127.0.0.1:%d%s" % (self.scheme, self.port, path)
+
+    def assert_serves(self):
+        """A fresh connection still gets its message echoed (scenario.php or echo.php)."""
+        with connect(self.url()) as ws:
+            ws.send(b"still serving")
+            assert ws.recv(timeout=20) == b"still serving"
+
+    def php_processes(self):
+        """PHP processes (and their children) started by this server or its workers."""
+        try:
+            server = psutil.Process(self.process.pid)
+            command = server.cmdline()
+            descendants = server.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [process for process in descendants if not _is_worker(process, command)]
+
+    def workers(self):
+        """The forked worker processes (same command line as the server)."""
+        try:
+            server = psutil.Process(self.process.pid)
+            return [child for child in server.children() if _is_worker(child, server.cmdline())]
+        except psutil.NoSuchProcess:
+            return []
+
+    def wait_no_php(self, timeout=10):
+        wait_until(lambda: not self.php_processes(), timeout, "no PHP process left")
+
+    def signal(self, signum):
+        self.process.send_signal(signum)
+
+    def stop(self, timeout=30):
+        """SIGTERM, wait, return the exit status (SIGKILL if it hangs, by PID)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("bridge did not stop within %ss" % timeout)
+        finally:
+            self._reader.join(5)
+
+    def kill(self):
+        for child in self.php_processes() + self.workers():
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _is_worker(process, server_command):
+    try:
+        return process.cmdline() == server_command
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+
+
+def wait_until(condition, timeout=10, what="the condition"):
+    """Call `condition` until it returns something true and return that; fail after `timeout` s
+    (`what` names the condition in the failure; a callable is called then, to show late state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s did not hold within %gs"
+                                 % (what() if callable(what) else what, timeout))
+        time.sleep(0.02)
+
+
+def stopped_log(server):
+    """Stop the server (it must exit 0) and return its whole log.
+
+    A check that something did NOT happen (no traceback, no access line, no
+    forged line) reads this: once the server is gone, nothing can be written later.
+    """
+    assert server.stop() == 0, server.log
+    return server.log
+
+
+def access_lines(log):
+    """The access lines of a log: one per connection that ran (and so started PHP)."""
+    return [line for line in log.splitlines() if "greenbridge.access" in line]
+
+
+def worker_holding(bridge, sock):
+    """The PID of the worker whose end of the connection `sock` is (as the kernel tells)."""
+    client_address = sock.getsockname()
+    for worker in bridge.workers():
+        for connection in worker.net_connections("tcp"):
+            if connection.raddr and tuple(connection.raddr) == client_address:
+                return worker.pid
+    raise AssertionError("no worker holds the connection from %s:%d" % client_address)
+
+
+def stop_cleanly(bridge):
+    """Stop the bridge; it must exit with status 0 and its whole log (read after it exited,
+    so nothing logged late is missed) must hold no traceback and no crashed greenlet."""
+    log = stopped_log(bridge)
+    assert "Traceback" not in log, log
+    assert not re.search(r"<Greenlet .* failed with ", log), log  # gevent's line for a crash
+    return log
+
+
+@contextmanager
+def running_bridge(*flags, script=SCENARIO_PHP, assert_serves=Bridge.assert_serves):
+    """A listening Bridge for the block; after it, the bridge must still serve a normal
+    client (`assert_serves(bridge)`) and stop cleanly (see stop_cleanly). Killed (by PID)
+    whatever happens."""
+    bridge = Bridge(["-H", "127.0.0.1", "-P", "0", "-e", PHP, "-s", script, *flags])
+    try:
+        yield bridge.wait_listening()
+        assert_serves(bridge)
+        stop_cleanly(bridge)
+    finally:
+        bridge.kill()
+
+
+# -- forked workers -------------------------------------------------------------------
+
+_WORKER_LINE = r"worker (\d) \(pid (\d+)\) listening on ws://[\d.]+:\d+ \(PHP connects back to [\d.]+:(\d+)\)"
+
+
+def wait_workers(bridge, numbers, after=0, timeout=30):
+    """{worker number: (pid, back-connection port)} from listening lines after line `after`."""
+    def started():
+        found = {}
+        for line in bridge.lines[after:]:
+            match = re.search(_WORKER_LINE, line)
+            if match:
+                found[int(match.group(1))] = (int(match.group(2)), int(match.group(3)))
+        return found if set(numbers) <= set(found) else None
+    return wait_until(started, timeout, lambda: "workers %s started:\n%s" % (numbers, bridge.log))
+
+
+# -- the admin listener ---------------------------------------------------------------
+
+
+def admin_port(bridge):
+    return int(bridge.wait_for_log(r"admin endpoints on http://[\d.]+:(\d+)/").group(1))
+
+
+def http_get(port, path):
+    """(status, body text) of a GET on the admin listener."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def scrape(port):
+    status, text = http_get(port, "/metrics")
+    assert status == 200
+    return scrape_text(text)
+
+
+def scrape_text(text):
+    """{(name, sorted labels): value} of a Prometheus text exposition."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    """One sample's value; a sample the scrape lacks (a renamed metric, say) fails the test."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, "no %s%r in the scrape, which has %s" % (
+        name, labels, sorted({sample_name for sample_name, _ in samples}))
+    return samples[key]
+
+
+# -- HTTP by hand ---------------------------------------------------------------------
+
+
+def closed_with(ws, timeout=10):
+    """Read until the server closes; return (code, reason) it sent."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=timeout)
+    assert closed.value.rcvd is not None, "server closed without a close frame"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def raw_http(port, request, timeout=5):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        response = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return response.decode("latin-1")
+            response += chunk
+
+
+def upgrade_request(path="/", extra=b"", key=b"dGhlIHNhbXBsZSBub25jZQ=="):
+    return (b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n")
+
+
+def split_response_head(data):
+    """((status line, {lower-case name: value}), what follows the blank line) of an HTTP answer."""
+    head, blank, rest = data.partition(b"\r\n\r\n")
+    assert blank, "no complete answer head in %r" % data[:200]
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines)}
+    return (status, headers), rest
+
+
+def head_then_get(port, path="/"):
+    """HEAD, then GET, of `path` on one keep-alive connection; the answers parsed by hand.
+
+    Returns (HEAD's status line and headers, GET's, GET's body). The GET answer
+    must start right after the HEAD answer's blank line: a HEAD answer with a
+    body would shift every later answer on the connection.
+    """
+    request = b" %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % path.encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"HEAD" + request + b"\r\n" + b"GET" + request + b"Connection: close\r\n\r\n")
+        received = read_until_closed(sock)
+    head, rest = split_response_head(received)
+    assert rest.startswith(b"HTTP/1.1 "), "the HEAD answer is followed by %r" % rest[:80]
+    get, body = split_response_head(rest)
+    return head, get, body
+
+
+def assert_head_matches_get(port, path, status):
+    head, get, body = head_then_get(port, path)
+    assert head[0].startswith("HTTP/1.1 %d " % status) and get[0] == head[0]
+    assert int(head[1]["content-length"]) == int(get[1]["content-length"]) == len(body) > 0
+
+
+# -- WebSocket frames by hand ---------------------------------------------------------
+
+
+def mask_payload(payload, key):
+    """RFC 6455 5.3: byte i XOR key[i % 4]. Written here, not taken from greenbridge (whose
+    unmask is what the server runs): the tests' frames must not depend on the code under test."""
+    length = len(payload)
+    key_stream = (key * (length // 4 + 1))[:length]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(key_stream, "big")
+    return masked.to_bytes(length, "big")
+
+
+def frame(opcode, payload, fin=True, mask=True, rsv=0, key=None):
+    """A client frame; `key` is the masking key (random when not given)."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    key = (os.urandom(4) if key is None else key) if mask else b""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, (0x80 if mask else 0) | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, length)
+    body = mask_payload(payload, key) if mask else payload
+    return header + key + body
+
+
+def read_response_head(sock):
+    """The server's answer up to its blank line (EOFError if it closes before)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        if not byte:
+            raise EOFError("connection closed after %r" % head)
+        head += byte
+    return head
+
+
+class RawClient:
+    def __init__(self, port, path="/"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(upgrade_request(path))
+        assert read_response_head(self.sock).startswith(b"HTTP/1.1 101 ")
+
+    def read_exact(self, count):
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def read_frame(self):
+        first, second = self.read_exact(2)
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", self.read_exact(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", self.read_exact(8))[0]
+        return first & 0x0F, self.read_exact(length)
+
+    def read_close_code(self):
+        while True:
+            opcode, payload = self.read_frame()
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0]
+
+    def send_until_closed(self, data, piece=16384):
+        """Send `data` in pieces until the server answers; return its close code.
+
+        The server may close while data is still on its way: reading between
+        pieces gets the close frame before the connection is torn down.
+        """
+        view = memoryview(data)
+        try:
+            for start in range(0, len(view), piece):
+                self.sock.sendall(view[start:start + piece])
+                if select.select([self.sock], [], [], 0)[0]:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return self.read_close_code()
+
+    def wait_read_by_server(self, timeout=20):
+        """Wait until the server has read every byte sent so far (its receive queue is empty)."""
+        wait_until(lambda: not server_unread_bytes(self.sock), timeout, "the server reading on")
+
+    def close(self):
+        self.sock.close()
+
+
+def server_unread_bytes(sock):
+    """Bytes sent on a loopback TCP connection that the peer has not read yet.
+
+    /proc/net/tcp lists the peer's socket with its receive queue
+    (``tx_queue:rx_queue``, hexadecimal), addresses as little-endian hex.
+    """
+    def address(host_port):
+        host, port = host_port
+        return "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(host))[0], port)
+    local, remote = address(sock.getpeername()), address(sock.getsockname())
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return int(fields[4].split(":")[1], 16)
+    raise AssertionError("no socket %s -> %s in /proc/net/tcp" % (local, remote))
+
+
+
+def php_frame(frame_type, payload):
+    """A frame of the framed message mode between the bridge and PHP (README): a type byte,
+    a 4-byte big-endian length, the payload."""
+    return struct.pack("!BI", frame_type, len(payload)) + payload
+
+
+def is_utf8(data):
+    """Whether the bytes are valid UTF-8 (as text frames and close reasons must be)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+# -- sockets the server should close --------------------------------------------------
+
+
+def half_sent_handshake(port, source="127.0.0.1"):
+    """A client that sends the start of an upgrade request and then nothing."""
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(upgrade_request()[:40])
+    return sock
+
+
+def closed_by_server(sock):
+    """True when the server closed the socket (EOF or reset), False when it is still open."""
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(4096) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def wait_all_closed(socks, timeout):
+    """Read every socket until the server closes it; the sockets still open after `timeout`."""
+    open_socks = {sock.fileno(): sock for sock in socks}
+    deadline = time.monotonic() + timeout
+    while open_socks and time.monotonic() < deadline:
+        readable, _, _ = select.select(list(open_socks.values()), [], [], 0.2)
+        for sock in readable:
+            try:
+                if sock.recv(65536):
+                    continue  # the answer (426, 405...) before the close
+            except ConnectionResetError:
+                pass
+            del open_socks[sock.fileno()]
+    return list(open_socks.values())
+
+
+# -- TLS clients ----------------------------------------------------------------------
+
+
+def client_context(trusted_pem=None, certificate=None, maximum_version=None,
+                   minimum_version=None):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if trusted_pem is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.load_verify_locations(cadata=trusted_pem.decode("ascii"))
+    if certificate is not None:
+        context.load_cert_chain(*certificate)
+    if maximum_version is not None:
+        context.maximum_version = maximum_version
+    if minimum_version is not None:
+        context.minimum_version = minimum_version
+    return context
+
+
+# -- the command line -----------------------------------------------------------------
+
+REQUIRED = ["-e", "php", "-s", ECHO_PHP]
+
+
+def run_cli(*args, env=None, timeout=30):
+    environment = dict(os.environ)
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "greenbridge", *args], cwd=REPO,
+                          env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+# -- list options in each form --------------------------------------------------------
+
+
+def list_option_sources(form, lists, tmp_path):
+    """(flags, environment) giving each list option of `lists` {(key, variable): values}
+    in one form: 'environment' (a,b), 'environment list' ([a, b]), 'config file'
+    (a, b) or 'config file list' ([a, b])."""
+    flags, environment = [], {}
+    separator = "," if form == "environment" else ", "
+    texts = {option: ("[%s]" if form.endswith("list") else "%s") % separator.join(values)
+             for option, values in lists.items()}
+    if form.startswith("environment"):
+        environment = {variable: text for (_key, variable), text in texts.items()}
+    else:
+        config_file = tmp_path / "lists.conf"
+        config_file.write_text("".join("%s = %s\n" % (key, text)
+                                       for (key, _variable), text in texts.items()))
+        flags = ["-c", str(config_file)]
+    return flags, environment
+
+
+LIST_FORMS = ["environment", "environment list", "config file", "config file list"]
+
+
+# -- fuzzing --------------------------------------------------------------------------
+
+# Close codes a peer may send (RFC 6455 7.4.1 and 7.4.2, plus the registered 1012-1014).
+SENDABLE_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
+                        1014, *range(3000, 5000)}
+
+
+@st.composite
+def mutated(draw, original):
+    """`original` with a few bytes replaced, inserted, deleted, or cut short."""
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 6))):
+        operation = draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
+        position = draw(st.integers(0, max(0, len(data) - 1)))
+        if operation == "replace" and data:
+            data[position] = draw(st.integers(0, 255))
+        elif operation == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=40))
+        elif operation == "delete" and data:
+            del data[position:position + draw(st.integers(1, 20))]
+        elif operation == "truncate":
+            del data[position:]
+    return bytes(data)
