@@ -28,7 +28,7 @@ from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
 from greenbridge.tls.layer import TLSLayer, TLSSetupError
 from greenbridge.workers import Arbiter
-from greenbridge.websocket import BridgeHandler
+from greenbridge.websocket import BAD_REQUEST_RESPONSE, BridgeHandler
 
 log = logging.getLogger("greenbridge.server")
 admin_log = logging.getLogger("greenbridge.admin")
@@ -40,7 +40,6 @@ EXIT_BAD_CONFIG = 2
 _LISTEN_BACKLOG = 1024
 # Requests being read on the admin listener at once: scrapers and probes need a few.
 _ADMIN_MAX_PENDING = 16
-_ADMIN_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
 class BridgeServer(WSGIServer):
@@ -216,7 +215,7 @@ class AdminHandler(WSGIHandler):
         self.server.log_refusal("bad admin request from %s: %s",
                                 format_address(self.client_address),
                                 str(error) or type(error).__name__)
-        return "400", _ADMIN_BAD_REQUEST
+        return "400", BAD_REQUEST_RESPONSE
 
 
 class AdminServer(WSGIServer):

@@ -82,7 +82,7 @@ _TCP_ESTABLISHED = 1
 
 _HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                                b"Connection: close\r\nContent-Length: 0\r\n\r\n")
-_BAD_REQUEST_RESPONSE = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+BAD_REQUEST_RESPONSE = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 # RFC 9110 5.6.2: methods, header names and subprotocols are tokens.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -632,7 +632,7 @@ class BridgeHandler(WebSocketHandler):
                  str(error) or type(error).__name__)
         if isinstance(error, HandshakeTooLarge):
             return "431", _HEADERS_TOO_LARGE_RESPONSE
-        return "400", _BAD_REQUEST_RESPONSE
+        return "400", BAD_REQUEST_RESPONSE
 
     def run_application(self):
         self.environ["greenbridge.local_address"] = self.socket.getsockname()[:2]
