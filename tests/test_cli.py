@@ -110,6 +110,9 @@ def test_php_args_reach_the_script(start_bridge, tmp_path):
     (["-b", "100", "--max-write-buffer-size", "50"], "--buffer-size (100) must not exceed"),
     (["--max-payload-size", str(2 ** 32)],
      "argument --max-payload-size: 4294967296 is over the maximum, 4294967295"),
+    (["--php-env", "everything"],
+     "argument --php-env: invalid choice (inherit, minimal) value: 'everything'"),
+    (["--message-timeout", "-1"], "argument --message-timeout: invalid number of seconds value: '-1'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
 def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):
