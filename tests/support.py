@@ -621,3 +621,34 @@ def mutated(draw, original):
         elif operation == "truncate":
             del data[position:]
     return bytes(data)
+
+
+# -- README.rst as the tests read it --------------------------------------------
+
+README = os.path.join(REPO, "README.rst")
+
+
+def readme_document():
+    """README.rst parsed by docutils; any warning fails (halt_level 2)."""
+    import docutils.core
+
+    with open(README, encoding="utf-8") as readme:
+        return docutils.core.publish_doctree(
+            readme.read(), settings_overrides={"report_level": 5, "halt_level": 2})
+
+
+def readme_snippet(name):
+    """The text of the literal block that follows the comment ``.. snippet: NAME`` in
+    README.rst, so a test runs what a user reads rather than a copy of it."""
+    import docutils.nodes
+
+    document = readme_document()
+    marker = "snippet: " + name
+    found = False
+    for node in document.findall(lambda node: isinstance(
+            node, (docutils.nodes.comment, docutils.nodes.literal_block))):
+        if isinstance(node, docutils.nodes.comment):
+            found = found or node.astext().strip() == marker
+        elif found:
+            return node.astext()
+    raise AssertionError("README.rst has no literal block after '.. %s'" % marker)
