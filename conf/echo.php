@@ -1,24 +1,10 @@
 <?php
-// Example greenbridge handler: connect back, send the connection ID, echo every byte.
-// Runs once per WebSocket connection; the bridge tells it where to connect.
-
-// No read timeout: PHP's default_socket_timeout (60 s) would end a quiet connection.
-ini_set('default_socket_timeout', '-1');
-
-$address = sprintf('tcp://%s:%s', getenv('WSS_TCP_HOST'), getenv('WSS_TCP_PORT'));
-$socket = stream_socket_client($address, $errno, $errstr, 5);
-if ($socket === false) {
-    fwrite(STDERR, "cannot connect back to $address: $errstr\n");
-    exit(1);
-}
-fwrite($socket, getenv('WSS_CONNECTION_ID') . "\n");
-
-// fread() returns as soon as some bytes arrived; an empty string means the client left.
-while (($data = fread($socket, 65536)) !== false && $data !== '') {
-    for ($written = 0; $written < strlen($data); $written += $n) {
-        $n = fwrite($socket, substr($data, $written));
-        if ($n === false || $n === 0) {
-            exit(0);
-        }
-    }
+// Echo every message back with its type: text stays text, binary stays binary.
+// conf/bridge.conf serves it in framed mode (line mode works too; raw mode
+// cannot tell text from binary, so everything comes back binary).
+// greenbridge tells PHP where its library is in WSS_PHP_LIB.
+require getenv('WSS_PHP_LIB');
+$client = Greenbridge\Connection::connect();
+while (($message = $client->receive()) !== null) {
+    $client->send($message);
 }

@@ -10,7 +10,7 @@ import time
 
 import gevent
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 from greenbridge import devconsole
 from greenbridge.connection import Connection
@@ -34,7 +34,7 @@ _TEARDOWN_SLACK = 5.0
 
 @dataclass(frozen=True)
 class Request:
-    """What PHP is told about the WebSocket request."""
+    """What PHP is told about the WebSocket request, and what the origin check needs."""
     client_ip: str
     client_port: int
     server_host: str
@@ -45,6 +45,10 @@ class Request:
     headers: Dict[str, str]
     # WSS_TLS and WSS_CLIENT_CERT_* on wss://, empty on ws://.
     tls_variables: Dict[str, str]
+    # For the origin check: the host (port included) and scheme the client addressed.
+    # The scheme is known only from a trusted proxy (X-Forwarded-Proto), else None.
+    addressed_host: str
+    addressed_scheme: Optional[str]
 
 
 def _tls_variables(environ):
@@ -77,12 +81,15 @@ def capture_request(environ, config):
         environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", "0"))
     client_ip, client_port = environ.get("REMOTE_ADDR", ""), int(environ.get("REMOTE_PORT") or 0)
     server_host, server_port = local_host, int(local_port)
+    addressed_host, addressed_scheme = headers.get("host", ""), None
     if config.is_trusted_proxy(client_ip):
         forwarded_ip = _forwarded_client_ip(headers, config)
         if forwarded_ip:
             # The proxy's own port says nothing about the client's.
             client_ip, client_port = forwarded_ip, 0
         server_host, server_port = _forwarded_server(headers, server_host, server_port)
+        addressed_host = _first_forwarded(headers, "x-forwarded-host") or addressed_host
+        addressed_scheme = _first_forwarded(headers, "x-forwarded-proto").lower() or None
     return Request(
         client_ip=client_ip,
         client_port=client_port,
@@ -93,6 +100,8 @@ def capture_request(environ, config):
         query=query,
         headers=headers,
         tls_variables=_tls_variables(environ),
+        addressed_host=addressed_host,
+        addressed_scheme=addressed_scheme,
     )
 
 
@@ -108,15 +117,20 @@ def _forwarded_client_ip(headers, config):
     return hops[0] if hops else ""
 
 
+def _first_forwarded(headers, name):
+    """The first entry of an X-Forwarded-* header: what the client-facing proxy saw ("": none)."""
+    return headers.get(name, "").split(",")[0].strip()
+
+
 def _forwarded_server(headers, host, port):
     """Host and port the client asked for, from X-Forwarded-Host / X-Forwarded-Port."""
-    forwarded_host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+    forwarded_host = _first_forwarded(headers, "x-forwarded-host")
     if forwarded_host:
         host = forwarded_host
         name, colon, port_text = forwarded_host.rpartition(":")
         if colon and port_text.isdigit() and not name.endswith(":"):
             host, port = name.strip("[]"), int(port_text)
-    port_text = headers.get("x-forwarded-port", "").split(",")[0].strip()
+    port_text = _first_forwarded(headers, "x-forwarded-port")
     if port_text.isdigit() and int(port_text) <= 65535:
         port = int(port_text)
     return host, port
@@ -197,7 +211,8 @@ class BridgeApp:
             raise Rejected("431 Request Header Fields Too Large",
                            "request line and headers over %d bytes" % MAX_HANDSHAKE_BYTES)
         request = capture_request(environ, self.config)
-        self.origin_policy.check(request.headers.get("origin"), request.headers.get("host"))
+        self.origin_policy.check(request.headers.get("origin"), request.addressed_host,
+                                 request.addressed_scheme)
         endpoint = self.router.endpoint(request.path,
                                         request.headers.get("sec-websocket-protocol"))
         config = self.config

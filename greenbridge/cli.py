@@ -9,11 +9,9 @@ import sys
 
 import configargparse
 
-from greenbridge import __version__, modes
+from greenbridge import PHP_LIBRARY, __version__, modes
 from greenbridge import config as cfg
 from greenbridge.acme import settings as acme
-
-PHP_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "php", "Greenbridge.php")
 
 
 class _OneLineErrorParser(configargparse.ArgParser):

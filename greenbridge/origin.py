@@ -8,6 +8,10 @@ PHP processes. A pattern is an origin (``https://app.example.com``,
 ``https://*.example.com`` limits the scheme too. A port must be given to
 allow a non-default one.
 
+Same-origin compares the Origin with the host the client addressed: the
+``Host`` header, or behind a trusted proxy its ``X-Forwarded-Host`` and
+``X-Forwarded-Proto`` (the caller decides which; see app.capture_request).
+
 Requests without ``Origin`` come from programs, not browsers, and pass.
 """
 
@@ -16,6 +20,8 @@ from urllib.parse import urlsplit
 from greenbridge.websocket import Rejected
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# A page's scheme and the one its WebSocket uses to reach the same server.
+_PAGE_SCHEMES = {"ws": "http", "wss": "https"}
 
 
 class OriginPattern:
@@ -81,23 +87,28 @@ class OriginPolicy:
     def enabled(self):
         return bool(self._patterns) or self._same_origin
 
-    def check(self, origin, host_header):
-        """Raise Rejected (403) unless the request's Origin is allowed."""
+    def check(self, origin, addressed_host, addressed_scheme):
+        """Raise Rejected (403) unless the request's Origin is allowed. `addressed_host` is
+        the host (port included) the client addressed, `addressed_scheme` its scheme when
+        known (None: not compared)."""
         if not self.enabled or origin is None:
             return
         parsed = _parse_origin(origin)
         if parsed is not None:
-            if self._same_origin and _same_host(parsed, host_header):
+            if self._same_origin and _same_origin(parsed, addressed_host, addressed_scheme):
                 return
             if any(pattern.matches(*parsed) for pattern in self._patterns):
                 return
         raise Rejected("403 Forbidden", "origin %r not allowed" % origin[:200])
 
 
-def _same_host(parsed_origin, host_header):
+def _same_origin(parsed_origin, addressed_host, addressed_scheme):
     scheme, host, port = parsed_origin
+    if addressed_scheme is not None and _PAGE_SCHEMES.get(addressed_scheme,
+                                                          addressed_scheme) != scheme:
+        return False
     try:
-        header_host, header_port = _split_host_port((host_header or "").strip().lower())
+        header_host, header_port = _split_host_port((addressed_host or "").strip().lower())
     except ValueError:
         return False
     if header_port is None:

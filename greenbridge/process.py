@@ -21,6 +21,7 @@ from gevent import subprocess
 from gevent.monkey import get_original
 from gevent.os import fork_and_watch
 
+from greenbridge import PHP_LIBRARY
 from greenbridge.logs import connection_fields
 
 log = logging.getLogger("greenbridge.php")
@@ -53,6 +54,8 @@ def build_environment(base_environment, request, connection_id, back_connect_add
         "WSS_TCP_HOST": tcp_host,
         "WSS_TCP_PORT": str(tcp_port),
         "WSS_MESSAGE_MODE": message_mode,
+        # So a script finds the library wherever greenbridge is installed.
+        "WSS_PHP_LIB": PHP_LIBRARY,
     })
     if subprotocol:
         environment["WSS_SUBPROTOCOL"] = subprotocol

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/soak.py                    # 500 connections, 10 minutes
     .venv/bin/python scripts/soak.py --duration 30      # what CI runs
 
-Starts its own greenbridge (conf/echo.php, loopback, free ports), opens the
+Starts its own greenbridge (conf/raw-echo.php, loopback, free ports), opens the
 connections, and every second each one sends a message and waits for its
 echo. Prints one JSON object with the results and exits 1 if any connection
 dropped, any echo was wrong, or the server's memory grew by more than
@@ -50,7 +50,7 @@ def start_server(connections):
     limit = str(connections + 16)
     server = subprocess.Popen(
         [sys.executable, "-m", "greenbridge", "-H", "127.0.0.1", "-P", "0", "-e", "php",
-         "-s", os.path.join(REPO, "conf", "echo.php"), "-M", limit, "-m", limit],
+         "-s", os.path.join(REPO, "conf", "raw-echo.php"), "-M", limit, "-m", limit],
         cwd=REPO, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     # Drain the log as it comes, so the server never blocks on a full pipe.

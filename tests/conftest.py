@@ -2,7 +2,7 @@
 
 import pytest
 
-from support import PHP, REPO, SCENARIO_PHP, Bridge
+from support import PHP, REPO, SCENARIO_PHP, Bridge, readme_command
 
 
 @pytest.fixture
@@ -18,6 +18,26 @@ def start_bridge():
         return bridge.wait_listening()
 
     yield start
-    for bridge in started:
+    _kill_running(started)
+
+
+@pytest.fixture
+def start_readme_bridge():
+    """start_readme_bridge(NAME, replacements=()) -> the README's command ``.. snippet: NAME``
+    (see support.readme_command), run from the checkout and listening; stopped after the test."""
+    started = []
+
+    def start(name, replacements=()):
+        program, arguments = readme_command(name, replacements)
+        bridge = Bridge(arguments, command=[program])
+        started.append(bridge)
+        return bridge.wait_listening()
+
+    yield start
+    _kill_running(started)
+
+
+def _kill_running(bridges):
+    for bridge in bridges:
         if bridge.process.poll() is None:
             bridge.kill()

@@ -7,6 +7,7 @@ once, and test modules import from here, never from each other."""
 import os
 import re
 import select
+import shlex
 import signal
 import socket
 import ssl
@@ -28,8 +29,11 @@ from websockets.sync.client import connect
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIO_PHP = os.path.join(REPO, "tests", "php", "scenario.php")
-ECHO_PHP = os.path.join(REPO, "conf", "echo.php")
+# The plain-socket echo (conf/raw.conf serves it): what raw mode, the default, runs.
+ECHO_PHP = os.path.join(REPO, "conf", "raw-echo.php")
 LIBRARY_PHP = os.path.join(REPO, "tests", "php", "library.php")
+# The echo through the PHP library that conf/bridge.conf serves (in framed mode).
+LIBRARY_ECHO_PHP = os.path.join(REPO, "conf", "echo.php")
 PHP = "php"
 
 _LISTENING = re.compile(
@@ -652,3 +656,20 @@ def readme_snippet(name):
         elif found:
             return node.astext()
     raise AssertionError("README.rst has no literal block after '.. %s'" % marker)
+
+
+def readme_command(name, replacements=()):
+    """The greenbridge command of the README's ``.. snippet: NAME``, ready for Bridge:
+    (program, arguments).
+
+    Only what must change to run it here changes: a leading ``scripts/setup.sh &&`` is
+    dropped (it has run: the tests run in the .venv it made), the program is the
+    greenbridge.py of that .venv, the (old, new) `replacements` are applied, and ``-P 0``
+    is added (the README's port may be taken)."""
+    text = readme_snippet(name).replace("\\\n", " ")
+    for old, new in replacements:
+        assert old in text, "README snippet %r no longer has %r" % (name, old)
+        text = text.replace(old, new)
+    program, *arguments = shlex.split(text.rpartition("&&")[2])
+    assert os.path.basename(program) == "greenbridge.py", text
+    return os.path.join(os.path.dirname(sys.executable), "greenbridge.py"), [*arguments, "-P", "0"]

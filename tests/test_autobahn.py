@@ -1,5 +1,5 @@
 """RFC 6455 conformance through the bridge: the Autobahn TestSuite cases 1 to 10 (run by kosoku)
-against framed mode and conf/examples/echo.php, PHP echoing through Greenbridge.php.
+against framed mode and conf/echo.php, PHP echoing through Greenbridge.php.
 
 Each case opens its own connection, so each waits for a PHP process to start; many give
 the echo 0.5 s (6.x) or 1 s before they close. Starting PHP and echoing takes about 25 ms
@@ -9,14 +9,12 @@ once, and a failure is a failure (its duration and what arrived are in the messa
 
 import asyncio
 import collections
-import os
 
 import pytest
 from kosoku import FailureError, run_fuzzingclient
 
-from support import REPO, stop_cleanly
+from support import LIBRARY_ECHO_PHP, stop_cleanly
 
-ECHO_EXAMPLE = os.path.join(REPO, "conf", "examples", "echo.php")
 # Autobahn numbers its case groups 1-7, 9, 10 (there is no group 8).
 CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
 ACCEPTED = {"OK", "NON-STRICT", "INFORMATIONAL"}
@@ -47,7 +45,7 @@ def summary(results):
 @pytest.mark.timeout(900)
 def test_autobahn_cases_1_to_10_pass_in_framed_mode(start_bridge):
     bridge = start_bridge("--message-mode", "framed", "--max-connections", "64",
-                          script=ECHO_EXAMPLE)
+                          script=LIBRARY_ECHO_PHP)
     results = run_cases("ws://127.0.0.1:%d" % bridge.port, CASES)
     print("\nAutobahn verdicts (behavior/close) per case group:\n" + summary(results))
     assert len(results) >= 300

@@ -2,14 +2,13 @@
 
 import os
 import socket
-import sys
 
 import pytest
 from websockets.sync.client import connect
 
 from greenbridge import __version__
 from greenbridge.cli import build_parser, parse_config
-from support import ECHO_PHP, REPO, REQUIRED, Bridge, run_cli
+from support import ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, readme_snippet, run_cli
 
 # Every option of the Rust bridge: flag, short flag, environment variable, default.
 RUST_BRIDGE_OPTIONS = [
@@ -219,19 +218,45 @@ def test_version():
         assert result.stdout.strip() == "greenbridge " + __version__
 
 
-def test_installed_script_runs_the_shipped_config():
-    """What the README's first command runs: greenbridge.py -c conf/bridge.conf."""
-    script = os.path.join(os.path.dirname(sys.executable), "greenbridge.py")
-    assert os.path.exists(script), "greenbridge.py is not installed next to python"
-    bridge = Bridge(["-c", "conf/bridge.conf", "-P", "0"], command=[script])
-    try:
-        bridge.wait_listening()
+def test_first_run_answers_text_with_text_and_binary_with_binary(start_readme_bridge):
+    """The README's first command (conf/bridge.conf serving conf/echo.php): what a client
+    sends comes back with its type, as the dev console, wscat or a browser shows it."""
+    bridge = start_readme_bridge("first-run")
+    with connect(bridge.url()) as ws:
+        ws.send("héllo")
+        assert ws.recv(timeout=10) == "héllo"
+        ws.send(b"\x00\xff bytes")
+        assert ws.recv(timeout=10) == b"\x00\xff bytes"
+    assert bridge.stop() == 0
+
+
+def test_readme_handler_is_the_shipped_echo_and_runs_from_anywhere(start_bridge, tmp_path):
+    """The handler the README shows is conf/echo.php's code, and that code finds the PHP
+    library from any directory (greenbridge tells it where: WSS_PHP_LIB)."""
+    def code(text):
+        lines = (line.split("//")[0].strip() for line in text.splitlines())
+        return [line for line in lines if line]
+
+    readme_handler = readme_snippet("echo-handler")
+    assert code(readme_handler) == code(open(LIBRARY_ECHO_PHP).read())
+    (tmp_path / "echo.php").write_text(readme_handler)
+    bridge = start_bridge("--message-mode", "framed", script=str(tmp_path / "echo.php"),
+                          cwd=str(tmp_path))
+    with connect(bridge.url()) as ws:
+        ws.send("from anywhere")
+        assert ws.recv(timeout=10) == "from anywhere"
+
+
+def test_raw_example_and_readme_raw_handler_echo_bytes(start_readme_bridge, start_bridge,
+                                                       tmp_path):
+    """conf/raw.conf (the README's command) serves the plain-socket echo: raw mode, so a
+    text message comes back binary; the shorter handler the README shows does the same."""
+    (tmp_path / "raw.php").write_text(readme_snippet("raw-handler"))
+    for bridge in (start_readme_bridge("raw-run"),
+                   start_bridge(script=str(tmp_path / "raw.php"))):
         with connect(bridge.url()) as ws:
-            ws.send(b"shipped config works")
-            assert ws.recv(timeout=10) == b"shipped config works"
-        assert bridge.stop() == 0
-    finally:
-        bridge.kill()
+            ws.send("raw")
+            assert ws.recv(timeout=10) == b"raw"
 
 
 def test_readme_configuration_table_is_well_formed_and_true():

@@ -10,7 +10,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from support import ECHO_PHP, assert_head_matches_get
+from support import assert_head_matches_get
 
 # Chromium must not try to reach the internet (closed here) nor need a GPU or sandbox (root).
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -42,7 +42,8 @@ def wait_for_entry(driver, text, timeout=30):
 
 
 def test_console_page_echoes_through_php(start_bridge, chromium, tmp_path):
-    bridge = start_bridge("--dev-console", script=ECHO_PHP)
+    # The first-screen configuration: conf/echo.php in framed mode.
+    bridge = start_bridge("-c", "conf/bridge.conf", "--dev-console", script=None)
     assert "DEV CONSOLE ON" in bridge.log
     chromium.get("http://127.0.0.1:%d/" % bridge.port)
     url_field = chromium.find_element(By.ID, "url")
@@ -56,8 +57,7 @@ def test_console_page_echoes_through_php(start_bridge, chromium, tmp_path):
     message.clear()
     message.send_keys("héllo from chromium")
     chromium.find_element(By.ID, "send-text").click()
-    # Raw mode: PHP's bytes come back as a binary message.
-    wait_for_entry(chromium, '← binary 20 bytes: "héllo from chromium"')
+    wait_for_entry(chromium, '← text "héllo from chromium"')
     chromium.find_element(By.ID, "disconnect").click()
     wait_for_entry(chromium, "closed: code 1000")
     chromium.save_screenshot(str(tmp_path / "dev-console.png"))

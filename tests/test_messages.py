@@ -11,7 +11,7 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
-from support import LIBRARY_PHP, REPO, RawClient, closed_with, frame, wait_until
+from support import LIBRARY_ECHO_PHP, LIBRARY_PHP, REPO, RawClient, closed_with, frame, wait_until
 
 EXAMPLES = os.path.join(REPO, "conf", "examples")
 
@@ -136,7 +136,7 @@ def test_line_mode_one_message_per_line(start_bridge):
 
 
 def test_line_mode_echo_of_shipped_example_handles_many_messages(start_bridge):
-    bridge = start_bridge("--message-mode", "line", script=os.path.join(EXAMPLES, "echo.php"))
+    bridge = start_bridge("--message-mode", "line", script=LIBRARY_ECHO_PHP)
     with connect(bridge.url()) as ws:
         for number in range(200):
             ws.send("message %d" % number)

@@ -8,9 +8,11 @@ import subprocess
 import threading
 
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from support import REPO, access_lines, free_port, stop_process, stopped_log, wait_for_port
+from support import (REPO, access_lines, free_port, read_response_head, stop_process,
+                     stopped_log, upgrade_request, wait_for_port)
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
 # nginx listens here; the client connects from another loopback address, so
@@ -184,6 +186,56 @@ def test_direct_client_cannot_spoof_its_address(start_bridge):
     assert env["WSS_CLIENT_IP"] == CLIENT_ADDRESS
     assert env["WSS_SERVER_PORT"] == str(bridge.port)
     assert env["WSS_X_REAL_IP"] == "198.51.100.1"
+
+
+def test_same_origin_lets_in_the_page_behind_nginx_on_its_port_and_refuses_others(
+        start_readme_bridge, nginx, fastcgi):
+    """The README's nginx command line behind the shipped conf/nginx.conf on a port other than
+    80: a page of the site nginx serves may connect, a page anywhere else may not."""
+    bridge = start_readme_bridge("nginx-bridge", [("-c bridge.conf", "-c conf/bridge.conf")])
+    port = nginx(bridge.port, fastcgi.port)
+    for host in ("127.0.0.1", "localhost"):
+        page = "http://%s:%d" % (host, port)
+        with connect("ws://%s:%d/" % (host, port), sock=client_socket(port), origin=page) as ws:
+            ws.send("from the page")
+            assert ws.recv(timeout=15) == "from the page"  # PHP (conf/echo.php) ran
+    for elsewhere in ("http://127.0.0.1",                     # the port left out
+                      "http://127.0.0.1:%d" % bridge.port,     # the bridge's own port
+                      "https://127.0.0.1:%d" % port,           # another scheme
+                      "http://evil.example:%d" % port):
+        with pytest.raises(InvalidStatus) as refusal:
+            with connect("ws://127.0.0.1:%d/" % port, sock=client_socket(port),
+                         origin=elsewhere):
+                pass
+        assert refusal.value.response.status_code == 403, elsewhere
+    assert len(access_lines(stopped_log(bridge))) == 2  # refused pages started no PHP
+
+
+def upgrade_status(port, source_address, extra_headers):
+    """The status line a hand-written upgrade (Host: 127.0.0.1) from `source_address` gets."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source_address, 0)) as sock:
+        sock.sendall(upgrade_request(extra=extra_headers))
+        return read_response_head(sock).split(b"\r\n")[0]
+
+
+def test_forwarded_host_and_scheme_count_for_same_origin_only_from_a_trusted_proxy(
+        start_bridge):
+    bridge = start_bridge("--same-origin", "--trusted-proxy", "127.0.0.1")
+    claimed_host = (b"Origin: https://app.example:8443\r\n"
+                    b"X-Forwarded-Host: app.example:8443\r\nX-Forwarded-Proto: https\r\n")
+    assert upgrade_status(bridge.port, "127.0.0.1", claimed_host).startswith(b"HTTP/1.1 101 ")
+    assert upgrade_status(bridge.port, CLIENT_ADDRESS, claimed_host) == b"HTTP/1.1 403 Forbidden"
+    # Host is 127.0.0.1 (port 80 for http, 443 for https): the scheme the proxy saw decides.
+    https = b"X-Forwarded-Proto: https\r\n"
+    assert upgrade_status(bridge.port, "127.0.0.1",
+                          https + b"Origin: http://127.0.0.1\r\n") == b"HTTP/1.1 403 Forbidden"
+    assert upgrade_status(bridge.port, "127.0.0.1",
+                          https + b"Origin: https://127.0.0.1\r\n").startswith(b"HTTP/1.1 101 ")
+    # From a peer that is not a proxy, Host alone counts, whatever it claims.
+    assert upgrade_status(bridge.port, CLIENT_ADDRESS,
+                          https + b"Origin: http://127.0.0.1\r\n").startswith(b"HTTP/1.1 101 ")
+    bridge.assert_serves()
 
 
 def test_rightmost_untrusted_forwarded_for_entry_is_the_client(start_bridge):

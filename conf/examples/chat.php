@@ -1,7 +1,7 @@
 <?php
 // JSON request/response: {"id": 1, "method": "add", "params": [2, 3]} -> {"id": 1, "result": 5}.
 // Run with --message-mode framed (or line).
-require __DIR__ . '/../../greenbridge/php/Greenbridge.php';
+require getenv('WSS_PHP_LIB');  // greenbridge gives PHP the library's path
 
 $client = Greenbridge\Connection::connect();
 $client->sendText(json_encode(['hello' => $client->id(), 'path' => $client->env('REQUEST_PATH')]));

@@ -1,7 +1,7 @@
 <?php
 // Server push: a tick every ?interval= seconds (default 1) until the client
 // leaves; a message from the client ("pause" / "resume") is answered at once.
-require __DIR__ . '/../../greenbridge/php/Greenbridge.php';
+require getenv('WSS_PHP_LIB');  // greenbridge gives PHP the library's path
 
 $client = Greenbridge\Connection::connect();
 parse_str($client->env('REQUEST_QUERY') ?? '', $query);

@@ -3,7 +3,7 @@
  * Greenbridge.php: the PHP side of a greenbridge connection. One file, no
  * dependencies, PHP 7.4 or later.
  *
- *     require '/path/to/Greenbridge.php';          // greenbridge --php-lib prints the path
+ *     require getenv('WSS_PHP_LIB');               // set by greenbridge; or the path --php-lib prints
  *     $client = Greenbridge\Connection::connect();
  *     while (($message = $client->receive()) !== null) {
  *         $client->send($message);                 // echo, keeping text or binary
