@@ -8,8 +8,6 @@ codec. No Python code loops over payload bytes.
 import codecs
 import struct
 
-from geventwebsocket.exceptions import ProtocolError
-
 try:
     # The websockets library's C helper (word-wide XOR): about 0.1 ms per MiB.
     from websockets.speedups import apply_mask as fast_apply_mask
@@ -72,10 +70,21 @@ def parse_header(buffer, offset=0):
     fin = bool(first & _FIN)
     if opcode >= _FIRST_CONTROL_OPCODE:
         if not fin:
-            raise ProtocolError("fragmented control frame")
+            raise _protocol_error("fragmented control frame")
         if length > _MAX_CONTROL_PAYLOAD:
-            raise ProtocolError("control frame of %d bytes (125 at most)" % length)
+            raise _protocol_error("control frame of %d bytes (125 at most)" % length)
     return FrameHeader(fin, opcode, first & _RSV_BITS, length, mask, size)
+
+
+def _protocol_error(reason):
+    """gevent-websocket's ProtocolError, which websocket.py catches.
+
+    Imported only when raised: protocol.py imports this module and must not
+    import gevent. Goes with parse_header once websocket.py reads through
+    protocol.py (which parses headers itself).
+    """
+    from geventwebsocket.exceptions import ProtocolError
+    return ProtocolError(reason)
 
 
 def encode_header(opcode, length):
