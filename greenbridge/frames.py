@@ -14,15 +14,16 @@ try:
 except ImportError:  # websockets built without its C extension
     fast_apply_mask = None
 
-_FIN = 0x80
-_RSV_BITS = 0x70
-_OPCODE_BITS = 0x0F
-_MASKED = 0x80
-_LENGTH_BITS = 0x7F
-_LENGTH_16 = 126
-_LENGTH_64 = 127
-_FIRST_CONTROL_OPCODE = 0x8
-_MAX_CONTROL_PAYLOAD = 125
+# The header's bits (RFC 6455 5.2), for protocol.py too.
+FIN = 0x80
+RSV_BITS = 0x70
+OPCODE_BITS = 0x0F
+MASKED = 0x80
+LENGTH_BITS = 0x7F
+LENGTH_16 = 126
+LENGTH_64 = 127
+FIRST_CONTROL_OPCODE = 0x8
+MAX_CONTROL_PAYLOAD = 125
 
 _unpack_16 = struct.Struct("!H").unpack_from
 _unpack_64 = struct.Struct("!Q").unpack_from
@@ -53,27 +54,27 @@ def parse_header(buffer, offset=0):
     if available < 2:
         return None
     first, second = buffer[offset], buffer[offset + 1]
-    length = second & _LENGTH_BITS
-    masked = second & _MASKED
-    size = 2 + (2 if length == _LENGTH_16 else 8 if length == _LENGTH_64 else 0) + (4 if masked else 0)
+    length = second & LENGTH_BITS
+    masked = second & MASKED
+    size = 2 + (2 if length == LENGTH_16 else 8 if length == LENGTH_64 else 0) + (4 if masked else 0)
     if available < size:
         return None
     position = offset + 2
-    if length == _LENGTH_16:
+    if length == LENGTH_16:
         length = _unpack_16(buffer, position)[0]
         position += 2
-    elif length == _LENGTH_64:
+    elif length == LENGTH_64:
         length = _unpack_64(buffer, position)[0]
         position += 8
     mask = buffer[position:position + 4] if masked else None
-    opcode = first & _OPCODE_BITS
-    fin = bool(first & _FIN)
-    if opcode >= _FIRST_CONTROL_OPCODE:
+    opcode = first & OPCODE_BITS
+    fin = bool(first & FIN)
+    if opcode >= FIRST_CONTROL_OPCODE:
         if not fin:
             raise _protocol_error("fragmented control frame")
-        if length > _MAX_CONTROL_PAYLOAD:
+        if length > MAX_CONTROL_PAYLOAD:
             raise _protocol_error("control frame of %d bytes (125 at most)" % length)
-    return FrameHeader(fin, opcode, first & _RSV_BITS, length, mask, size)
+    return FrameHeader(fin, opcode, first & RSV_BITS, length, mask, size)
 
 
 def _protocol_error(reason):
@@ -89,12 +90,12 @@ def _protocol_error(reason):
 
 def encode_header(opcode, length):
     """Header of a final, unmasked (server) frame."""
-    first = _FIN | opcode
-    if length < _LENGTH_16:
+    first = FIN | opcode
+    if length < LENGTH_16:
         return _pack_short(first, length)
     if length < 65536:
-        return _pack_16(first, _LENGTH_16, length)
-    return _pack_64(first, _LENGTH_64, length)
+        return _pack_16(first, LENGTH_16, length)
+    return _pack_64(first, LENGTH_64, length)
 
 
 def unmask_without_c(payload, mask):

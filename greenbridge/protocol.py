@@ -31,7 +31,9 @@ import enum
 import mmap
 import struct
 
-from greenbridge.frames import TextChecker, check_text, encode_header, unmask
+from greenbridge.frames import (FIN, LENGTH_16, LENGTH_64, LENGTH_BITS, MASKED,
+                                MAX_CONTROL_PAYLOAD, OPCODE_BITS, RSV_BITS, TextChecker, check_text,
+                                encode_header, unmask)
 
 OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1
@@ -51,14 +53,6 @@ RECEIVE_SIZE = 64 * 1024
 # copied together: one send); a larger payload is sent as it is, after its header.
 COPY_LIMIT = 256 * 1024
 
-_FIN = 0x80
-_RSV_BITS = 0x70
-_OPCODE_BITS = 0x0F
-_MASKED = 0x80
-_LENGTH_BITS = 0x7F
-_LENGTH_16 = 126
-_LENGTH_64 = 127
-_MAX_CONTROL_PAYLOAD = 125
 _MAX_CLOSE_REASON = 123
 # What websocket.py says for any invalid UTF-8 (a close reason's too).
 _INVALID_UTF8 = "invalid UTF-8 in text message"
@@ -245,7 +239,7 @@ class ServerProtocol:
         self.send_data(OPCODE_BINARY, payload)
 
     def send_data(self, opcode, payload):
-        """Send a message of this opcode (text or binary) in one frame."""
+        """Send a message of this opcode in one frame (the pumps' call: they have the opcode)."""
         if self.close_sent is not None:
             raise InvalidState("close frame already sent")
         self._send_frame(opcode, payload)
@@ -287,27 +281,29 @@ class ServerProtocol:
         try:
             while end - offset >= 2:
                 first, second = buffer[offset], buffer[offset + 1]
-                length = second & _LENGTH_BITS
-                size = 2 + (2 if length == _LENGTH_16 else 8 if length == _LENGTH_64 else 0) \
-                    + (4 if second & _MASKED else 0)
+                length = second & LENGTH_BITS
+                size = 2 + (2 if length == LENGTH_16 else 8 if length == LENGTH_64 else 0) \
+                    + (4 if second & MASKED else 0)
                 if end - offset < size:
                     break  # only part of the header is here yet
-                if length == _LENGTH_16:
+                if length == LENGTH_16:
                     length = _unpack_16(buffer, offset + 2)[0]
-                elif length == _LENGTH_64:
+                elif length == LENGTH_64:
                     length = _unpack_64(buffer, offset + 2)[0]
-                opcode = first & _OPCODE_BITS
-                if first & _RSV_BITS or not second & _MASKED or opcode >= OPCODE_CLOSE \
+                opcode = first & OPCODE_BITS
+                if first & RSV_BITS or not second & MASKED or opcode >= OPCODE_CLOSE \
                         or length > self._room:
                     self._check_header(first, second, opcode, length)
                 start = offset + size
                 mask = buffer[start - 4:start]
                 offset = start + length
                 if offset > end:  # the payload goes on past what came
-                    self._start_payload(buffer, start, end, length, (opcode, first & _FIN, size, mask))
+                    self._start_payload(buffer, start, end, length,
+                                        (opcode, first & FIN, size, mask))
                     return
                 payload = unmask(buffer[start:offset], mask) if length else b""
-                if first & _FIN and opcode <= OPCODE_BINARY and opcode and self._fragments is None:
+                if first & FIN and opcode <= OPCODE_BINARY and opcode and self._fragments is None:
+                    # The usual message, one frame, as _frame would take it (a call less).
                     if opcode == OPCODE_TEXT:
                         try:
                             check_text(payload)
@@ -315,7 +311,7 @@ class ServerProtocol:
                             raise _Failure(CloseCode.INVALID_DATA, _INVALID_UTF8) from None
                     events.append((opcode, payload))
                     continue
-                self._frame(opcode, first & _FIN, size, payload)
+                self._frame(opcode, first & FIN, size, payload)
                 if self._ended:
                     return
         except _Failure as failure:
@@ -326,14 +322,14 @@ class ServerProtocol:
     def _check_header(self, first, second, opcode, length):
         """Raise the failure a frame's header shows, if any, in the order websocket.py checks."""
         if opcode >= OPCODE_CLOSE:
-            if not first & _FIN:
+            if not first & FIN:
                 raise _Failure(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
-            if length > _MAX_CONTROL_PAYLOAD:
+            if length > MAX_CONTROL_PAYLOAD:
                 raise _Failure(CloseCode.PROTOCOL_ERROR,
                                "control frame of %d bytes (125 at most)" % length)
-        if first & _RSV_BITS:
+        if first & RSV_BITS:
             raise _Failure(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
-        if not second & _MASKED:
+        if not second & MASKED:
             raise _Failure(CloseCode.PROTOCOL_ERROR, "client frame not masked")
         if length > self._room and opcode < OPCODE_CLOSE:
             raise _Failure(CloseCode.TOO_BIG, "message over %d bytes" % self.max_payload_size)
@@ -354,7 +350,7 @@ class ServerProtocol:
     def _fill_payload(self, data):
         """Copy received bytes into the payload buffer; return what follows the payload."""
         missing = len(self._payload) - self._payload_filled
-        taken = data[:missing]
+        taken = memoryview(data)[:missing]
         self._payload[self._payload_filled:self._payload_filled + len(taken)] = taken
         self.received_into(len(taken))
         return data[missing:]
@@ -374,7 +370,8 @@ class ServerProtocol:
         """Act on one whole frame."""
         if opcode == OPCODE_TEXT or opcode == OPCODE_BINARY:
             if self._fragments is not None:
-                raise _Failure(CloseCode.PROTOCOL_ERROR, "new message started inside a fragmented one")
+                raise _Failure(CloseCode.PROTOCOL_ERROR,
+                               "new message started inside a fragmented one")
             if fin:  # the usual message, one frame (its size already checked)
                 if opcode == OPCODE_TEXT:
                     _check_utf8(check_text, payload)
