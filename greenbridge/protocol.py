@@ -242,7 +242,11 @@ class ServerProtocol:
         """Send a message of this opcode in one frame (the pumps' call: they have the opcode)."""
         if self.close_sent is not None:
             raise InvalidState("close frame already sent")
-        self._send_frame(opcode, payload)
+        header = encode_header(opcode, len(payload))
+        if len(payload) <= COPY_LIMIT:
+            self._writes.append(header + payload)
+        else:
+            self._writes += (header, payload)  # the payload itself, not a copy
 
     def send_ping(self, payload=b""):
         self.send_data(OPCODE_PING, payload)
@@ -250,22 +254,13 @@ class ServerProtocol:
     def send_close(self, code=CloseCode.NORMAL, reason=""):
         """Start (or answer) the close handshake; a second call sends nothing."""
         if self.close_sent is None:
+            self.send_data(OPCODE_CLOSE, encode_close_payload(code, reason))
             self.close_sent = Close(code, reason)
-            self._send_frame(OPCODE_CLOSE, encode_close_payload(code, reason))
 
     def fail(self, code, reason):
         """End the connection for a reason the transport found (say, a message too slow)."""
         if not self._ended:
             self._fail(code, reason)
-
-    # -- sending ---------------------------------------------------------------
-
-    def _send_frame(self, opcode, payload):
-        header = encode_header(opcode, len(payload))
-        if len(payload) <= COPY_LIMIT:
-            self._writes.append(header + payload)
-        else:
-            self._writes += (header, payload)  # the payload itself, not a copy
 
     # -- receiving -------------------------------------------------------------
 
@@ -385,8 +380,8 @@ class ServerProtocol:
                 raise _Failure(CloseCode.PROTOCOL_ERROR, "continuation frame without a message")
             self._add_fragment(fin, header_size, payload)
         elif opcode == OPCODE_PING:
-            if self.close_sent is None:
-                self._send_frame(OPCODE_PONG, payload)
+            if self.close_sent is None:  # no frame may follow our close
+                self.send_data(OPCODE_PONG, payload)
         elif opcode == OPCODE_CLOSE:
             self._close_frame(payload)
         elif opcode != OPCODE_PONG:
@@ -402,7 +397,10 @@ class ServerProtocol:
             raise _Failure(CloseCode.TOO_BIG, "message over %d bytes (frame headers included)"
                            % self.max_payload_size)
         if self._text is not None:
-            _check_utf8(self._text.feed, payload, fin)
+            try:
+                self._text.feed(payload, fin)
+            except UnicodeError:
+                raise _Failure(CloseCode.INVALID_DATA, _INVALID_UTF8) from None
         fragments.append(payload)
         if fin:
             self._events.append((self._fragments_opcode, b"".join(fragments)))
