@@ -323,6 +323,9 @@ SCRIPTS_THAT_DO_NOT_CONNECT_BACK = {
         "PHP ended before connecting back (exit status 255; attempt 2 of 2): PHP Fatal error:  "
         "Uncaught Error: Failed opening required '/path/to/Greenbridge.php'",
         " in {script}:2 (greenbridge --php-lib prints the library's path)"]),
+    "composer install not run": ("<?php\nrequire __DIR__ . '/vendor/autoload.php';\n", "30", [
+        "PHP Fatal error:  Uncaught Error: Failed opening required '{script.parent}/vendor/"
+        "autoload.php'", " (composer install in the script's project makes it)"]),
     "exit before connecting back": ("<?php\nexit(3);\n", "30", [
         "PHP ended before connecting back (exit status 3; attempt 2 of 2): no error message; "
         "a script must first connect to WSS_TCP_HOST:WSS_TCP_PORT and send WSS_CONNECTION_ID "
