@@ -578,6 +578,15 @@ def run_cli(*args, env=None, timeout=30):
                           env=environment, capture_output=True, text=True, timeout=timeout)
 
 
+def php_lib_path():
+    """What `greenbridge --php-lib` prints, asked of the installed command as a user runs it
+    (the console script next to the venv's python)."""
+    command = os.path.join(os.path.dirname(sys.executable), "greenbridge")
+    result = subprocess.run([command, "--php-lib"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 # -- list options in each form --------------------------------------------------------
 
 

@@ -313,6 +313,49 @@ def test_missing_php_at_spawn_time_is_retried_then_1011(start_bridge, tmp_path):
     bridge.wait_for_log(r"spawning PHP failed \(attempt 2 of 2\)")
 
 
+# A newcomer's scripts that never connect back: (script, --php-connect-timeout, what the
+# one warning line must hold). PHP's messages as PHP 8 writes them to stderr (log_errors).
+SCRIPTS_THAT_DO_NOT_CONNECT_BACK = {
+    "syntax error": ("<?php\necho 'a'\n$x = ;\n", "30", [
+        "PHP ended before connecting back (exit status 255; attempt 2 of 2): "
+        "PHP Parse error:  syntax error, ", " in {script} on line 3"]),
+    "require of a missing library": ("<?php\nrequire '/path/to/Greenbridge.php';\n", "30", [
+        "PHP ended before connecting back (exit status 255; attempt 2 of 2): PHP Fatal error:  "
+        "Uncaught Error: Failed opening required '/path/to/Greenbridge.php'",
+        " in {script}:2 (require getenv('WSS_PHP_LIB') finds the library)"]),
+    "composer install not run": ("<?php\nrequire __DIR__ . '/vendor/autoload.php';\n", "30", [
+        "PHP Fatal error:  Uncaught Error: Failed opening required '{script.parent}/vendor/"
+        "autoload.php'", " (composer install in the script's project makes it)"]),
+    "exit before connecting back": ("<?php\nexit(3);\n", "30", [
+        "PHP ended before connecting back (exit status 3; attempt 2 of 2): no error message; "
+        "a script must first connect to WSS_TCP_HOST:WSS_TCP_PORT and send WSS_CONNECTION_ID "
+        "and a newline (Greenbridge\\Connection::connect() does)"]),
+    "no connect back in time": ("<?php\nsleep(60);\n", "1", [
+        "PHP did not connect back within 1s; a script must first connect to "
+        "WSS_TCP_HOST:WSS_TCP_PORT and send WSS_CONNECTION_ID and a newline "
+        "(Greenbridge\\Connection::connect() does)"]),
+}
+
+
+@pytest.mark.parametrize("mistake", SCRIPTS_THAT_DO_NOT_CONNECT_BACK)
+def test_script_that_does_not_connect_back_gets_1011_and_one_line_saying_why(start_bridge,
+                                                                             tmp_path, mistake):
+    source, connect_timeout, expected = SCRIPTS_THAT_DO_NOT_CONNECT_BACK[mistake]
+    script = tmp_path / "handler.php"
+    script.write_text(source)
+    bridge = start_bridge("--route", "/mistake=%s" % script, "--php-connect-retries", "1",
+                          "--php-connect-timeout", connect_timeout, "--php-kill-grace", "0.2")
+    with connect(bridge.url("/mistake")) as ws:
+        assert closed_with(ws)[0] == 1011
+    bridge.assert_serves()  # the other paths' script still runs
+    log = stopped_log(bridge)
+    lines = [line for line in log.splitlines() if "WARNING greenbridge.connection" in line]
+    assert len(lines) == 1, log  # one line for the connection, not one per attempt
+    for part in expected:
+        assert part.format(script=script) in lines[0], lines[0]
+    assert "Traceback" not in log
+
+
 # -- processes --------------------------------------------------------------
 
 def test_no_php_process_survives_its_connection(start_bridge):

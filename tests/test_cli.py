@@ -2,13 +2,15 @@
 
 import os
 import socket
+import sys
+import tempfile
 
 import pytest
 from websockets.sync.client import connect
 
 from greenbridge import __version__
 from greenbridge.cli import build_parser, parse_config
-from support import ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, readme_snippet, run_cli
+from support import ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, Bridge, readme_snippet, run_cli
 
 # Every option of the Rust bridge: flag, short flag, environment variable, default.
 RUST_BRIDGE_OPTIONS = [
@@ -105,7 +107,7 @@ def test_php_args_reach_the_script(start_bridge, tmp_path):
     (["-M", "0"], "argument -M/--max-connections: invalid positive integer"),
     (["-T", "-1"], "argument -T/--connection-timeout: invalid number of seconds"),
     (["-s", "/nonexistent/handler.php"], "--script: '/nonexistent/handler.php' is not a file"),
-    (["-e", "php-does-not-exist"], "--php-executable: 'php-does-not-exist' not found"),
+    (["-e", "php-does-not-exist"], "--php-executable: 'php-does-not-exist' is not on PATH"),
     (["-b", "100", "--max-write-buffer-size", "50"], "--buffer-size (100) must not exceed"),
     (["--max-payload-size", str(2 ** 32)],
      "argument --max-payload-size: 4294967296 is over the maximum, 4294967295"),
@@ -175,6 +177,79 @@ def test_numbers_over_their_maximum_stop_start_up_and_the_maximum_serves(start_b
         assert accepted.returncode == 1 and "cannot listen" in accepted.stderr, accepted.stderr
     if flag != "--workers":  # 1024 server processes: too many for a test machine
         start_bridge(*others, flag, str(maximum)).assert_serves()
+
+
+def test_readme_line_for_missing_php_is_what_start_up_prints(tmp_path):
+    # PATH holds only an empty folder: a machine without PHP installed.
+    result = run_cli("-e", "php", "-s", ECHO_PHP, env={"PATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr == readme_snippet("missing-php") + "\n"
+
+
+def start_up_mistakes(tmp_path):
+    """A newcomer's mistakes with the PHP binary and the script: (args, the one line)."""
+    not_executable = tmp_path / "php"
+    not_executable.write_text("#!/bin/sh\n")
+    not_executable.chmod(0o644)
+    missing = tmp_path / "bin" / "php"
+    return [
+        (["-e", str(not_executable)], "--php-executable: '%s' is not executable (chmod +x it, "
+                                      "or give the PHP binary's path)" % not_executable),
+        (["-e", str(missing)], "--php-executable: '%s' does not exist; give the PHP binary's "
+                               "path (command -v php prints it)" % missing),
+        (["-s", "handler-typo.php"], "--script: 'handler-typo.php' is not a file (relative "
+                                     "paths start at %s, the directory greenbridge started "
+                                     "in)" % REPO),
+    ]
+
+
+def test_php_binary_and_script_mistakes_stop_start_up_saying_what_to_do(tmp_path):
+    for args, line in start_up_mistakes(tmp_path):
+        result = run_cli(*REQUIRED, *args)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == "greenbridge: error: %s\n" % line
+
+
+def parse_config_as(user, args):
+    """parse_config(args) in a forked child running as `user` (uid and gid), without exec:
+    the interpreter may live where that user cannot go (/root). Returns its exit status and
+    what it wrote to stderr."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only what start-up does, then out
+        status = 1
+        sys.stderr = os.fdopen(write_end, "w")  # where argparse writes its error
+        try:
+            os.setgroups([])
+            os.setresgid(user, user, user)
+            os.setresuid(user, user, user)
+            parse_config(args, environment={})
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as child_stderr:
+        written = child_stderr.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), written
+
+
+def test_unreadable_script_stops_start_up_saying_what_to_do():
+    # root reads every file: the check runs as nobody (65534), who cannot read this one.
+    user = 65534 if os.geteuid() == 0 else os.getuid()
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)  # the folder open to that user, the script not
+        script = os.path.join(folder, "handler.php")
+        with open(script, "w") as handler:
+            handler.write("<?php\n")
+        os.chmod(script, 0)
+        status, stderr = parse_config_as(user, ["-e", "php", "-s", script])
+    assert status == 2
+    assert stderr == ("greenbridge: error: --script: '%s' is not readable by this user "
+                      "(uid %d); make it readable (chmod a+r) or run greenbridge as a user "
+                      "who can read it\n" % (script, user))
 
 
 def test_missing_required_options_are_named():
