@@ -13,6 +13,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import json
 import threading
 import time
 import urllib.error
@@ -25,6 +26,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+
+from tls_client import connect_wss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIO_PHP = os.path.join(REPO, "tests", "php", "scenario.php")
@@ -257,6 +260,28 @@ def running_bridge(*flags, script=SCENARIO_PHP, assert_serves=Bridge.assert_serv
         stop_cleanly(bridge)
     finally:
         bridge.kill()
+
+
+# -- what PHP is told -----------------------------------------------------------------
+
+
+def php_environment(url, full=False, **connect_options):
+    """What scenario.php was given, read through a real connection to `url` (ws:// or
+    wss://; for wss:// give `ssl`, a client context): its WSS_* variables, or with `full`
+    its whole environment. `do=env` (or `do=fullenv`) is added to the URL's query.
+
+    `connect_options` go to the client (subprotocols, origin, additional_headers, sock,
+    server_hostname...). PHP must be told the subprotocol the client was given
+    (WSS_SUBPROTOCOL absent when none was chosen); that is checked here, for every call."""
+    url += ("&" if "?" in url else "?") + ("do=fullenv" if full else "do=env")
+    open_connection = connect_wss if url.startswith("wss://") else connect
+    connect_options.setdefault("open_timeout", 20)
+    with open_connection(url, **connect_options) as ws:
+        environment = json.loads(ws.recv(timeout=20))
+    assert environment.get("WSS_SUBPROTOCOL") == ws.subprotocol, (
+        "PHP was told subprotocol %r, the client got %r"
+        % (environment.get("WSS_SUBPROTOCOL"), ws.subprotocol))
+    return environment
 
 
 # -- forked workers -------------------------------------------------------------------

@@ -13,8 +13,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from support import (ECHO_PHP, access_lines, assert_head_matches_get, closed_with, raw_http,
-                     split_response_head, stopped_log, upgrade_request, wait_until)
+from support import (ECHO_PHP, access_lines, assert_head_matches_get, closed_with,
+                     php_environment, raw_http, split_response_head, stopped_log, upgrade_request,
+                     wait_until)
 
 
 def receive_bytes(ws, count, timeout=10):
@@ -95,21 +96,20 @@ def test_environment_given_to_php(start_bridge):
     headers = {"Origin": "http://example.test", "User-Agent": "env-test/1.0",
                "X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.10",
                "X-Custom": "ünïcode"}
-    with connect(bridge.url("/env/path?do=env&x=1"), additional_headers=headers,
-                 subprotocols=["chat"], user_agent_header=None) as ws:
-        env = json.loads(ws.recv(timeout=10))
-        local_port = ws.socket.getpeername()[1]
-        client_port = ws.socket.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", bridge.port), timeout=10)
+    client_port = client.getsockname()[1]
+    env = php_environment(bridge.url("/env/path?x=1"), sock=client, additional_headers=headers,
+                          subprotocols=["chat"], user_agent_header=None)
 
     assert env["WSS_ENABLED"] == "1"
     assert len(env["WSS_CONNECTION_ID"]) == 36 and env["WSS_CONNECTION_ID"].count("-") == 4
     assert env["WSS_CLIENT_IP"] == "127.0.0.1"
     assert env["WSS_CLIENT_PORT"] == str(client_port)
     assert env["WSS_SERVER_HOST"] == "127.0.0.1"
-    assert env["WSS_SERVER_PORT"] == str(local_port)
-    assert env["WSS_REQUEST_URI"] == "/env/path?do=env&x=1"
+    assert env["WSS_SERVER_PORT"] == str(bridge.port)
+    assert env["WSS_REQUEST_URI"] == "/env/path?x=1&do=env"
     assert env["WSS_REQUEST_PATH"] == "/env/path"
-    assert env["WSS_REQUEST_QUERY"] == "do=env&x=1"
+    assert env["WSS_REQUEST_QUERY"] == "x=1&do=env"
     assert env["WSS_SEC_WEBSOCKET_PROTOCOL"] == "chat"
     assert env["WSS_SEC_WEBSOCKET_VERSION"] == "13"
     assert env["WSS_ORIGIN"] == "http://example.test"
@@ -130,13 +130,11 @@ def test_environment_given_to_php(start_bridge):
 
 def test_header_variables_absent_when_header_not_sent(start_bridge):
     bridge = start_bridge()
-    with connect(bridge.url("/?do=env"), user_agent_header=None, origin=None) as ws:
-        env = json.loads(ws.recv(timeout=10))
+    env = php_environment(bridge.url(), user_agent_header=None, origin=None)
     for name in ("WSS_ORIGIN", "WSS_USER_AGENT", "WSS_X_FORWARDED_FOR", "WSS_X_REAL_IP",
                  "WSS_SEC_WEBSOCKET_PROTOCOL"):
         assert name not in env
-    with connect(bridge.url("/plain?do=env")) as ws:
-        assert json.loads(ws.recv(timeout=10))["WSS_REQUEST_QUERY"] == "do=env"
+    assert php_environment(bridge.url("/plain"))["WSS_REQUEST_QUERY"] == "do=env"
 
 
 # -- HTTP answers before any process starts ---------------------------------

@@ -20,16 +20,15 @@ from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca
 from support import (REPO, Bridge, access_lines, admin_port, assert_head_matches_get,
-                     closed_by_server, http_get, raw_http, read_until_closed, scrape, scrape_text,
-                     stopped_log, value, wait_until)
+                     closed_by_server, http_get, php_environment, raw_http, read_until_closed,
+                     scrape, scrape_text, stopped_log, value, wait_until)
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
     bridge = start_bridge("--pass-env", "GREENBRIDGE_KEEP, PATH",
                           env={"GREENBRIDGE_KEEP": "kept", "GREENBRIDGE_DROP": "dropped",
                                "WSS_CONFIG_SECRET": "hidden"})
-    with connect(bridge.url("/?do=fullenv")) as ws:
-        env = json.loads(ws.recv(timeout=10))
+    env = php_environment(bridge.url(), full=True)
     assert env["GREENBRIDGE_KEEP"] == "kept"
     assert "PATH" in env
     assert "GREENBRIDGE_DROP" not in env and "HOME" not in env
@@ -39,22 +38,14 @@ def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
 
 def test_without_pass_env_php_inherits_everything_but_config(start_bridge):
     bridge = start_bridge(env={"GREENBRIDGE_DROP": "inherited", "WSS_CONFIG_PASS_ENV": ""})
-    with connect(bridge.url("/?do=fullenv")) as ws:
-        env = json.loads(ws.recv(timeout=10))
-    assert env["GREENBRIDGE_DROP"] == "inherited"
+    assert php_environment(bridge.url(), full=True)["GREENBRIDGE_DROP"] == "inherited"
 
 
 def test_pass_env_from_the_environment_variable(start_bridge):
     bridge = start_bridge(env={"WSS_CONFIG_PASS_ENV": "GREENBRIDGE_KEEP",
                                "GREENBRIDGE_KEEP": "kept", "GREENBRIDGE_DROP": "dropped"})
-    with connect(bridge.url("/?do=fullenv")) as ws:
-        env = json.loads(ws.recv(timeout=10))
+    env = php_environment(bridge.url(), full=True)
     assert env["GREENBRIDGE_KEEP"] == "kept" and "GREENBRIDGE_DROP" not in env
-
-
-def php_environment(bridge):
-    with connect(bridge.url("/?do=fullenv")) as ws:
-        return json.loads(ws.recv(timeout=10))
 
 
 MINIMAL_SET = {"PATH": os.environ["PATH"], "HOME": "/home/greenbridge", "LANG": "C.UTF-8",
@@ -74,7 +65,7 @@ def test_php_env_and_pass_env_decide_what_php_inherits(start_bridge, php_env, pa
     if pass_env:
         environment["WSS_CONFIG_PASS_ENV"] = pass_env
     bridge = start_bridge(env=environment)
-    env = php_environment(bridge)
+    env = php_environment(bridge.url(), full=True)
     server_environment = dict(os.environ, **environment)
     if inherited is None:
         inherited = {name for name in server_environment if not name.startswith("WSS_")}
@@ -115,7 +106,7 @@ def test_secret_settings_never_reach_php_under_any_name(start_bridge, tmp_path, 
                                % (EAB_MAC_KEY, TSIG_SECRET))
         flags = ["-c", str(config_file)]
     bridge = start_bridge(*flags, env=environment)
-    everything = json.dumps(php_environment(bridge))
+    everything = json.dumps(php_environment(bridge.url(), full=True))
     assert EAB_MAC_KEY not in everything and TSIG_SECRET not in everything
     assert '"GREENBRIDGE_KEEP": "kept"' in everything
     bridge.wait_for_log(r"WARNING .*not passed to PHP: ACME_EAB_KEY, CA_URL, DNS_KEY \(")
@@ -244,8 +235,7 @@ def test_systemd_notifications(start_bridge, tmp_path, workers):
         assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")
         assert notify.recv(4096) == b"READY=1"
         for _ in range(4):  # still serving after SIGHUP, on every worker
-            with connect(bridge.url("/?do=fullenv")) as ws:
-                assert "NOTIFY_SOCKET" not in json.loads(ws.recv(timeout=10))
+            assert "NOTIFY_SOCKET" not in php_environment(bridge.url(), full=True)
 
         bridge.signal(signal.SIGTERM)
         assert notify.recv(4096) == b"STOPPING=1"

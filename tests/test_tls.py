@@ -25,14 +25,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
 from support import (ECHO_PHP, LIST_FORMS, REPO, admin_port, client_context, http_get,
-                     list_option_sources, read_until_closed, scrape, stopped_log, value,
-                     worker_holding)
+                     list_option_sources, php_environment, read_until_closed, scrape, stopped_log,
+                     value, worker_holding)
 
 DOMAINS = ["localhost", "*.example.test", "127.0.0.1"]
 
@@ -71,12 +70,6 @@ def key_type_of(certificate):
     if isinstance(key, rsa.RSAPublicKey):
         return "rsa%d" % key.key_size
     return type(key).__name__
-
-
-def php_environment(bridge, context, server_hostname="localhost"):
-    with connect_wss(bridge.url("/?do=env"), ssl=context, server_hostname=server_hostname,
-                 open_timeout=20) as ws:
-        return json.loads(ws.recv(timeout=20))
 
 
 # PHP sends its WSS_* variables as JSON and exits; the server then closes.
@@ -182,7 +175,8 @@ def test_manual_mode_serves_the_full_chain_and_php_is_told_it_is_tls(start_bridg
         tmp_path, "chain", chain=True)
     bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path)
     # The client trusts only the root: the handshake works only if the chain is sent.
-    env = php_environment(bridge, client_context(ca.cert_pem))
+    env = php_environment(bridge.url(), ssl=client_context(ca.cert_pem),
+                          server_hostname="localhost")
     assert env["WSS_TLS"] == "1"
     assert not [name for name in env if name.startswith("WSS_CLIENT_CERT_")]
     assert env["WSS_SERVER_PORT"] == str(bridge.port)
@@ -190,9 +184,7 @@ def test_manual_mode_serves_the_full_chain_and_php_is_told_it_is_tls(start_bridg
 
 def test_plain_ws_tells_php_nothing_about_tls(start_bridge):
     bridge = start_bridge()
-    with connect(bridge.url("/?do=env")) as ws:
-        env = json.loads(ws.recv(timeout=20))
-    assert "WSS_TLS" not in env
+    assert "WSS_TLS" not in php_environment(bridge.url())
 
 
 def test_manual_mode_from_environment_variables(start_bridge, server_files, ca):
@@ -234,9 +226,9 @@ def test_client_auth_mode(start_bridge, tmp_path, ca, other_ca, server_files, mo
         if outcome == REFUSED:
             # TLS 1.3 clients may learn of it only when they read the HTTP answer.
             with pytest.raises((OSError, InvalidHandshake, ConnectionClosed)):
-                php_environment(bridge, context)
+                php_environment(bridge.url(), ssl=context, server_hostname="localhost")
             continue
-        env = php_environment(bridge, context)
+        env = php_environment(bridge.url(), ssl=context, server_hostname="localhost")
         assert env["WSS_TLS"] == "1"
         if client is None or mode == "none":
             assert "WSS_CLIENT_CERT_SUBJECT" not in env

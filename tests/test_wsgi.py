@@ -17,8 +17,8 @@ from websockets.sync.client import connect
 
 from certs import make_ca
 from support import (REPO, SCENARIO_PHP, LoggedProcess, access_lines, assert_head_matches_get,
-                     client_context, half_sent_handshake as half_sent, stopped_log, wait_all_closed,
-                     wait_until)
+                     client_context, half_sent_handshake as half_sent, php_environment,
+                     stopped_log, wait_all_closed, wait_until)
 from tls_client import connect_wss
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -118,9 +118,8 @@ def test_gunicorn_terminating_tls_tells_php_wss_tls(gunicorn, tmp_path):
     ca = make_ca("gunicorn test CA")
     cert_path, key_path = ca.issue("localhost", ["localhost"]).write(tmp_path, "gunicorn")
     server = gunicorn(workers=1, extra_args=("--certfile", cert_path, "--keyfile", key_path))
-    with connect_wss("wss://127.0.0.1:%d/?do=env" % server.port,
-                     ssl=client_context(ca.cert_pem), server_hostname="localhost") as ws:
-        env = json.loads(ws.recv(timeout=20))
+    env = php_environment("wss://127.0.0.1:%d/" % server.port, ssl=client_context(ca.cert_pem),
+                          server_hostname="localhost")
     assert env["WSS_TLS"] == "1"
     assert "WSS_CLIENT_CERT_SUBJECT" not in env
 
@@ -160,8 +159,7 @@ def test_greenbridge_beside_a_plain_wsgi_app_with_middleware(gunicorn):
     server = gunicorn(worker_class=BRIDGE_WORKER, workers=1, app="wsgi_composed:application")
     with urllib.request.urlopen("http://127.0.0.1:%d/about" % server.port, timeout=20) as reply:
         assert reply.read() == b"plain site: /about"
-    with connect(server.url("/ws/chat?do=env")) as ws:
-        env = json.loads(ws.recv(timeout=20))
+    env = php_environment(server.url("/ws/chat"))
     assert env["WSS_REQUEST_PATH"] == "/ws/chat"
     assert json.loads(env["WSS_REQUEST_HEADERS"])["x-seen-by-middleware"] == "yes"
     # An upgrade outside the prefix is the plain app's, which does not upgrade.
