@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import psutil
 import pytest
+from cryptography import x509
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
@@ -200,9 +201,10 @@ def _is_worker(process, server_command):
         return False
 
 
-def wait_until(condition, timeout=10, what="the condition"):
+def wait_until(condition, timeout=10, what="the condition", pause=time.sleep):
     """Call `condition` until it returns something true and return that; fail after `timeout` s
-    (`what` names the condition in the failure; a callable is called then, to show late state)."""
+    (`what` names the condition in the failure; a callable is called then, to show late state).
+    `pause` waits between calls: gevent.sleep where greenlets of this process must run."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
@@ -211,7 +213,7 @@ def wait_until(condition, timeout=10, what="the condition"):
         if time.monotonic() >= deadline:
             raise AssertionError("%s did not hold within %gs"
                                  % (what() if callable(what) else what, timeout))
-        time.sleep(0.02)
+        pause(0.02)
 
 
 def stopped_log(server):
@@ -552,22 +554,25 @@ def closed_by_server(sock):
 
 
 def wait_all_closed(socks, timeout):
-    """Read every socket until the server closes it; the sockets still open after `timeout`."""
-    open_socks = {sock.fileno(): sock for sock in socks}
-    deadline = time.monotonic() + timeout
-    while open_socks and time.monotonic() < deadline:
-        readable, _, _ = select.select(list(open_socks.values()), [], [], 0.2)
+    """Read every socket until the server closes it; fail if any is still open after `timeout` s."""
+    still_open = {sock.fileno(): sock for sock in socks}
+
+    def all_closed():
+        readable, _, _ = select.select(list(still_open.values()), [], [], 0.2)
         for sock in readable:
             try:
                 if sock.recv(65536):
                     continue  # the answer (426, 405...) before the close
             except ConnectionResetError:
                 pass
-            del open_socks[sock.fileno()]
-    return list(open_socks.values())
+            del still_open[sock.fileno()]
+        return not still_open
+    wait_until(all_closed, timeout, lambda: "the server closing all %d sockets (%d still open)"
+               % (len(socks), len(still_open)))
 
 
 # -- TLS clients ----------------------------------------------------------------------
+
 
 
 def client_context(trusted_pem=None, certificate=None, maximum_version=None,
@@ -585,6 +590,41 @@ def client_context(trusted_pem=None, certificate=None, maximum_version=None,
     if minimum_version is not None:
         context.minimum_version = minimum_version
     return context
+
+
+@contextmanager
+def tls_connection(port, context=None, server_hostname="localhost", session=None):
+    """A new TLS connection to 127.0.0.1:`port` (`context` trusts anything when not given;
+    `session` resumes a session)."""
+    context = context or client_context()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname=server_hostname, session=session) as tls:
+        yield tls
+
+
+def certificate_of(tls):
+    return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def served_certificate(port, context=None, server_hostname="localhost"):
+    """The certificate a new handshake gets (see tls_connection), as a cryptography object."""
+    with tls_connection(port, context, server_hostname) as tls:
+        return certificate_of(tls)
+
+
+def wait_each_worker_serves(bridge, wanted, context=None, server_hostname="localhost",
+                            workers=2, timeout=30):
+    """Open TLS connections until each of the bridge's `workers` workers, told apart by the
+    kernel, has served a certificate for which `wanted(certificate)` holds."""
+    serving = set()
+
+    def each_serves():
+        with tls_connection(bridge.port, context, server_hostname) as tls:
+            if wanted(certificate_of(tls)):
+                serving.add(worker_holding(bridge, tls))
+        return len(serving) >= workers
+    wait_until(each_serves, timeout, lambda: "each of %d workers serving the wanted certificate "
+               "(only %s did):\n%s" % (workers, sorted(serving) or "none", bridge.log))
 
 
 # -- the command line -----------------------------------------------------------------
@@ -677,3 +717,4 @@ def readme_snippet(name):
         elif found:
             return node.astext()
     raise AssertionError("README.rst has no literal block after '.. %s'" % marker)
+

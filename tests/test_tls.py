@@ -29,9 +29,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
-from support import (ECHO_PHP, LIST_FORMS, REPO, admin_port, client_context, http_get,
-                     list_option_sources, php_environment, read_until_closed, scrape, stopped_log,
-                     value, worker_holding)
+from support import (ECHO_PHP, LIST_FORMS, REPO, admin_port, certificate_of, client_context,
+                     http_get, list_option_sources, php_environment, read_until_closed, scrape,
+                     served_certificate, stopped_log, tls_connection, value,
+                     wait_each_worker_serves, wait_until)
 
 DOMAINS = ["localhost", "*.example.test", "127.0.0.1"]
 
@@ -50,14 +51,6 @@ def other_ca():
 def server_files(tmp_path, ca):
     """A manual-mode certificate (issued by `ca`) and key, as files."""
     return ca.issue("localhost", ["localhost"]).write(tmp_path, "server")
-
-
-def served_certificate(port, context=None, server_hostname="localhost"):
-    """The certificate a new handshake gets, as a cryptography object."""
-    context = context or client_context()
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-        with context.wrap_socket(raw, server_hostname=server_hostname) as tls:
-            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
 
 def key_type_of(certificate):
@@ -84,13 +77,12 @@ TLSExchange = collections.namedtuple("TLSExchange", "env version session reused"
 def tls_exchange(port, context, session=None):
     """One single-threaded wss:// connection (resuming `session` if given) asking PHP for
     its environment."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            tls.sendall(ENV_UPGRADE)
-            received = read_until_closed(tls)
-            # Read to the end: a TLS 1.3 session ticket comes after the handshake.
-            return TLSExchange(json.loads(data_frames_payload(received)), tls.version(),
-                               tls.session, tls.session_reused)
+    with tls_connection(port, context, session=session) as tls:
+        tls.sendall(ENV_UPGRADE)
+        received = read_until_closed(tls)
+        # Read to the end: a TLS 1.3 session ticket comes after the handshake.
+        return TLSExchange(json.loads(data_frames_payload(received)), tls.version(),
+                           tls.session, tls.session_reused)
 
 
 def data_frames_payload(received):
@@ -308,10 +300,9 @@ def test_a_client_certificate_cryptography_cannot_read_is_refused_with_400(start
     odd_cert.write_text(ssl.DER_cert_to_PEM_cert(der))
     odd_key.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     context = client_context(ca.cert_pem, (str(odd_cert), str(odd_key)))
-    with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(ENV_UPGRADE)
-            assert read_until_closed(tls).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    with tls_connection(bridge.port, context) as tls:
+        tls.sendall(ENV_UPGRADE)
+        assert read_until_closed(tls).startswith(b"HTTP/1.1 400 Bad Request\r\n")
     bridge.wait_for_log(r"INFO greenbridge\.app: GET / from 127\.0\.0\.1: 400 Bad Request "
                         r"\(unreadable client certificate \(InvalidVersion: 1 is not a valid "
                         r"X509 version\)\)")
@@ -369,10 +360,9 @@ def test_domains_and_alpn_take_comma_separated_values_from_environment_and_confi
     bridge = start_bridge("--tls-mode", "internal", *flags, env=environment, script=ECHO_PHP)
     context = client_context()
     context.set_alpn_protocols(["http/1.1"])
-    with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw, \
-            context.wrap_socket(raw, server_hostname="a.example.test") as tls:
+    with tls_connection(bridge.port, context, "a.example.test") as tls:
         assert tls.selected_alpn_protocol() == "http/1.1"
-        served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        served = certificate_of(tls)
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["a.example.test", "b.example.test"]
 
@@ -432,8 +422,7 @@ def test_min_version_1_3_refuses_tls_1_2(start_bridge):
 
 def negotiated_version(port, context):
     """The version of a completed handshake (s_client names one for a failed TLS 1.2 one too)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with tls_connection(port, context) as tls:
         return tls.version()
 
 
@@ -704,15 +693,8 @@ def test_workers_share_one_certificate_and_each_reloads_on_sighup(start_bridge, 
     # Sent while the workers may still be starting: each must still end up
     # serving the new pair (a worker forked after the change sees it too).
     bridge.signal(signal.SIGHUP)
-    serving_the_new_pair = set()
-    deadline = time.monotonic() + 30
-    while len(serving_the_new_pair) < 2:
-        assert time.monotonic() < deadline, (serving_the_new_pair, bridge.log)
-        with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw, \
-                client_context().wrap_socket(raw, server_hostname="localhost") as tls:
-            served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-            if served.serial_number == second.certificate.serial_number:
-                serving_the_new_pair.add(worker_holding(bridge, tls))
+    wait_each_worker_serves(
+        bridge, lambda served: served.serial_number == second.certificate.serial_number)
 
 
 def test_metrics_and_readiness_follow_the_served_certificate(start_bridge, tmp_path, ca):
@@ -728,7 +710,6 @@ def test_metrics_and_readiness_follow_the_served_certificate(start_bridge, tmp_p
     second = ca.issue("localhost", ["localhost"], not_after=NOW + 60 * DAY)
     second.write(tmp_path, "served")
     bridge.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 30
-    while value(scrape(port), name) != second.certificate.not_valid_after_utc.timestamp():
-        assert time.monotonic() < deadline, bridge.log
-        time.sleep(0.1)
+    wait_until(lambda: value(scrape(port), name)
+               == second.certificate.not_valid_after_utc.timestamp(), 30,
+               lambda: "%s showing the new certificate's expiry:\n%s" % (name, bridge.log))
