@@ -10,8 +10,8 @@ import threading
 import pytest
 from websockets.sync.client import connect
 
-from support import (REPO, access_lines, free_port, php_environment, stop_process, stopped_log,
-                     wait_for_port)
+from support import (REPO, access_lines, free_port, php_environment, read_until_closed,
+                     stop_process, stopped_log, wait_for_port)
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
 # nginx listens here; the client connects from another loopback address, so
@@ -194,12 +194,7 @@ def test_plain_http_through_nginx_reaches_the_front_controller(start_bridge, ngi
     port = nginx(bridge.port, fastcgi.port)
     with client_socket(port) as sock:
         sock.sendall(b"GET /blog/post?id=3 HTTP/1.0\r\nHost: example.com\r\n\r\n")
-        response = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            response += chunk
+        response = read_until_closed(sock)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     params = json.loads(body)

@@ -118,8 +118,8 @@ def test_json_log_lines_carry_the_connection_id_as_a_field(start_bridge):
         ws.send(b"x")
         ws.recv(timeout=10)
     bridge.wait_for_log(r'"logger": "greenbridge.access"')
-    bridge.stop()
-    entries = [json.loads(line) for line in bridge.lines]  # every line is one JSON object
+    # Every line is one JSON object.
+    entries = [json.loads(line) for line in stopped_log(bridge).splitlines()]
     access = [entry for entry in entries if entry["logger"] == "greenbridge.access"]
     assert len(access) == 1
     connection_id = access[0]["connection_id"]
@@ -213,7 +213,7 @@ def test_readyz_fails_while_draining(start_bridge):
 
 def test_admin_listener_is_off_by_default(start_bridge):
     bridge = start_bridge()
-    assert "admin endpoints" not in bridge.log
+    assert "admin endpoints" not in stopped_log(bridge)
 
 
 # -- systemd ------------------------------------------------------------------
