@@ -13,6 +13,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import functools
 import json
 import threading
 import time
@@ -573,6 +574,10 @@ def wait_all_closed(socks, timeout):
 
 # -- TLS clients ----------------------------------------------------------------------
 
+# --tls-key-type's values, as README.rst lists them (not greenbridge's own list: a key type
+# it dropped must fail a test, not leave it out).
+KEY_TYPES = ["ed25519", "p256", "p384", "rsa2048", "rsa4096"]
+
 
 
 def client_context(trusted_pem=None, certificate=None, maximum_version=None,
@@ -718,3 +723,19 @@ def readme_snippet(name):
             return node.astext()
     raise AssertionError("README.rst has no literal block after '.. %s'" % marker)
 
+
+@functools.lru_cache(maxsize=None)
+def readme_option_table():
+    """{flag: environment variable} of every row of README.rst's option tables (those with an
+    "environment variable" column; empty where a flag has none)."""
+    import docutils.nodes
+
+    rows = {}
+    for table in readme_document().findall(docutils.nodes.table):
+        header, *body = [[entry.astext() for entry in row.findall(docutils.nodes.entry)]
+                         for row in table.findall(docutils.nodes.row)]
+        if "environment variable" in header:
+            column = header.index("environment variable")
+            rows.update((cells[0].split()[0], cells[column]) for cells in body
+                        if cells[0].startswith("--"))
+    return rows

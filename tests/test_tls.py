@@ -29,10 +29,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
-from support import (ECHO_PHP, LIST_FORMS, REPO, admin_port, certificate_of, client_context,
-                     http_get, list_option_sources, php_environment, read_until_closed, scrape,
-                     served_certificate, stopped_log, tls_connection, value,
-                     wait_each_worker_serves, wait_until)
+from support import (ECHO_PHP, KEY_TYPES, LIST_FORMS, REPO, admin_port, certificate_of,
+                     client_context, http_get, list_option_sources, php_environment,
+                     read_until_closed, readme_option_table, scrape, served_certificate,
+                     stopped_log, tls_connection, value, wait_each_worker_serves, wait_until)
 
 DOMAINS = ["localhost", "*.example.test", "127.0.0.1"]
 
@@ -133,7 +133,7 @@ def start_failure(*flags, env=None):
 
 # -- certificate modes ------------------------------------------------------
 
-@pytest.mark.parametrize("key_type", ["ed25519", "p256", "p384", "rsa2048", "rsa4096"])
+@pytest.mark.parametrize("key_type", KEY_TYPES)
 def test_internal_mode_serves_a_self_signed_certificate_of_each_key_type(start_bridge, key_type):
     domain_flags = [flag for domain in DOMAINS for flag in ("--tls-domain", domain)]
     bridge = start_bridge("--tls-mode", "internal", "--tls-key-type", key_type, *domain_flags,
@@ -491,8 +491,7 @@ def test_every_tls_option_has_its_environment_variable_and_is_in_the_readme(flag
     assert action.option_strings == [flag]
     assert action.env_var == env_name
     assert action.default == default
-    readme = open(os.path.join(REPO, "README.rst"), encoding="utf-8").read()
-    assert flag in readme and env_name in readme
+    assert readme_option_table()[flag] == env_name
 
 
 # -- live reload --------------------------------------------------------------
