@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from certs import make_ca
 from support import (REPO, SCENARIO_PHP, LoggedProcess, access_lines, assert_head_matches_get,
                      client_context, half_sent_handshake as half_sent, php_environment,
-                     stopped_log, wait_all_closed, wait_until)
+                     stopped_log, wait_closed, wait_until)
 from tls_client import connect_wss
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -220,7 +220,7 @@ def test_bridge_worker_applies_the_handshake_limits(gunicorn, limits, closed, lo
         with connect(server.url(), open_timeout=20) as ws:  # a real client meanwhile
             ws.send(b"past the crowd")
             assert ws.recv(timeout=20) == b"past the crowd"
-        wait_all_closed(crowd[closed], timeout=10)
+        wait_closed(crowd[closed], timeout=10)
         print("%d half-sent requests closed %.1fs after the first connected"
               % (len(crowd[closed]), time.monotonic() - started))
     finally:
@@ -260,7 +260,7 @@ def test_bridge_worker_cuts_a_stalled_tls_handshake(gunicorn, tmp_path):
                          server_hostname="localhost") as ws:
             ws.send(b"over TLS")
             assert ws.recv(timeout=20) == b"over TLS"
-        wait_all_closed(stalled, timeout=2 + 8)
+        wait_closed(stalled, timeout=2 + 8)
     finally:
         for sock in stalled:
             sock.close()
