@@ -15,7 +15,6 @@ import ssl
 import stat
 import struct
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,10 +28,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
-from support import (ECHO_PHP, KEY_TYPES, LIST_FORMS, REPO, admin_port, certificate_of,
-                     client_context, http_get, list_option_sources, php_environment,
-                     read_until_closed, readme_option_table, scrape, served_certificate,
-                     stopped_log, tls_connection, value, wait_each_worker_serves, wait_until)
+from support import (ECHO_PHP, KEY_TYPES, LIST_FORMS, REPO, REQUIRED, admin_port,
+                     certificate_of, client_context, http_get, list_option_sources,
+                     php_environment, read_until_closed, readme_option_table, run_cli, scrape,
+                     served_certificate, stopped_log, tls_connection, value,
+                     wait_each_worker_serves, wait_until)
 
 DOMAINS = ["localhost", "*.example.test", "127.0.0.1"]
 
@@ -120,14 +120,9 @@ def s_client(port, *args, stdin=NOT_AN_UPGRADE):
     return result.stdout.decode("latin-1") + result.stderr.decode("latin-1")
 
 
-def start_failure(*flags, env=None):
+def start_failure(*flags):
     """Run the bridge expecting it to refuse to start; return (status, output)."""
-    environment = dict(os.environ)
-    environment.update(env or {})
-    result = subprocess.run(
-        [sys.executable, "-m", "greenbridge", "-H", "127.0.0.1", "-P", "0", "-e", "php",
-         "-s", ECHO_PHP, *flags], cwd=REPO, env=environment, capture_output=True, text=True,
-        timeout=60)
+    result = run_cli(*REQUIRED, "-H", "127.0.0.1", "-P", "0", *flags, timeout=60)
     return result.returncode, result.stdout + result.stderr
 
 
