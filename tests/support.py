@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import psutil
 import pytest
@@ -276,15 +276,22 @@ def php_environment(url, full=False, **connect_options):
     `connect_options` go to the client (subprotocols, origin, additional_headers, sock,
     server_hostname...). PHP must be told the subprotocol the client was given
     (WSS_SUBPROTOCOL absent when none was chosen); that is checked here, for every call."""
+    with ExitStack() as stack:
+        return held_php_environment(stack, url, full, **connect_options)[1]
+
+
+def held_php_environment(stack, url, full=False, **connect_options):
+    """php_environment on a connection that stays open until `stack` (an ExitStack) closes
+    it: (the connection, the environment)."""
     url += ("&" if "?" in url else "?") + ("do=fullenv" if full else "do=env")
     open_connection = connect_wss if url.startswith("wss://") else connect
     connect_options.setdefault("open_timeout", 20)
-    with open_connection(url, **connect_options) as ws:
-        environment = json.loads(ws.recv(timeout=20))
+    ws = stack.enter_context(open_connection(url, **connect_options))
+    environment = json.loads(ws.recv(timeout=20))
     assert environment.get("WSS_SUBPROTOCOL") == ws.subprotocol, (
         "PHP was told subprotocol %r, the client got %r"
         % (environment.get("WSS_SUBPROTOCOL"), ws.subprotocol))
-    return environment
+    return ws, environment
 
 
 # -- forked workers -------------------------------------------------------------------

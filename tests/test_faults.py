@@ -7,7 +7,6 @@ repeated here.)
 """
 
 import contextlib
-import json
 import resource
 import signal
 import socket
@@ -21,8 +20,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from support import (ECHO_PHP, RawClient, frame, read_until_closed, stopped_log, upgrade_request,
-                     wait_until)
+from support import (ECHO_PHP, RawClient, frame, held_php_environment, read_until_closed,
+                     stopped_log, upgrade_request, wait_until)
 
 # An assertion failing in a helper thread fails the test.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
@@ -201,8 +200,9 @@ def send_id(bridge, connection_id):
 
 def test_a_used_id_is_refused_while_and_after_its_connection_runs(start_bridge):
     bridge = start_bridge()
-    with connect(bridge.url("/?do=env")) as ws:
-        connection_id = json.loads(ws.recv(timeout=10))["WSS_CONNECTION_ID"]
+    with contextlib.ExitStack() as stack:
+        ws, env = held_php_environment(stack, bridge.url())
+        connection_id = env["WSS_CONNECTION_ID"]
         assert not send_id(bridge, connection_id)
         bridge.wait_for_log("refused: unknown or already used ID %s" % connection_id)
         ws.send(b"the real PHP still answers")

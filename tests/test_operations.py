@@ -19,9 +19,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca
-from support import (REPO, Bridge, access_lines, admin_port, assert_head_matches_get, http_get,
-                     php_environment, raw_http, read_until_closed, scrape, scrape_text,
-                     stopped_log, value, wait_closed, wait_until)
+from support import (REPO, Bridge, access_lines, admin_port, assert_head_matches_get,
+                     held_php_environment, http_get, php_environment, raw_http,
+                     read_until_closed, scrape, scrape_text, stopped_log, value, wait_closed,
+                     wait_until)
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
@@ -299,8 +300,7 @@ def test_one_scrape_shows_every_workers_numbers(start_bridge):
     with ExitStack() as stack:
         per_back_port = {}
         for _ in range(40):
-            ws = stack.enter_context(connect(bridge.url("/?do=env"), open_timeout=20))
-            back_port = json.loads(ws.recv(timeout=20))["WSS_TCP_PORT"]
+            back_port = held_php_environment(stack, bridge.url())[1]["WSS_TCP_PORT"]
             per_back_port[back_port] = per_back_port.get(back_port, 0) + 1
             if len(per_back_port) == 2 and sum(per_back_port.values()) >= 4:
                 break

@@ -14,13 +14,13 @@ from websockets.sync.client import connect
 
 from greenbridge.cli import parse_config
 from greenbridge.shared import SharedCounters
-from support import ECHO_PHP, access_lines, stopped_log, wait_until, wait_workers
+from support import (ECHO_PHP, access_lines, held_php_environment, stopped_log, wait_until,
+                     wait_workers)
 
 
 def open_env_connection(stack, bridge):
     """A held connection whose PHP reports its environment (which worker spawned it)."""
-    ws = stack.enter_context(connect(bridge.url("/?do=env"), open_timeout=20))
-    env = json.loads(ws.recv(timeout=20))
+    ws, env = held_php_environment(stack, bridge.url())
     return ws, int(env["WSS_TCP_PORT"])
 
 

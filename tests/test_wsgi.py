@@ -17,8 +17,8 @@ from websockets.sync.client import connect
 
 from certs import make_ca
 from support import (REPO, SCENARIO_PHP, LoggedProcess, access_lines, assert_head_matches_get,
-                     client_context, half_sent_handshake as half_sent, php_environment,
-                     stopped_log, wait_closed, wait_until)
+                     client_context, half_sent_handshake as half_sent, held_php_environment,
+                     php_environment, stopped_log, wait_closed, wait_until)
 from tls_client import connect_wss
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -90,10 +90,8 @@ def test_two_gunicorn_workers_bridge_like_the_standalone_server(gunicorn):
     with ExitStack() as stack:
         back_ports, php_parents = set(), set()
         for number in range(40):
-            ws = stack.enter_context(connect(server.url("/room?do=env&n=%d" % number),
-                                             open_timeout=20))
-            env = json.loads(ws.recv(timeout=20))
-            assert env["WSS_REQUEST_URI"] == "/room?do=env&n=%d" % number
+            env = held_php_environment(stack, server.url("/room?n=%d" % number))[1]
+            assert env["WSS_REQUEST_URI"] == "/room?n=%d&do=env" % number
             assert env["WSS_CLIENT_IP"] == "127.0.0.1"
             assert env["WSS_SERVER_PORT"] == str(server.port)
             back_ports.add(env["WSS_TCP_PORT"])
