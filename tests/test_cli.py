@@ -10,7 +10,8 @@ from websockets.sync.client import connect
 
 from greenbridge import __version__
 from greenbridge.cli import build_parser, parse_config
-from support import ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, Bridge, readme_snippet, run_cli
+from support import (ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, readme_option_table,
+                     readme_snippet, run_cli)
 
 # Every option of the Rust bridge: flag, short flag, environment variable, default.
 RUST_BRIDGE_OPTIONS = [
@@ -335,22 +336,12 @@ def test_raw_example_and_readme_raw_handler_echo_bytes(start_readme_bridge, star
 
 
 def test_readme_configuration_table_is_well_formed_and_true():
-    """README.rst parses without warnings, and each row of its option table names the
+    """README.rst parses without warnings, and each row of its option tables names the
     flag's real environment variable."""
-    import docutils.core
-    import docutils.nodes
-
-    with open(os.path.join(REPO, "README.rst"), encoding="utf-8") as readme:
-        document = docutils.core.publish_doctree(
-            readme.read(), settings_overrides={"report_level": 5, "halt_level": 2})
-    rows = {}
-    for row in document.findall(docutils.nodes.row):
-        cells = [entry.astext() for entry in row.findall(docutils.nodes.entry)]
-        if len(cells) == 5 and cells[0].startswith("--"):
-            rows[cells[0].split()[0]] = cells
+    rows = readme_option_table()
     env_vars = {flag: action.env_var for action in build_parser()._actions
                 for flag in action.option_strings}
     for flag, _short, env_name, _default in RUST_BRIDGE_OPTIONS:
-        assert flag in rows, flag
-    for flag, cells in rows.items():
-        assert (env_vars[flag] or "") == cells[3], flag
+        assert rows[flag] == env_name, flag
+    for flag, env_name in rows.items():
+        assert (env_vars[flag] or "") == env_name, flag

@@ -17,8 +17,8 @@ from websockets.sync.client import connect
 
 from certs import make_ca
 from support import (REPO, SCENARIO_PHP, LoggedProcess, access_lines, assert_head_matches_get,
-                     client_context, half_sent_handshake as half_sent, stopped_log, wait_all_closed,
-                     wait_until)
+                     client_context, half_sent_handshake as half_sent, held_php_environment,
+                     php_environment, stopped_log, wait_closed, wait_until)
 from tls_client import connect_wss
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -90,10 +90,8 @@ def test_two_gunicorn_workers_bridge_like_the_standalone_server(gunicorn):
     with ExitStack() as stack:
         back_ports, php_parents = set(), set()
         for number in range(40):
-            ws = stack.enter_context(connect(server.url("/room?do=env&n=%d" % number),
-                                             open_timeout=20))
-            env = json.loads(ws.recv(timeout=20))
-            assert env["WSS_REQUEST_URI"] == "/room?do=env&n=%d" % number
+            env = held_php_environment(stack, server.url("/room?n=%d" % number))[1]
+            assert env["WSS_REQUEST_URI"] == "/room?n=%d&do=env" % number
             assert env["WSS_CLIENT_IP"] == "127.0.0.1"
             assert env["WSS_SERVER_PORT"] == str(server.port)
             back_ports.add(env["WSS_TCP_PORT"])
@@ -118,9 +116,8 @@ def test_gunicorn_terminating_tls_tells_php_wss_tls(gunicorn, tmp_path):
     ca = make_ca("gunicorn test CA")
     cert_path, key_path = ca.issue("localhost", ["localhost"]).write(tmp_path, "gunicorn")
     server = gunicorn(workers=1, extra_args=("--certfile", cert_path, "--keyfile", key_path))
-    with connect_wss("wss://127.0.0.1:%d/?do=env" % server.port,
-                     ssl=client_context(ca.cert_pem), server_hostname="localhost") as ws:
-        env = json.loads(ws.recv(timeout=20))
+    env = php_environment("wss://127.0.0.1:%d/" % server.port, ssl=client_context(ca.cert_pem),
+                          server_hostname="localhost")
     assert env["WSS_TLS"] == "1"
     assert "WSS_CLIENT_CERT_SUBJECT" not in env
 
@@ -160,8 +157,7 @@ def test_greenbridge_beside_a_plain_wsgi_app_with_middleware(gunicorn):
     server = gunicorn(worker_class=BRIDGE_WORKER, workers=1, app="wsgi_composed:application")
     with urllib.request.urlopen("http://127.0.0.1:%d/about" % server.port, timeout=20) as reply:
         assert reply.read() == b"plain site: /about"
-    with connect(server.url("/ws/chat?do=env")) as ws:
-        env = json.loads(ws.recv(timeout=20))
+    env = php_environment(server.url("/ws/chat"))
     assert env["WSS_REQUEST_PATH"] == "/ws/chat"
     assert json.loads(env["WSS_REQUEST_HEADERS"])["x-seen-by-middleware"] == "yes"
     # An upgrade outside the prefix is the plain app's, which does not upgrade.
@@ -222,7 +218,7 @@ def test_bridge_worker_applies_the_handshake_limits(gunicorn, limits, closed, lo
         with connect(server.url(), open_timeout=20) as ws:  # a real client meanwhile
             ws.send(b"past the crowd")
             assert ws.recv(timeout=20) == b"past the crowd"
-        assert wait_all_closed(crowd[closed], timeout=10) == []
+        wait_closed(crowd[closed], timeout=10)
         print("%d half-sent requests closed %.1fs after the first connected"
               % (len(crowd[closed]), time.monotonic() - started))
     finally:
@@ -262,7 +258,7 @@ def test_bridge_worker_cuts_a_stalled_tls_handshake(gunicorn, tmp_path):
                          server_hostname="localhost") as ws:
             ws.send(b"over TLS")
             assert ws.recv(timeout=20) == b"over TLS"
-        assert wait_all_closed(stalled, timeout=2 + 8) == []
+        wait_closed(stalled, timeout=2 + 8)
     finally:
         for sock in stalled:
             sock.close()
