@@ -493,7 +493,4 @@ def test_second_signal_exits_at_once_and_kills_php(start_bridge):
         bridge.wait_for_log("waiting up to 60s")
         bridge.signal(signal.SIGINT)
         assert bridge.process.wait(10) != 0
-    deadline = time.monotonic() + 5
-    while psutil.pid_exists(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not psutil.pid_exists(pid)
+    wait_until(lambda: not psutil.pid_exists(pid), timeout=5, what="the end of PHP %d" % pid)

@@ -263,10 +263,8 @@ def test_flood_of_idle_back_connections_leaves_descriptors_for_real_clients(star
     flood = threading.Thread(target=flood_with_idle_sockets, args=(bridge.tcp_port, stop, opened))
     flood.start()
     try:
-        deadline = time.monotonic() + 20
-        while len(opened) < 200:  # over the limit several times
-            assert time.monotonic() < deadline, "the flood did not get going"
-            time.sleep(0.05)
+        # Over the limit several times.
+        wait_until(lambda: len(opened) >= 200, timeout=20, what="200 sockets of the flood")
         for _ in range(3):
             started = time.monotonic()
             with connect(bridge.url(), open_timeout=10) as ws:
