@@ -236,6 +236,17 @@ def access_lines(log):
     return [line for line in log.splitlines() if "greenbridge.access" in line]
 
 
+def assert_no_other_connection_ran(bridge):
+    """What came before started no PHP: a normal connection (assert_serves) runs now, and the
+    stopped log holds its access line and no other. (A bare ``access_lines(log) == []`` would
+    also hold for a server that wrote no access line at all.) Returns the log."""
+    bridge.assert_serves()
+    log = stopped_log(bridge)
+    ran = access_lines(log)
+    assert len(ran) == 1, "%d access lines, not just assert_serves' one, in:\n%s" % (len(ran), log)
+    return log
+
+
 def worker_holding(bridge, sock):
     """The PID of the worker whose end of the connection `sock` is (as the kernel tells)."""
     client_address = sock.getsockname()

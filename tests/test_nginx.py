@@ -11,8 +11,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from support import (REPO, access_lines, free_port, php_environment, read_response_head,
-                     read_until_closed, stop_process, stopped_log, upgrade_request,
+from support import (REPO, access_lines, assert_no_other_connection_ran, free_port,
+                     php_environment, read_response_head, read_until_closed, stop_process,
+                     stopped_log, upgrade_request,
                      wait_for_port)
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
@@ -252,4 +253,4 @@ def test_plain_http_through_nginx_reaches_the_front_controller(start_bridge, ngi
     params = json.loads(body)
     assert params["SCRIPT_FILENAME"].endswith("/index.php")
     assert params["REQUEST_URI"] == "/blog/post?id=3"
-    assert access_lines(stopped_log(bridge)) == []  # no connection ran, no PHP started
+    assert_no_other_connection_ran(bridge)  # the page started no PHP of the bridge's

@@ -7,8 +7,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from greenbridge.cli import parse_config
-from support import (LIBRARY_PHP, LIST_FORMS, SCENARIO_PHP, access_lines, list_option_sources,
-                     php_environment, run_cli, stopped_log)
+from support import (LIBRARY_PHP, LIST_FORMS, SCENARIO_PHP, access_lines,
+                     assert_no_other_connection_ran, list_option_sources, php_environment, run_cli,
+                     stopped_log)
 
 
 def refused(bridge, path="/", **options):
@@ -16,11 +17,6 @@ def refused(bridge, path="/", **options):
         with connect(bridge.url(path), **options):
             pass
     return refusal.value.response.status_code, refusal.value.response.body.decode()
-
-
-def assert_nothing_spawned(bridge):
-    """No connection ran (each one that does logs an access line), so no PHP started."""
-    assert access_lines(stopped_log(bridge)) == []
 
 
 # -- routes ------------------------------------------------------------------
@@ -121,7 +117,7 @@ def test_no_matching_subprotocol_is_400_and_spawns_nothing(start_bridge):
     status, body = refused(bridge, subprotocols=["a", "x"])
     assert status == 400
     bridge.wait_for_log(r"400 Bad Request \(none of the offered subprotocols \(a, x\)")
-    assert_nothing_spawned(bridge)
+    assert_no_other_connection_ran(bridge)
 
 
 # -- origins -------------------------------------------------------------------
@@ -146,7 +142,7 @@ def test_allow_origin_patterns(start_bridge, origin, allowed):
     else:
         assert refused(bridge, origin=origin)[0] == 403
         bridge.wait_for_log("403 Forbidden")
-        assert_nothing_spawned(bridge)
+        assert_no_other_connection_ran(bridge)
 
 
 def test_scheme_in_the_pattern_is_enforced(start_bridge):
