@@ -5,7 +5,8 @@
         greenbridge.wsgi:application
 
 ``application`` is configured from the config file named by GREENBRIDGE_CONFIG
-(and WSS_CONFIG_* variables, as the server is); ``create_app(config_file,
+(and WSS_CONFIG_* variables, as the server is); with neither, or with a bad
+setting, the host server stops with one line saying so. ``create_app(config_file,
 **overrides)`` builds one in code. Each worker process opens its own
 back-connection listener on its first WebSocket, after the fork, so
 ``tcp-port`` must be 0 (the default) with more than one worker, and the
@@ -26,9 +27,10 @@ from greenbridge.app import BridgeApp
 from greenbridge.backconnect import BackConnectListener
 from greenbridge.config import Config
 from greenbridge.head import without_body_for_head
+from greenbridge.listening import BACKCONNECT, listen_for
 from greenbridge.logs import configure_logging
 from greenbridge.metrics import Metrics
-from greenbridge.server import listen_tcp, warn_about_withheld_variables
+from greenbridge.server import warn_about_withheld_variables
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.websocket import wants_websocket
 
@@ -95,7 +97,7 @@ class ProcessLocalBridge:
     def _make_app(self):
         config = self.config
         metrics = Metrics()
-        backconnect = BackConnectListener(listen_tcp(config.tcp_bind, config.tcp_port),
+        backconnect = BackConnectListener(listen_for(BACKCONNECT, config.tcp_bind, config.tcp_port),
                                           config.write_buffer_size, config.max_processes,
                                           metrics)
         backconnect.start()
@@ -159,3 +161,4 @@ def __getattr__(name):
         application = create_app(os.environ.get(CONFIG_FILE_VARIABLE))
         return application
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
+

@@ -567,11 +567,12 @@ def client_context(trusted_pem=None, certificate=None, maximum_version=None,
 REQUIRED = ["-e", "php", "-s", ECHO_PHP]
 
 
-def run_cli(*args, env=None, timeout=30):
+def run_cli(*args, env=None, timeout=30, **popen_options):
     environment = dict(os.environ)
     environment.update(env or {})
     return subprocess.run([sys.executable, "-m", "greenbridge", *args], cwd=REPO,
-                          env=environment, capture_output=True, text=True, timeout=timeout)
+                          env=environment, capture_output=True, text=True, timeout=timeout,
+                          **popen_options)
 
 
 # -- list options in each form --------------------------------------------------------
