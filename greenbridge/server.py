@@ -113,6 +113,7 @@ def run(config):
     # After the binding: a port in use is then the only line a newcomer sees.
     raise_open_files_limit()
     warn_if_backconnect_reachable(listeners)
+    warn_if_any_page_may_connect(config, listeners)
     warn_about_withheld_variables(config)
     counters = SharedCounters(COUNTER_NAMES, config.workers)
     notifier = Notifier(config.notify_socket)
@@ -304,6 +305,16 @@ def warn_if_backconnect_reachable(listeners):
         log.warning("the back-connection listener is on %s, not loopback: anyone who can reach "
                     "it may try connection IDs; keep --tcp-bind on 127.0.0.1 or firewall it",
                     host)
+
+
+def warn_if_any_page_may_connect(config, listeners):
+    """Once, in the process that bound the port: browsers on other machines can reach
+    it, and no origin check keeps out the pages they show."""
+    host = listeners.websocket.getsockname()[0]
+    if not (is_loopback(host) or config.allow_origins or config.same_origin):
+        log.warning("listening on %s without an origin check: any web page a user visits "
+                    "can open connections here with the user's cookies (cross-site "
+                    "WebSocket hijacking); set --allow-origin or --same-origin", host)
 
 
 def warn_about_withheld_variables(config):
