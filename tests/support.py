@@ -102,6 +102,12 @@ class LoggedProcess:
     def log(self):
         return "\n".join(self.lines)
 
+    def wait(self, timeout):
+        """The exit status, once the process has exited and its whole log is read."""
+        status = self.process.wait(timeout)
+        self._reader.join(5)
+        return status
+
     def wait_for_log(self, pattern, timeout=10):
         """Wait for a log line matching the regex; return the match. Fails at once if the
         process exits without writing it."""
