@@ -111,6 +111,12 @@ class LoggedProcess:
     def log(self):
         return "\n".join(self.lines)
 
+    def wait(self, timeout):
+        """The exit status, once the process has exited and its whole log is read."""
+        status = self.process.wait(timeout)
+        self._reader.join(5)
+        return status
+
     def wait_for_log(self, pattern, timeout=10):
         """Wait for a log line matching the regex; return the match. Fails at once if the
         process exits without writing it."""
@@ -649,11 +655,12 @@ def wait_each_worker_serves(bridge, wanted, context=None, server_hostname="local
 REQUIRED = ["-e", "php", "-s", ECHO_PHP]
 
 
-def run_cli(*args, env=None, timeout=30):
+def run_cli(*args, env=None, timeout=30, **popen_options):
     environment = dict(os.environ)
     environment.update(env or {})
     return subprocess.run([sys.executable, "-m", "greenbridge", *args], cwd=REPO,
-                          env=environment, capture_output=True, text=True, timeout=timeout)
+                          env=environment, capture_output=True, text=True, timeout=timeout,
+                          **popen_options)
 
 
 def php_lib_path():

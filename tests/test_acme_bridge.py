@@ -204,8 +204,13 @@ def test_automate_with_port_80_taken_says_so(pebble, tmp_path):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(1)
+        port = squatter.getsockname()[1]
         flags = automate_flags(pebble, tmp_path / "state", "port.test")
-        flags[flags.index("--tls-http01-port") + 1] = str(squatter.getsockname()[1])
+        flags[flags.index("--tls-http01-port") + 1] = str(port)
         result = run_cli(*REQUIRED, "-H", "127.0.0.1", "-P", "0", *flags, timeout=120)
     assert result.returncode == 2
-    assert "(--tls-http01-port)" in result.stderr and "Address already in use" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and ("--tls-http01-port %d: address already in use on 127.0.0.1 "
+                                 "(certbot answers the CA's HTTP-01 challenge there" % port
+                                 ) in errors[0], result.stderr
+    assert "Traceback" not in result.stderr

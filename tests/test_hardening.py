@@ -15,10 +15,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from support import (RawClient, SCENARIO_PHP, access_lines, assert_no_other_connection_ran,
-                     client_context, frame, half_sent_handshake, mask_payload,
-                     raw_http, read_until_closed, stopped_log, upgrade_request,
-                     wait_closed, wait_until, wait_workers)
+from support import (SCENARIO_PHP, Bridge, RawClient, access_lines, assert_no_other_connection_ran,
+                     client_context, frame, half_sent_handshake, mask_payload, raw_http,
+                     read_until_closed, readme_snippet, stopped_log, upgrade_request, wait_closed,
+                     wait_until, wait_workers)
 
 MiB = 1024 * 1024
 
@@ -168,6 +168,41 @@ def test_back_connection_listener_off_loopback_is_warned_about(start_bridge):
     bridge.wait_for_log(r"WARNING .*back-connection listener is on 0\.0\.0\.0, not loopback")
     quiet = start_bridge()
     assert "not loopback" not in stopped_log(quiet)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_listening_beyond_loopback_without_an_origin_check_is_warned_about_once(
+        start_bridge, workers):
+    # Clients still connect to 127.0.0.1 only (assert_serves).
+    bridge = start_bridge("-H", "0.0.0.0", "--workers", workers)
+    if workers == "2":
+        wait_workers(bridge, [1, 2])  # each has logged its start by now
+    bridge.assert_serves()
+    warnings = [line for line in bridge.lines if "without an origin check" in line]
+    # The line as README.rst prints it (it listens on 0.0.0.0 too).
+    assert len(warnings) == 1 and warnings[0].endswith(readme_snippet("open-door-warning")), \
+        bridge.log
+
+
+@pytest.mark.parametrize("flags", [
+    ["-H", "0.0.0.0", "--allow-origin", "https://app.example.com"],
+    ["-H", "0.0.0.0", "--same-origin"],
+    ["-H", "127.0.0.1"],
+    ["-H", "127.0.0.2"],  # all of 127.0.0.0/8 is loopback
+    ["-H", "localhost"],
+])
+def test_no_open_door_warning_with_an_origin_check_or_on_loopback(start_bridge, flags):
+    bridge = start_bridge(*flags)
+    assert "without an origin check" not in stopped_log(bridge)
+
+
+def test_no_open_door_warning_on_ipv6_loopback():
+    bridge = Bridge(["-e", "php", "-s", SCENARIO_PHP, "-H", "::1", "-P", "0"])
+    try:
+        bridge.wait_for_log(r"listening on ws://::1:\d+")
+        assert "without an origin check" not in stopped_log(bridge)
+    finally:
+        bridge.kill()
 
 
 def test_sigusr1_logs_what_the_server_holds(start_bridge):
