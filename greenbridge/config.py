@@ -461,19 +461,40 @@ def build_config(options, environment, secret_values=()):
 
 
 def _resolve_executable(name):
+    """The PHP binary's absolute path; a ConfigError that says what to do when there is none."""
     if not name:
         raise ConfigError("--php-executable is required")
     found = shutil.which(name)
-    if found is None:
-        raise ConfigError("--php-executable: %r not found or not executable" % name)
-    return found
+    if found is not None:
+        return found
+    if os.sep not in name:  # looked up on PATH
+        raise ConfigError("--php-executable: %r is not on PATH; install PHP's command-line "
+                          "interpreter (Debian: apt install php-cli) or give the PHP binary's "
+                          "full path" % name)
+    if not os.path.exists(name):
+        raise ConfigError("--php-executable: %r does not exist%s; give the PHP binary's path "
+                          "(command -v php prints it)" % (name, _relative_to_here(name)))
+    if os.path.isdir(name):
+        raise ConfigError("--php-executable: %r is a directory; give the PHP binary's path" % name)
+    raise ConfigError("--php-executable: %r is not executable (chmod +x it, or give the PHP "
+                      "binary's path)" % name)
 
 
 def _existing_file(option, path):
     if not path:
         raise ConfigError("%s is required" % option)
     if not os.path.isfile(path):
-        raise ConfigError("%s: %r is not a file" % (option, path))
+        raise ConfigError("%s: %r is not a file%s" % (option, path, _relative_to_here(path)))
     if not os.access(path, os.R_OK):
-        raise ConfigError("%s: %r is not readable" % (option, path))
+        raise ConfigError("%s: %r is not readable by this user (uid %d); make it readable "
+                          "(chmod a+r) or run greenbridge as a user who can read it"
+                          % (option, path, os.getuid()))
     return os.path.abspath(path)
+
+
+def _relative_to_here(path):
+    """Where a relative path was looked for, said in an error: the directory greenbridge
+    started in, which is not the config file's."""
+    if os.path.isabs(path):
+        return ""
+    return " (relative paths start at %s, the directory greenbridge started in)" % os.getcwd()

@@ -15,7 +15,8 @@ from gevent.event import AsyncResult
 from greenbridge import modes, pump
 from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
-from greenbridge.process import PhpProcess, build_environment, describe_exit
+from greenbridge.process import (CONNECT_BACK_HINT, PhpProcess, build_environment,
+                                 describe_exit, explain_early_end)
 from greenbridge.websocket import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
                                    CLOSE_NORMAL)
 
@@ -106,6 +107,9 @@ class Connection:
             gevent.sleep(pump.CLIENT_CHECK_INTERVAL)
 
     def _spawn_until_connected(self, pending, client_gone):
+        """The back-connection, or None. When no attempt connects, one line tells
+        why the last one failed (earlier ones go to the debug log): PHP's output
+        has its own lines, and a broken script fails the same way every time."""
         config = self._config
         endpoint = self._endpoint
         command = [config.php_executable, endpoint.script, *config.php_args]
@@ -114,17 +118,18 @@ class Connection:
                                         endpoint.message_mode, endpoint.subprotocol)
         deadline = time.monotonic() + config.php_connect_timeout
         attempts = 1 + config.php_connect_retries
+        failure = None  # why the last attempt failed
         for attempt in range(1, attempts + 1):
-            if attempt > 1:
+            if failure is not None:
+                log.debug("%s; trying again", failure, extra=connection_fields(self.id))
                 backoff = _SPAWN_BACKOFF[min(attempt - 2, len(_SPAWN_BACKOFF) - 1)]
                 if gevent.wait([client_gone, self._close_request], timeout=backoff, count=1):
-                    return None
+                    break
             try:
                 self._process = PhpProcess.spawn(command, environment, self.id)
             except OSError as error:
                 self._metrics.spawn_failures.inc()
-                log.warning("spawning PHP failed (attempt %d of %d): %s", attempt, attempts,
-                            error, extra=connection_fields(self.id))
+                failure = "spawning PHP failed (attempt %d of %d): %s" % (attempt, attempts, error)
                 continue
             spawned = time.monotonic()
             remaining = max(0.0, deadline - spawned)
@@ -136,15 +141,18 @@ class Connection:
                 self._php_socket = back_connection.socket
                 return back_connection
             if self._close_request.ready() or client_gone.ready():
-                return None
+                break
             if self._process.returncode is None:
-                log.warning("PHP did not connect back within %gs", config.php_connect_timeout,
-                            extra=connection_fields(self.id))
-                return None
-            log.warning("PHP ended before connecting back (%s; attempt %d of %d)",
-                        describe_exit(self._process.returncode), attempt, attempts,
-                        extra=connection_fields(self.id))
-            self._end_process()
+                failure = "PHP did not connect back within %gs; %s" % (
+                    config.php_connect_timeout, CONNECT_BACK_HINT)
+                break
+            self._end_process()  # reads PHP's output to its end: its error message with it
+            returncode = self._process.returncode
+            failure = "PHP ended before connecting back (%s; attempt %d of %d): %s" % (
+                describe_exit(returncode), attempt, attempts,
+                explain_early_end(returncode, self._process.last_error))
+        if failure is not None:
+            log.warning("%s", failure, extra=connection_fields(self.id))
         return None
 
     def _bridge(self, back_connection):

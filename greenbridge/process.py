@@ -14,6 +14,7 @@ child with posix_spawn instead, which shares the parent's memory until exec.
 import json
 import logging
 import os
+import re
 import signal
 
 import gevent
@@ -33,6 +34,18 @@ _PIPE_READ_SIZE = 65536
 # At the end, what is left in a pipe is logged up to this much (a process
 # that escaped the group kill could otherwise keep the relay reading).
 _FINAL_READ_LIMIT = 1024 * 1024
+# PHP's own error messages: "PHP Parse error:  ..." as log_errors writes them
+# to stderr (Debian's php-cli), "Fatal error: ..." as display_errors writes them.
+_PHP_ERROR_LINE = re.compile(r"(PHP )?[A-Z][a-z]*( [a-z]+)* error: ")
+
+# What a script must do before anything else (see build_environment).
+CONNECT_BACK_HINT = ("a script must first connect to WSS_TCP_HOST:WSS_TCP_PORT and send "
+                     "WSS_CONNECTION_ID and a newline (Greenbridge\\Connection::connect() does)")
+# A require of a missing file that newcomers meet, and what to do about it.
+_MISSING_REQUIRE_HINTS = (
+    ("Greenbridge.php", "require getenv('WSS_PHP_LIB') finds the library"),
+    ("vendor/autoload.php", "composer install in the script's project makes it"),
+)
 
 
 def build_environment(base_environment, request, connection_id, back_connect_address,
@@ -106,6 +119,13 @@ class PhpProcess:
                 os.close(fd)
         return cls(popen, (LineRelay(stdout_read, connection_id, "stdout", logging.INFO),
                            LineRelay(stderr_read, connection_id, "stderr", logging.WARNING)))
+
+    @property
+    def last_error(self):
+        """PHP's last error message line, or None: from stderr, else stdout (where
+        display_errors writes). Complete once end() has read the pipes to their end."""
+        stdout, stderr = self._relays
+        return stderr.error_line or stdout.error_line
 
     @property
     def exit_event(self):
@@ -217,6 +237,21 @@ def _close_inherited_on_exec():
                 pass  # the directory's own descriptor, closed by now
 
 
+def explain_early_end(returncode, error_line):
+    """Why a PHP process that ended before connecting back did, for the log: PHP's
+    own error message (and what to do about a missing library), or what a script
+    must do first when it exited saying nothing."""
+    if error_line is not None:
+        if "Failed opening required" in error_line:
+            for missing, what_to_do in _MISSING_REQUIRE_HINTS:
+                if missing in error_line:
+                    return "%s (%s)" % (error_line, what_to_do)
+        return error_line
+    if returncode < 0:
+        return "no error message"  # killed: nothing the script did wrong
+    return "no error message; " + CONNECT_BACK_HINT
+
+
 def describe_exit(returncode):
     if returncode is None:
         return "running"
@@ -236,7 +271,7 @@ class LineRelay:
     """
 
     __slots__ = ("_fd", "_watcher", "_line", "_dropped", "_log_fields", "_stream_name",
-                 "_level")
+                 "_level", "error_line")
 
     def __init__(self, fd, connection_id, stream_name, level):
         os.set_blocking(fd, False)
@@ -246,6 +281,7 @@ class LineRelay:
         self._log_fields = connection_fields(connection_id)
         self._stream_name = stream_name
         self._level = level
+        self.error_line = None  # the last line that is one of PHP's error messages
         self._watcher = gevent.get_hub().loop.io(fd, 1)
         self._watcher.start(self._read, _PIPE_READ_SIZE)
 
@@ -289,6 +325,8 @@ class LineRelay:
             line += b"... [%d more bytes]" % self._dropped
         text = line.rstrip(b"\r\n").decode("utf-8", "replace")
         self._line, self._dropped = b"", 0
+        if _PHP_ERROR_LINE.match(text):
+            self.error_line = text
         log.log(self._level, "%s: %s", self._stream_name, text, extra=self._log_fields)
 
     def finish(self):

@@ -6,14 +6,12 @@ processes; exit 0. A second signal kills every PHP group and exits at once.
 """
 
 import gc
-import ipaddress
 import logging
 import os
 import resource
 import signal
 
 import gevent
-from gevent import socket
 from gevent.event import Event
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from greenlet import greenlet
@@ -22,6 +20,8 @@ from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
 from greenbridge.handshake import PendingHandshakes
 from greenbridge.head import without_body_for_head
+from greenbridge.listening import ADMIN, BACKCONNECT, WEBSOCKET, ListenError, is_loopback, \
+    listen_for
 from greenbridge.logs import RateLimitedLog, format_address
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
@@ -35,9 +35,7 @@ admin_log = logging.getLogger("greenbridge.admin")
 
 EXIT_OK = 0
 EXIT_IMMEDIATE = 1
-EXIT_CANNOT_LISTEN = 1
 EXIT_BAD_CONFIG = 2
-_LISTEN_BACKLOG = 1024
 # Requests being read on the admin listener at once: scrapers and probes need a few.
 _ADMIN_MAX_PENDING = 16
 
@@ -95,7 +93,6 @@ class BridgeServer(WSGIServer):
 
 def run(config):
     """Serve until a signal ends it; with --workers over 1, as the workers' arbiter."""
-    raise_open_files_limit()
     tls = None
     if config.tls_mode != "none":
         # Once, before any worker starts: every worker serves the same certificate.
@@ -108,10 +105,15 @@ def run(config):
             return EXIT_BAD_CONFIG
     try:
         listeners = Listeners.bind(config)
-    except OSError as error:
-        log.error("cannot listen: %s", error)
-        return EXIT_CANNOT_LISTEN
+    except ListenError as error:
+        log.error("%s", error)
+        if tls is not None:
+            tls.close()
+        return EXIT_BAD_CONFIG
+    # After the binding: a port in use is then the only line a newcomer sees.
+    raise_open_files_limit()
     warn_if_backconnect_reachable(listeners)
+    warn_if_any_page_may_connect(config, listeners)
     warn_about_withheld_variables(config)
     counters = SharedCounters(COUNTER_NAMES, config.workers)
     notifier = Notifier(config.notify_socket)
@@ -143,7 +145,7 @@ class Listeners:
     and the admin socket when asked for.
 
     All are bound before any worker starts, so a port in use fails start-up
-    once, and a replaced worker takes over its predecessor's sockets.
+    once (ListenError), and a replaced worker takes over its predecessor's sockets.
     """
 
     def __init__(self, websocket, backconnect, admin):
@@ -155,15 +157,17 @@ class Listeners:
     def bind(cls, config):
         sockets = []
         try:
-            sockets.append(listen_tcp(config.ws_host, config.ws_port))
+            sockets.append(listen_for(WEBSOCKET, config.ws_host, config.ws_port))
             for number in range(config.workers):
                 port = config.tcp_port + number if config.tcp_port else 0
-                sockets.append(listen_tcp(config.tcp_bind, port))
+                port_text = "%d (worker %d listens on %d)" % (config.tcp_port, number + 1,
+                                                              port) if number else None
+                sockets.append(listen_for(BACKCONNECT, config.tcp_bind, port, port_text))
             admin = None
             if config.admin_port is not None:
-                admin = listen_tcp(config.admin_host, config.admin_port)
+                admin = listen_for(ADMIN, config.admin_host, config.admin_port)
                 sockets.append(admin)
-        except OSError:
+        except ListenError:
             for sock in sockets:
                 sock.close()
             raise
@@ -171,19 +175,6 @@ class Listeners:
 
     def close_websocket(self):
         self.websocket.close()
-
-
-def listen_tcp(host, port):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(_LISTEN_BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class AdminHandler(WSGIHandler):
@@ -310,10 +301,20 @@ def _not_ready_because(ws_server, app, tls):
 
 def warn_if_backconnect_reachable(listeners):
     host = listeners.backconnect[0].getsockname()[0]
-    if not ipaddress.ip_address(host).is_loopback:
+    if not is_loopback(host):
         log.warning("the back-connection listener is on %s, not loopback: anyone who can reach "
                     "it may try connection IDs; keep --tcp-bind on 127.0.0.1 or firewall it",
                     host)
+
+
+def warn_if_any_page_may_connect(config, listeners):
+    """Once, in the process that bound the port: browsers on other machines can reach
+    it, and no origin check keeps out the pages they show."""
+    host = listeners.websocket.getsockname()[0]
+    if not (is_loopback(host) or config.allow_origins or config.same_origin):
+        log.warning("listening on %s without an origin check: any web page a user visits "
+                    "can open connections here with the user's cookies (cross-site "
+                    "WebSocket hijacking); set --allow-origin or --same-origin", host)
 
 
 def warn_about_withheld_variables(config):

@@ -5,7 +5,8 @@
         greenbridge.wsgi:application
 
 ``application`` is configured from the config file named by GREENBRIDGE_CONFIG
-(and WSS_CONFIG_* variables, as the server is); ``create_app(config_file,
+(and WSS_CONFIG_* variables, as the server is); with neither, or with a bad
+setting, the host server stops with one line saying so. ``create_app(config_file,
 **overrides)`` builds one in code. Each worker process opens its own
 back-connection listener on its first WebSocket, after the fork, so
 ``tcp-port`` must be 0 (the default) with more than one worker, and the
@@ -24,13 +25,22 @@ import gevent
 from greenbridge import cli
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import BackConnectListener
-from greenbridge.config import Config
+from greenbridge.config import CONFIG_ENV_PREFIX, Config, ConfigError
 from greenbridge.head import without_body_for_head
+from greenbridge.listening import BACKCONNECT, listen_for
 from greenbridge.logs import configure_logging
 from greenbridge.metrics import Metrics
-from greenbridge.server import listen_tcp, warn_about_withheld_variables
+from greenbridge.server import warn_about_withheld_variables
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.websocket import wants_websocket
+
+try:
+    # gunicorn (checked with 27.0) prints an AppImportError's message alone and
+    # stops ("App failed to load"); any other error in loading the application it
+    # logs with a traceback, from each worker.
+    from gunicorn.errors import AppImportError as _HostLoadError
+except ImportError:
+    _HostLoadError = Exception
 
 log = logging.getLogger("greenbridge.wsgi")
 
@@ -95,7 +105,7 @@ class ProcessLocalBridge:
     def _make_app(self):
         config = self.config
         metrics = Metrics()
-        backconnect = BackConnectListener(listen_tcp(config.tcp_bind, config.tcp_port),
+        backconnect = BackConnectListener(listen_for(BACKCONNECT, config.tcp_bind, config.tcp_port),
                                           config.write_buffer_size, config.max_processes,
                                           metrics)
         backconnect.start()
@@ -156,6 +166,24 @@ def __getattr__(name):
     # for create_app needs no GREENBRIDGE_CONFIG.
     if name == "application":
         global application
-        application = create_app(os.environ.get(CONFIG_FILE_VARIABLE))
+        application = _application_from_environment()
         return application
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
+def _application_from_environment():
+    """create_app for the host server; a configuration it cannot run with raises
+    ApplicationConfigError, one line for the user, not a traceback per worker."""
+    config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+    try:
+        if not config_file and not any(name.startswith(CONFIG_ENV_PREFIX) for name in os.environ):
+            raise ConfigError("%s is not set: name the bridge's config file, e.g. "
+                              "%s=conf/bridge.conf (or set %s* variables)"
+                              % (CONFIG_FILE_VARIABLE, CONFIG_FILE_VARIABLE, CONFIG_ENV_PREFIX))
+        return create_app(config_file)
+    except ConfigError as error:
+        raise ApplicationConfigError("greenbridge.wsgi: %s" % error) from None
+
+
+class ApplicationConfigError(ConfigError, _HostLoadError):
+    """``application`` cannot be configured; the message is one line, for the user."""

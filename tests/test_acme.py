@@ -24,6 +24,7 @@ from greenbridge.acme import AcmeError
 from greenbridge.acme.renewal import CertificateManager
 from greenbridge.acme.settings import AcmeSettings
 from greenbridge.tls.holder import CertificateHolder
+from support import wait_until
 
 HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acme", "challtestsrv_hook.py")
 
@@ -218,9 +219,9 @@ def test_http01_port_in_use_is_reported_before_certbot_runs(pebble, tmp_path):
         squatter.listen(1)
         settings = http01_settings(pebble, tmp_path / "state",
                                    http01_port=squatter.getsockname()[1])
-        with pytest.raises(AcmeError, match=r"HTTP-01 needs port \d+ \(--tls-http01-port\) on "
-                                            r"127\.0\.0\.1, but it cannot be used: Address "
-                                            r"already in use"):
+        with pytest.raises(AcmeError, match=r"--tls-http01-port \d+: address already in use on "
+                                            r"127\.0\.0\.1 \(certbot answers the CA's HTTP-01 "
+                                            r"challenge there"):
             CertificateManager(settings, CertificateHolder()).start()
 
 
@@ -261,9 +262,11 @@ def test_renewal_greenlet_renews_inside_the_window_and_keeps_the_old_one_on_fail
     renewals = [gevent.spawn(manager.run_renewals),
                 gevent.spawn(follower.run_renewals, renews=False)]
     try:
-        with gevent.Timeout(120):
-            while holder.serial == first_serial or follower_holder.serial != holder.serial:
-                gevent.sleep(0.1)
+        # (gevent.sleep between looks: the renewal greenlets run in this process.)
+        wait_until(lambda: holder.serial != first_serial and
+                   follower_holder.serial == holder.serial, 120,
+                   lambda: "a renewal the follower adopted (serials %x, %x; first %x)"
+                   % (holder.serial, follower_holder.serial, first_serial), pause=gevent.sleep)
     finally:
         gevent.killall(renewals)
     assert_issued_by(pebble, manager.current.chain_pem)
@@ -277,9 +280,9 @@ def test_renewal_greenlet_renews_inside_the_window_and_keeps_the_old_one_on_fail
     caplog.clear()
     renewals = gevent.spawn(broken.run_renewals)
     try:
-        with gevent.Timeout(120):
-            while sum("renewal failed" in record.getMessage() for record in caplog.records) < 2:
-                gevent.sleep(0.1)
+        wait_until(lambda: sum("renewal failed" in record.getMessage()
+                               for record in caplog.records) >= 2, 120,
+                   "two failed renewals logged", pause=gevent.sleep)
     finally:
         renewals.kill()
     failure = next(record.getMessage() for record in caplog.records

@@ -1,13 +1,9 @@
 """The whole bridge in --tls-mode automate against pebble: served over wss://, renewed live."""
 
-import contextlib
 import os
-import re
 import socket
-import ssl
 import stat
 import sys
-import time
 
 import psutil
 import pytest
@@ -17,7 +13,8 @@ from acme_servers import (BLOCKED_DOMAIN, EAB_KEY_ID, EAB_MAC_KEY, ELSEWHERE_DOM
                           RFC2136_ZONE, TSIG_KEY_NAME, TSIG_SECRET, Pebble,
                           acme_folder, challtestsrv, named, pebble,  # noqa: F401 (fixtures)
                           pebble_with_named, throwaway_ca)
-from support import ECHO_PHP, REQUIRED, Bridge, run_cli, worker_holding
+from support import (ECHO_PHP, REQUIRED, Bridge, run_cli, served_certificate, stopped_log,
+                     wait_each_worker_serves, wait_until)
 from tls_client import connect_wss
 
 
@@ -31,22 +28,9 @@ def automate_flags(pebble, state_dir, *domains):
     return flags
 
 
-@contextlib.contextmanager
-def tls_connection(bridge, pebble, domain):
-    """A new TLS connection, its certificate verified against pebble's root for `domain`."""
-    with socket.create_connection(("127.0.0.1", bridge.port), timeout=30) as raw, \
-            pebble.trust().wrap_socket(raw, server_hostname=domain) as tls:
-        yield tls
-
-
-def certificate_of(tls):
-    return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-
-
-def served_certificate(bridge, pebble, domain):
-    """The certificate a new TLS handshake gets (see tls_connection)."""
-    with tls_connection(bridge, pebble, domain) as tls:
-        return certificate_of(tls)
+def pebbles_certificate(bridge, pebble, domain):
+    """The certificate a new TLS handshake gets, verified against pebble's root for `domain`."""
+    return served_certificate(bridge.port, pebble.trust(), domain)
 
 
 def wss_connect(bridge, pebble, domain):
@@ -63,15 +47,12 @@ def test_automate_serves_pebbles_certificate_renews_it_live_and_restarts_from_th
         bridge = start_bridge(*automate_flags(own_pebble, state_dir, "live.test"),
                               "--tls-renewal-window-ratio", "1",
                               "--tls-renewal-check-interval", "1", script=ECHO_PHP)
-        first = served_certificate(bridge, own_pebble, "live.test")
+        first = pebbles_certificate(bridge, own_pebble, "live.test")
         with wss_connect(bridge, own_pebble, "live.test") as open_connection:
             open_connection.send(b"before the renewal")
             assert open_connection.recv(timeout=10) == b"before the renewal"
-            deadline = time.monotonic() + 120
-            while served_certificate(bridge, own_pebble, "live.test").serial_number == \
-                    first.serial_number:
-                assert time.monotonic() < deadline, "no renewal:\n" + bridge.log
-                time.sleep(0.2)
+            wait_until(lambda: pebbles_certificate(bridge, own_pebble, "live.test").serial_number
+                       != first.serial_number, 120, lambda: "a renewal served:\n" + bridge.log)
             open_connection.send(b"after the renewal")
             assert open_connection.recv(timeout=10) == b"after the renewal"
         assert bridge.stop() == 0
@@ -83,16 +64,11 @@ def test_automate_serves_pebbles_certificate_renews_it_live_and_restarts_from_th
     # pebble is gone: what is served now can only come from the cache.
     restarted = start_bridge(*automate_flags(own_pebble, state_dir, "live.test"),
                              script=ECHO_PHP)
-    assert "requesting a certificate" not in restarted.log
-    assert re.search(r"serving certificate serial %x .*cached in" % cached.serial_number,
-                     restarted.log), restarted.log
+    restarted.wait_for_log(r"serving certificate serial %x .*cached in" % cached.serial_number)
     # pebble's root went with it: compare the served certificate itself.
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", restarted.port), timeout=30) as raw, \
-            context.wrap_socket(raw, server_hostname="live.test") as tls:
-        assert certificate_of(tls).serial_number == cached.serial_number
+    served = served_certificate(restarted.port, server_hostname="live.test")
+    assert served.serial_number == cached.serial_number
+    assert "requesting a certificate" not in stopped_log(restarted)
 
 
 def test_automate_dns01_rfc2136_wildcard_from_the_environment(start_bridge, pebble_with_named,
@@ -106,7 +82,7 @@ def test_automate_dns01_rfc2136_wildcard_from_the_environment(start_bridge, pebb
     bridge = start_bridge(*automate_flags(pebble_with_named, tmp_path / "state",
                                           RFC2136_ZONE, "*." + RFC2136_ZONE),
                           env=environment, script=ECHO_PHP)
-    served = served_certificate(bridge, pebble_with_named, "anything." + RFC2136_ZONE)
+    served = pebbles_certificate(bridge, pebble_with_named, "anything." + RFC2136_ZONE)
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert sorted(names.value.get_values_for_type(x509.DNSName)) == \
         ["*." + RFC2136_ZONE, RFC2136_ZONE]
@@ -126,16 +102,11 @@ def test_automate_dns01_exec_with_workers_each_worker_serves_the_renewed_certifi
                           "--tls-resolvers", "127.0.0.1:%d" % challtestsrv.dns_port,
                           "--tls-renewal-window-ratio", "1", "--tls-renewal-check-interval", "1",
                           script=ECHO_PHP)
-    first = served_certificate(bridge, pebble, "workers.test").serial_number
+    first = pebbles_certificate(bridge, pebble, "workers.test").serial_number
     # Worker 1 renews about every few seconds; worker 2 adopts each renewal from
-    # the cache. Each worker, told apart by the kernel, ends up serving a renewed one.
-    serving_a_renewed_one = set()
-    deadline = time.monotonic() + 120
-    while len(serving_a_renewed_one) < 2:
-        assert time.monotonic() < deadline, "a worker kept the first certificate:\n" + bridge.log
-        with tls_connection(bridge, pebble, "workers.test") as tls:
-            if certificate_of(tls).serial_number != first:
-                serving_a_renewed_one.add(worker_holding(bridge, tls))
+    # the cache. Each worker ends up serving a renewed one.
+    wait_each_worker_serves(bridge, lambda served: served.serial_number != first,
+                            pebble.trust(), "workers.test", timeout=120)
     bridge.wait_for_log("renewed by another worker")
     with wss_connect(bridge, pebble, "workers.test") as ws:
         ws.send(b"through either worker")
@@ -143,32 +114,42 @@ def test_automate_dns01_exec_with_workers_each_worker_serves_the_renewed_certifi
 
 
 def watch_certbot_until_listening(bridge, timeout=120):
-    """Poll the bridge's child processes while it starts: {pid: (command line, environment,
+    """Sample the bridge's child processes until it listens: {pid: (command line, environment,
     {file named on the command line: (its mode, its text)})} of every certbot process seen."""
     seen = {}
-    deadline = time.monotonic() + timeout
-    while "listening on" not in bridge.log:
-        assert bridge.process.poll() is None and time.monotonic() < deadline, bridge.log
-        try:
-            children = psutil.Process(bridge.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            continue
-        for child in children:
+
+    def listening_after_a_sample():
+        assert bridge.process.poll() is None, bridge.log
+        for child in children(bridge):
             try:
                 command_line, environment = child.cmdline(), child.environ()
             except psutil.Error:
                 continue  # gone meanwhile
             if "certbot.main" in " ".join(command_line):
                 files = seen.setdefault(child.pid, (command_line, environment, {}))[2]
-                for argument in command_line:
-                    try:
-                        with open(argument, errors="replace") as file:
-                            files[argument] = (stat.S_IMODE(os.fstat(file.fileno()).st_mode),
-                                               file.read())
-                    except OSError:
-                        pass  # not a file, or a folder
-        time.sleep(0.01)
+                files.update(readable_files(command_line))
+        return "listening on" in bridge.log
+    wait_until(listening_after_a_sample, timeout, lambda: "the bridge listening:\n" + bridge.log)
     return seen
+
+
+def children(bridge):
+    try:
+        return psutil.Process(bridge.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def readable_files(arguments):
+    """{argument: (mode, text)} of the arguments that name a file we can read."""
+    files = {}
+    for argument in arguments:
+        try:
+            with open(argument, errors="replace") as file:
+                files[argument] = (stat.S_IMODE(os.fstat(file.fileno()).st_mode), file.read())
+        except OSError:
+            pass  # not a file, or a folder
+    return files
 
 
 def test_automate_http01_with_eab_keeps_the_mac_key_off_certbots_command_line(
@@ -184,7 +165,7 @@ def test_automate_http01_with_eab_keeps_the_mac_key_off_certbots_command_line(
         certbots = watch_certbot_until_listening(bridge)
         bridge.wait_listening()
         # pebble requires the binding: a certificate means certbot had the key.
-        served_certificate(bridge, eab_pebble, "eab.test")
+        pebbles_certificate(bridge, eab_pebble, "eab.test")
         assert certbots, "no certbot process seen:\n" + bridge.log
         key_files = {}
         for command_line, environment, files in certbots.values():
@@ -223,8 +204,13 @@ def test_automate_with_port_80_taken_says_so(pebble, tmp_path):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(1)
+        port = squatter.getsockname()[1]
         flags = automate_flags(pebble, tmp_path / "state", "port.test")
-        flags[flags.index("--tls-http01-port") + 1] = str(squatter.getsockname()[1])
+        flags[flags.index("--tls-http01-port") + 1] = str(port)
         result = run_cli(*REQUIRED, "-H", "127.0.0.1", "-P", "0", *flags, timeout=120)
     assert result.returncode == 2
-    assert "(--tls-http01-port)" in result.stderr and "Address already in use" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and ("--tls-http01-port %d: address already in use on 127.0.0.1 "
+                                 "(certbot answers the CA's HTTP-01 challenge there" % port
+                                 ) in errors[0], result.stderr
+    assert "Traceback" not in result.stderr

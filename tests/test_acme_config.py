@@ -7,7 +7,7 @@ import pytest
 from greenbridge.acme.settings import build_acme_settings
 from greenbridge.cli import build_parser
 from greenbridge.config import ConfigError, build_config
-from support import ECHO_PHP, REPO, REQUIRED, run_cli
+from support import ECHO_PHP, REPO, REQUIRED, readme_option_table, run_cli
 
 # Let's Encrypt's directory URLs as it publishes them (letsencrypt.org/docs/acme-protocol-updates,
 # letsencrypt.org/docs/staging-environment).
@@ -46,9 +46,7 @@ def test_every_acme_option_has_its_flag_environment_variable_default_and_docs(fl
     assert flag in action.option_strings
     assert action.env_var == env_name
     assert getattr(parse(), action.dest) == default
-    with open(os.path.join(REPO, "README.rst")) as readme:
-        rows = [line for line in readme if line.startswith(flag + " ")]
-    assert rows and env_name in rows[0], "%s missing from README's table" % flag
+    assert readme_option_table()[flag] == env_name
 
 
 def test_values_from_the_environment_and_repeated_flags():

@@ -1,14 +1,19 @@
 """Flags, environment variables, config files, and start-up errors."""
 
+import ctypes
 import os
 import socket
+import sys
+import tempfile
+from contextlib import contextmanager
 
 import pytest
 from websockets.sync.client import connect
 
 from greenbridge import __version__
 from greenbridge.cli import build_parser, parse_config
-from support import ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, readme_snippet, run_cli
+from support import (ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, readme_option_table,
+                     readme_snippet, run_cli)
 
 # Every option of the Rust bridge: flag, short flag, environment variable, default.
 RUST_BRIDGE_OPTIONS = [
@@ -105,7 +110,7 @@ def test_php_args_reach_the_script(start_bridge, tmp_path):
     (["-M", "0"], "argument -M/--max-connections: invalid positive integer"),
     (["-T", "-1"], "argument -T/--connection-timeout: invalid number of seconds"),
     (["-s", "/nonexistent/handler.php"], "--script: '/nonexistent/handler.php' is not a file"),
-    (["-e", "php-does-not-exist"], "--php-executable: 'php-does-not-exist' not found"),
+    (["-e", "php-does-not-exist"], "--php-executable: 'php-does-not-exist' is not on PATH"),
     (["-b", "100", "--max-write-buffer-size", "50"], "--buffer-size (100) must not exceed"),
     (["--max-payload-size", str(2 ** 32)],
      "argument --max-payload-size: 4294967296 is over the maximum, 4294967295"),
@@ -156,7 +161,7 @@ MAXIMA = [
 def test_numbers_over_their_maximum_stop_start_up_and_the_maximum_serves(start_bridge, flag,
                                                                          maximum):
     # Bound to a port in use: a value that gets through parsing ends start-up
-    # at once with "cannot listen" (status 1) instead of serving.
+    # at once with "--ws-port N: address already in use" instead of serving.
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(1)
@@ -172,9 +177,83 @@ def test_numbers_over_their_maximum_stop_start_up_and_the_maximum_serves(start_b
             assert len(lines) == 1, result.stderr
             assert flag in lines[0] and "maximum" in lines[0] and str(maximum) in lines[0], lines
         accepted = run_cli(*REQUIRED, *port, *others, flag, str(maximum))
-        assert accepted.returncode == 1 and "cannot listen" in accepted.stderr, accepted.stderr
+        assert "--ws-port %s: address already in use" % port[-1] in accepted.stderr, \
+            accepted.stderr
     if flag != "--workers":  # 1024 server processes: too many for a test machine
         start_bridge(*others, flag, str(maximum)).assert_serves()
+
+
+def test_readme_line_for_missing_php_is_what_start_up_prints(tmp_path):
+    # PATH holds only an empty folder: a machine without PHP installed.
+    result = run_cli("-e", "php", "-s", ECHO_PHP, env={"PATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr == readme_snippet("missing-php") + "\n"
+
+
+def start_up_mistakes(tmp_path):
+    """A newcomer's mistakes with the PHP binary and the script: (args, the one line)."""
+    not_executable = tmp_path / "php"
+    not_executable.write_text("#!/bin/sh\n")
+    not_executable.chmod(0o644)
+    missing = tmp_path / "bin" / "php"
+    return [
+        (["-e", str(not_executable)], "--php-executable: '%s' is not executable (chmod +x it, "
+                                      "or give the PHP binary's path)" % not_executable),
+        (["-e", str(missing)], "--php-executable: '%s' does not exist; give the PHP binary's "
+                               "path (command -v php prints it)" % missing),
+        (["-s", "handler-typo.php"], "--script: 'handler-typo.php' is not a file (relative "
+                                     "paths start at %s, the directory greenbridge started "
+                                     "in)" % REPO),
+    ]
+
+
+def test_php_binary_and_script_mistakes_stop_start_up_saying_what_to_do(tmp_path):
+    for args, line in start_up_mistakes(tmp_path):
+        result = run_cli(*REQUIRED, *args)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == "greenbridge: error: %s\n" % line
+
+
+def parse_config_as(user, args):
+    """parse_config(args) in a forked child running as `user` (uid and gid), without exec:
+    the interpreter may live where that user cannot go (/root). Returns its exit status and
+    what it wrote to stderr."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only what start-up does, then out
+        status = 1
+        sys.stderr = os.fdopen(write_end, "w")  # where argparse writes its error
+        try:
+            os.setgroups([])
+            os.setresgid(user, user, user)
+            os.setresuid(user, user, user)
+            parse_config(args, environment={})
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as child_stderr:
+        written = child_stderr.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), written
+
+
+def test_unreadable_script_stops_start_up_saying_what_to_do():
+    # root reads every file: the check runs as nobody (65534), who cannot read this one.
+    user = 65534 if os.geteuid() == 0 else os.getuid()
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)  # the folder open to that user, the script not
+        script = os.path.join(folder, "handler.php")
+        with open(script, "w") as handler:
+            handler.write("<?php\n")
+        os.chmod(script, 0)
+        status, stderr = parse_config_as(user, ["-e", "php", "-s", script])
+    assert status == 2
+    assert stderr == ("greenbridge: error: --script: '%s' is not readable by this user "
+                      "(uid %d); make it readable (chmod a+r) or run greenbridge as a user "
+                      "who can read it\n" % (script, user))
 
 
 def test_missing_required_options_are_named():
@@ -194,12 +273,85 @@ def test_bad_config_file_key_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_port_in_use_is_one_clear_line(start_bridge):
-    bridge = start_bridge()
-    result = run_cli("-H", "127.0.0.1", "-P", str(bridge.port), *REQUIRED)
-    assert result.returncode == 1
-    assert "cannot listen" in result.stderr
-    assert "Traceback" not in result.stderr
+@contextmanager
+def taken_port(free_below=False):
+    """The port of a socket listening on 127.0.0.1 for the block (another program's, as
+    far as greenbridge can tell); with `free_below`, one whose port - 1 is free."""
+    for _attempt in range(50):
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen(1)
+            port = squatter.getsockname()[1]
+            if free_below and not port_is_free(port - 1):
+                continue
+            yield port
+            return
+    raise AssertionError("no listening port with a free port below it")
+
+
+def port_is_free(port):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def assert_one_line_status_2(result, expected):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["-P", "{port}"], "--ws-port {port}"),
+    (["-P", "0", "--admin-port", "{port}"], "--admin-port {port}"),
+    (["-P", "0", "--tcp-port", "{port}"], "--tcp-port {port}"),
+    # With workers the arbiter binds every socket before it forks any worker.
+    (["-P", "{port}", "--workers", "2"], "--ws-port {port}"),
+    (["-P", "0", "--tcp-port", "{below}", "--workers", "2"],
+     "--tcp-port {below} (worker 2 listens on {port})"),
+], ids=["ws-port", "admin-port", "tcp-port", "ws-port with workers", "tcp-port of worker 2"])
+def test_a_port_in_use_is_one_line_naming_the_option_and_status_2(flags, named):
+    # The line README.rst prints for --ws-port 8080 on 127.0.0.1, after the option.
+    _, in_use = readme_snippet("port-in-use").split(" --ws-port 8080", 1)
+    with taken_port(free_below=True) as port:
+        values = {"port": port, "below": port - 1}
+        result = run_cli(*REQUIRED, "-H", "127.0.0.1",
+                         *(flag.format(**values) for flag in flags))
+    assert_one_line_status_2(result, named.format(**values) + in_use)
+
+
+_PR_CAPBSET_DROP = 24  # linux/prctl.h
+_CAP_NET_BIND_SERVICE = 10  # linux/capability.h
+
+
+def _without_the_right_to_low_ports():
+    """In the child before exec: root without CAP_NET_BIND_SERVICE, as an ordinary user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_CAPBSET_DROP, _CAP_NET_BIND_SERVICE, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_a_port_below_1024_without_the_right_to_it_is_one_line():
+    # As root, the test drops the right (the capability) for greenbridge's process.
+    unprivileged = {"preexec_fn": _without_the_right_to_low_ports} if os.getuid() == 0 else {}
+    result = run_cli(*REQUIRED, "-H", "127.0.0.1", "-P", "1023", **unprivileged)
+    assert_one_line_status_2(result, "--ws-port 1023: permission denied on 127.0.0.1 (ports "
+                                     "below 1024 need root or CAP_NET_BIND_SERVICE")
+
+
+@pytest.mark.parametrize("flags,expected", [
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never an address of this machine.
+    (["-H", "192.0.2.1"], "--ws-host 192.0.2.1: not an address of this machine"),
+    (["-H", "127.0.0.1", "-P", "0", "--admin-host", "192.0.2.1", "--admin-port", "0"],
+     "--admin-host 192.0.2.1: not an address of this machine"),
+    # A DNS label has 63 bytes at most: the resolver refuses it without asking a server.
+    (["-H", "x" * 64 + ".invalid"], "--ws-host %s.invalid: no such host" % ("x" * 64)),
+], ids=["ws-host", "admin-host", "unresolvable ws-host"])
+def test_an_address_not_of_this_machine_is_one_line(flags, expected):
+    assert_one_line_status_2(run_cli(*REQUIRED, *flags), expected)
 
 
 def test_help_lists_every_option():
@@ -260,22 +412,12 @@ def test_raw_example_and_readme_raw_handler_echo_bytes(start_readme_bridge, star
 
 
 def test_readme_configuration_table_is_well_formed_and_true():
-    """README.rst parses without warnings, and each row of its option table names the
+    """README.rst parses without warnings, and each row of its option tables names the
     flag's real environment variable."""
-    import docutils.core
-    import docutils.nodes
-
-    with open(os.path.join(REPO, "README.rst"), encoding="utf-8") as readme:
-        document = docutils.core.publish_doctree(
-            readme.read(), settings_overrides={"report_level": 5, "halt_level": 2})
-    rows = {}
-    for row in document.findall(docutils.nodes.row):
-        cells = [entry.astext() for entry in row.findall(docutils.nodes.entry)]
-        if len(cells) == 5 and cells[0].startswith("--"):
-            rows[cells[0].split()[0]] = cells
+    rows = readme_option_table()
     env_vars = {flag: action.env_var for action in build_parser()._actions
                 for flag in action.option_strings}
     for flag, _short, env_name, _default in RUST_BRIDGE_OPTIONS:
-        assert flag in rows, flag
-    for flag, cells in rows.items():
-        assert (env_vars[flag] or "") == cells[3], flag
+        assert rows[flag] == env_name, flag
+    for flag, env_name in rows.items():
+        assert (env_vars[flag] or "") == env_name, flag

@@ -10,7 +10,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from support import assert_head_matches_get
+from support import assert_head_matches_get, stopped_log
 
 # Chromium must not try to reach the internet (closed here) nor need a GPU or sandbox (root).
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -73,7 +73,7 @@ def test_console_is_off_by_default(start_bridge):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen("http://127.0.0.1:%d/" % bridge.port, timeout=10)
     assert refused.value.code == 426
-    assert "DEV CONSOLE" not in bridge.log
+    assert "DEV CONSOLE" not in stopped_log(bridge)
 
 
 def test_head_of_the_console_page_has_no_body(start_bridge):

@@ -7,7 +7,6 @@ repeated here.)
 """
 
 import contextlib
-import json
 import resource
 import signal
 import socket
@@ -21,8 +20,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from support import (ECHO_PHP, RawClient, frame, read_until_closed, stopped_log, upgrade_request,
-                     wait_until)
+from support import (ECHO_PHP, RawClient, frame, held_php_environment, read_until_closed,
+                     stopped_log, upgrade_request, wait_until)
 
 # An assertion failing in a helper thread fails the test.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
@@ -78,7 +77,7 @@ def test_client_leaving_while_php_starts_ends_its_php(start_bridge, reset):
     abort(client.sock, reset)
     bridge.wait_no_php(timeout=20)
     assert "close=1006 'client disconnected without close frame'" in access_line(bridge)
-    assert "client left while PHP was starting" in bridge.log
+    bridge.wait_for_log("client left while PHP was starting")
     bridge.assert_serves()
 
 
@@ -201,8 +200,9 @@ def send_id(bridge, connection_id):
 
 def test_a_used_id_is_refused_while_and_after_its_connection_runs(start_bridge):
     bridge = start_bridge()
-    with connect(bridge.url("/?do=env")) as ws:
-        connection_id = json.loads(ws.recv(timeout=10))["WSS_CONNECTION_ID"]
+    with contextlib.ExitStack() as stack:
+        ws, env = held_php_environment(stack, bridge.url())
+        connection_id = env["WSS_CONNECTION_ID"]
         assert not send_id(bridge, connection_id)
         bridge.wait_for_log("refused: unknown or already used ID %s" % connection_id)
         ws.send(b"the real PHP still answers")
@@ -263,10 +263,9 @@ def test_flood_of_idle_back_connections_leaves_descriptors_for_real_clients(star
     flood = threading.Thread(target=flood_with_idle_sockets, args=(bridge.tcp_port, stop, opened))
     flood.start()
     try:
-        deadline = time.monotonic() + 20
-        while len(opened) < 200:  # over the limit several times
-            assert time.monotonic() < deadline, "the flood did not get going"
-            time.sleep(0.05)
+        # Over the limit several times.
+        wait_until(lambda: len(opened) >= 200, 20, lambda: "200 idle sockets open (%d are)"
+                   % len(opened))
         for _ in range(3):
             started = time.monotonic()
             with connect(bridge.url(), open_timeout=10) as ws:
@@ -309,13 +308,17 @@ def test_random_ids_never_pair(start_bridge):
                    for number in range(parallel)]
         for thread in threads:
             thread.start()
-        try:
-            deadline = time.monotonic() + 540
+        def strangers_done_while_talking():
             # Talk meanwhile (an idle PHP stream times out after 60 s on its own).
-            while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
-                ws.send(b"unharmed")
-                assert ws.recv(timeout=30) == b"unharmed"
-                threads[0].join(5)
+            ws.send(b"unharmed")
+            assert ws.recv(timeout=30) == b"unharmed"
+            for thread in threads:
+                thread.join(5)
+            return not any(thread.is_alive() for thread in threads)
+
+        try:
+            wait_until(strangers_done_while_talking, 540,
+                       lambda: "the strangers trying %d IDs (%d tried)" % (count, sum(tried)))
         finally:
             give_up.set()  # past the deadline, or the talk failed
             for thread in threads:

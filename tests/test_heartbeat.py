@@ -10,7 +10,8 @@ import struct
 
 from websockets.sync.client import connect
 
-from support import RawClient, frame, wait_until
+from greenbridge.cli import parse_config
+from support import REQUIRED, RawClient, frame, wait_until
 
 
 def test_client_that_ignores_pings_is_closed_1001_and_php_ends(start_bridge):
@@ -78,7 +79,12 @@ def test_a_pong_answers_even_when_the_client_sends_nothing_else(start_bridge):
 
 
 def test_ping_interval_zero_turns_heartbeats_off(start_bridge):
-    bridge = start_bridge("--ping-interval", "0", "--connection-timeout", "1.5")
+    # 0 stays 0, not the 30 s default (which no test could wait out)...
+    assert parse_config([*REQUIRED, "--ping-interval", "0"], {}).ping_interval == 0
+    # ...and the flag's 0 wins over the environment's 0.2: were 0 taken for "not given",
+    # a ping would come first.
+    bridge = start_bridge("--ping-interval", "0", "--connection-timeout", "1.5",
+                          env={"WSS_CONFIG_PING_INTERVAL": "0.2"})
     client = RawClient(bridge.port)
     try:
         opcode, payload = client.read_frame()  # the first frame is the timeout's close

@@ -4,14 +4,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 from urllib.parse import quote
 
 import psutil
 import pytest
 from websockets.sync.client import connect
 
-from support import LIBRARY_ECHO_PHP, LIBRARY_PHP, REPO, RawClient, closed_with, frame, wait_until
+from support import (LIBRARY_ECHO_PHP, LIBRARY_PHP, REPO, RawClient, closed_with, frame,
+                     php_lib_path, wait_until)
 
 EXAMPLES = os.path.join(REPO, "conf", "examples")
 
@@ -241,11 +241,7 @@ def test_library_refuses_invalid_utf8_text(start_bridge):
 
 
 def test_php_lib_flag_prints_the_library_path():
-    # The installed console script, next to the venv's python (as a user runs it).
-    command = os.path.join(os.path.dirname(sys.executable), "greenbridge")
-    result = subprocess.run([command, "--php-lib"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    path = result.stdout.strip()
+    path = php_lib_path()
     assert os.path.basename(path) == "Greenbridge.php" and os.path.isfile(path)
     lint = subprocess.run(["php", "-l", path], capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -279,8 +275,8 @@ def test_ticker_example_pushes_until_paused(start_bridge):
         else:
             raise AssertionError("the ticker did not pause")
         ws.send("resume")
-        while True:
+        for _ in range(10):  # "resumed", then ticks
             message = json.loads(ws.recv(timeout=10))
             if "tick" in message:
                 break
-        assert message["tick"] > 3
+        assert message["tick"] > 3, message

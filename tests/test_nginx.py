@@ -11,8 +11,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from support import (REPO, access_lines, free_port, read_response_head, stop_process,
-                     stopped_log, upgrade_request, wait_for_port)
+from support import (REPO, access_lines, assert_no_other_connection_ran, free_port,
+                     php_environment, read_response_head, read_until_closed, stop_process,
+                     stopped_log, upgrade_request,
+                     wait_for_port)
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
 # nginx listens here; the client connects from another loopback address, so
@@ -143,12 +145,6 @@ def client_socket(port):
     return sock
 
 
-def php_environment(port, path):
-    with connect("ws://127.0.0.1:%d%s" % (port, path), sock=client_socket(port),
-                 additional_headers={"X-Forwarded-For": "203.0.113.9"}) as ws:
-        return json.loads(ws.recv(timeout=15))
-
-
 def test_websocket_through_nginx_with_trusted_proxy(start_bridge, nginx, fastcgi):
     bridge = start_bridge("--trusted-proxy", "127.0.0.1/32")
     port = nginx(bridge.port, fastcgi.port)
@@ -156,10 +152,11 @@ def test_websocket_through_nginx_with_trusted_proxy(start_bridge, nginx, fastcgi
         ws.send(b"through nginx")
         assert ws.recv(timeout=15) == b"through nginx"
 
-    env = php_environment(port, "/chat/room?do=env&x=1")
+    env = php_environment("ws://127.0.0.1:%d/chat/room?x=1" % port, sock=client_socket(port),
+                          additional_headers={"X-Forwarded-For": "203.0.113.9"})
     assert env["WSS_CLIENT_IP"] == CLIENT_ADDRESS
     assert env["WSS_CLIENT_PORT"] == "0"
-    assert env["WSS_REQUEST_URI"] == "/chat/room?do=env&x=1"
+    assert env["WSS_REQUEST_URI"] == "/chat/room?x=1&do=env"
     assert env["WSS_SERVER_PORT"] == str(port)
     assert env["WSS_SERVER_HOST"] == "127.0.0.1"
     # What the client itself claimed stays visible, as a header.
@@ -169,7 +166,8 @@ def test_websocket_through_nginx_with_trusted_proxy(start_bridge, nginx, fastcgi
 def test_proxy_headers_are_not_believed_from_an_untrusted_peer(start_bridge, nginx, fastcgi):
     bridge = start_bridge()
     port = nginx(bridge.port, fastcgi.port)
-    env = php_environment(port, "/?do=env")
+    env = php_environment("ws://127.0.0.1:%d/" % port, sock=client_socket(port),
+                          additional_headers={"X-Forwarded-For": "203.0.113.9"})
     assert env["WSS_CLIENT_IP"] == "127.0.0.1"  # nginx's address
     assert env["WSS_SERVER_PORT"] == str(bridge.port)
     assert env["WSS_X_REAL_IP"] == CLIENT_ADDRESS
@@ -179,10 +177,9 @@ def test_proxy_headers_are_not_believed_from_an_untrusted_peer(start_bridge, ngi
 def test_direct_client_cannot_spoof_its_address(start_bridge):
     # The proxy is trusted, but this client is not the proxy.
     bridge = start_bridge("--trusted-proxy", "127.0.0.1")
-    with connect(bridge.url("/?do=env"), sock=client_socket(bridge.port),
-                 additional_headers={"X-Real-IP": "198.51.100.1",
-                                     "X-Forwarded-Port": "1"}) as ws:
-        env = json.loads(ws.recv(timeout=15))
+    env = php_environment(bridge.url(), sock=client_socket(bridge.port),
+                          additional_headers={"X-Real-IP": "198.51.100.1",
+                                              "X-Forwarded-Port": "1"})
     assert env["WSS_CLIENT_IP"] == CLIENT_ADDRESS
     assert env["WSS_SERVER_PORT"] == str(bridge.port)
     assert env["WSS_X_REAL_IP"] == "198.51.100.1"
@@ -241,8 +238,7 @@ def test_forwarded_host_and_scheme_count_for_same_origin_only_from_a_trusted_pro
 def test_rightmost_untrusted_forwarded_for_entry_is_the_client(start_bridge):
     bridge = start_bridge("--trusted-proxy", "127.0.0.0/8,10.0.0.0/8")
     forwarded = "198.51.100.1, 203.0.113.5, 10.1.2.3"
-    with connect(bridge.url("/?do=env"), additional_headers={"X-Forwarded-For": forwarded}) as ws:
-        env = json.loads(ws.recv(timeout=15))
+    env = php_environment(bridge.url(), additional_headers={"X-Forwarded-For": forwarded})
     assert env["WSS_CLIENT_IP"] == "203.0.113.5"
 
 
@@ -251,15 +247,10 @@ def test_plain_http_through_nginx_reaches_the_front_controller(start_bridge, ngi
     port = nginx(bridge.port, fastcgi.port)
     with client_socket(port) as sock:
         sock.sendall(b"GET /blog/post?id=3 HTTP/1.0\r\nHost: example.com\r\n\r\n")
-        response = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            response += chunk
+        response = read_until_closed(sock)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     params = json.loads(body)
     assert params["SCRIPT_FILENAME"].endswith("/index.php")
     assert params["REQUEST_URI"] == "/blog/post?id=3"
-    assert access_lines(stopped_log(bridge)) == []  # no connection ran, no PHP started
+    assert_no_other_connection_ran(bridge)  # the page started no PHP of the bridge's

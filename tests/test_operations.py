@@ -20,16 +20,16 @@ from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca
 from support import (REPO, Bridge, access_lines, admin_port, assert_head_matches_get,
-                     closed_by_server, http_get, raw_http, read_until_closed, scrape, scrape_text,
-                     stopped_log, value, wait_until)
+                     held_php_environment, http_get, php_environment, raw_http,
+                     read_until_closed, scrape, scrape_text, stopped_log, value, wait_closed,
+                     wait_until)
 
 
 def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
     bridge = start_bridge("--pass-env", "GREENBRIDGE_KEEP, PATH",
                           env={"GREENBRIDGE_KEEP": "kept", "GREENBRIDGE_DROP": "dropped",
                                "WSS_CONFIG_SECRET": "hidden"})
-    with connect(bridge.url("/?do=fullenv")) as ws:
-        env = json.loads(ws.recv(timeout=10))
+    env = php_environment(bridge.url(), full=True)
     assert env["GREENBRIDGE_KEEP"] == "kept"
     assert "PATH" in env
     assert "GREENBRIDGE_DROP" not in env and "HOME" not in env
@@ -39,22 +39,14 @@ def test_pass_env_gives_php_only_the_listed_variables(start_bridge):
 
 def test_without_pass_env_php_inherits_everything_but_config(start_bridge):
     bridge = start_bridge(env={"GREENBRIDGE_DROP": "inherited", "WSS_CONFIG_PASS_ENV": ""})
-    with connect(bridge.url("/?do=fullenv")) as ws:
-        env = json.loads(ws.recv(timeout=10))
-    assert env["GREENBRIDGE_DROP"] == "inherited"
+    assert php_environment(bridge.url(), full=True)["GREENBRIDGE_DROP"] == "inherited"
 
 
 def test_pass_env_from_the_environment_variable(start_bridge):
     bridge = start_bridge(env={"WSS_CONFIG_PASS_ENV": "GREENBRIDGE_KEEP",
                                "GREENBRIDGE_KEEP": "kept", "GREENBRIDGE_DROP": "dropped"})
-    with connect(bridge.url("/?do=fullenv")) as ws:
-        env = json.loads(ws.recv(timeout=10))
+    env = php_environment(bridge.url(), full=True)
     assert env["GREENBRIDGE_KEEP"] == "kept" and "GREENBRIDGE_DROP" not in env
-
-
-def php_environment(bridge):
-    with connect(bridge.url("/?do=fullenv")) as ws:
-        return json.loads(ws.recv(timeout=10))
 
 
 MINIMAL_SET = {"PATH": os.environ["PATH"], "HOME": "/home/greenbridge", "LANG": "C.UTF-8",
@@ -74,7 +66,7 @@ def test_php_env_and_pass_env_decide_what_php_inherits(start_bridge, php_env, pa
     if pass_env:
         environment["WSS_CONFIG_PASS_ENV"] = pass_env
     bridge = start_bridge(env=environment)
-    env = php_environment(bridge)
+    env = php_environment(bridge.url(), full=True)
     server_environment = dict(os.environ, **environment)
     if inherited is None:
         inherited = {name for name in server_environment if not name.startswith("WSS_")}
@@ -115,7 +107,7 @@ def test_secret_settings_never_reach_php_under_any_name(start_bridge, tmp_path, 
                                % (EAB_MAC_KEY, TSIG_SECRET))
         flags = ["-c", str(config_file)]
     bridge = start_bridge(*flags, env=environment)
-    everything = json.dumps(php_environment(bridge))
+    everything = json.dumps(php_environment(bridge.url(), full=True))
     assert EAB_MAC_KEY not in everything and TSIG_SECRET not in everything
     assert '"GREENBRIDGE_KEEP": "kept"' in everything
     bridge.wait_for_log(r"WARNING .*not passed to PHP: ACME_EAB_KEY, CA_URL, DNS_KEY \(")
@@ -127,8 +119,8 @@ def test_json_log_lines_carry_the_connection_id_as_a_field(start_bridge):
         ws.send(b"x")
         ws.recv(timeout=10)
     bridge.wait_for_log(r'"logger": "greenbridge.access"')
-    bridge.stop()
-    entries = [json.loads(line) for line in bridge.lines]  # every line is one JSON object
+    # Every line is one JSON object.
+    entries = [json.loads(line) for line in stopped_log(bridge).splitlines()]
     access = [entry for entry in entries if entry["logger"] == "greenbridge.access"]
     assert len(access) == 1
     connection_id = access[0]["connection_id"]
@@ -222,7 +214,7 @@ def test_readyz_fails_while_draining(start_bridge):
 
 def test_admin_listener_is_off_by_default(start_bridge):
     bridge = start_bridge()
-    assert "admin endpoints" not in bridge.log
+    assert "admin endpoints" not in stopped_log(bridge)
 
 
 # -- systemd ------------------------------------------------------------------
@@ -244,8 +236,7 @@ def test_systemd_notifications(start_bridge, tmp_path, workers):
         assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")
         assert notify.recv(4096) == b"READY=1"
         for _ in range(4):  # still serving after SIGHUP, on every worker
-            with connect(bridge.url("/?do=fullenv")) as ws:
-                assert "NOTIFY_SOCKET" not in json.loads(ws.recv(timeout=10))
+            assert "NOTIFY_SOCKET" not in php_environment(bridge.url(), full=True)
 
         bridge.signal(signal.SIGTERM)
         assert notify.recv(4096) == b"STOPPING=1"
@@ -309,8 +300,7 @@ def test_one_scrape_shows_every_workers_numbers(start_bridge):
     with ExitStack() as stack:
         per_back_port = {}
         for _ in range(40):
-            ws = stack.enter_context(connect(bridge.url("/?do=env"), open_timeout=20))
-            back_port = json.loads(ws.recv(timeout=20))["WSS_TCP_PORT"]
+            back_port = held_php_environment(stack, bridge.url())[1]["WSS_TCP_PORT"]
             per_back_port[back_port] = per_back_port.get(back_port, 0) + 1
             if len(per_back_port) == 2 and sum(per_back_port.values()) >= 4:
                 break
@@ -426,7 +416,7 @@ def test_a_flood_of_idle_admin_connections_leaves_healthz_answering(start_bridge
         for _ in range(3):
             assert http_get(port, "/healthz") == (200, "ok\n")
         bridge.wait_for_log(r"16 admin requests pending: dropping the oldest")
-        assert len([sock for sock in crowd if not closed_by_server(sock)]) <= 16
+        wait_closed(crowd, 10, left_open=16)
     finally:
         for sock in crowd:
             sock.close()

@@ -7,15 +7,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from greenbridge.cli import parse_config
-from support import (LIBRARY_PHP, LIST_FORMS, SCENARIO_PHP, access_lines, list_option_sources,
-                     run_cli, stopped_log)
-
-
-def php_environment(bridge, path="/", **options):
-    """What scenario.php (do=env) was given, as seen through a real connection."""
-    separator = "&" if "?" in path else "?"
-    with connect(bridge.url(path + separator + "do=env"), **options) as ws:
-        return json.loads(ws.recv(timeout=10)), ws.subprotocol
+from support import (LIBRARY_PHP, LIST_FORMS, SCENARIO_PHP, access_lines,
+                     assert_no_other_connection_ran, list_option_sources, php_environment, run_cli,
+                     stopped_log)
 
 
 def refused(bridge, path="/", **options):
@@ -25,25 +19,20 @@ def refused(bridge, path="/", **options):
     return refusal.value.response.status_code, refusal.value.response.body.decode()
 
 
-def assert_nothing_spawned(bridge):
-    """No connection ran (each one that does logs an access line), so no PHP started."""
-    assert access_lines(stopped_log(bridge)) == []
-
-
 # -- routes ------------------------------------------------------------------
 
 def test_route_gets_its_script_and_mode_others_the_default(start_bridge):
     bridge = start_bridge("--route", "/api=%s,mode=framed" % LIBRARY_PHP)
     with connect(bridge.url("/api?do=api")) as ws:
         assert json.loads(ws.recv(timeout=10))["mode"] == "framed"  # library.php answered
-    environment, _ = php_environment(bridge, "/elsewhere")
+    environment = php_environment(bridge.url("/elsewhere"))
     assert environment["WSS_MESSAGE_MODE"] == "raw"
     assert environment["WSS_REQUEST_PATH"] == "/elsewhere"
 
 
 def test_without_script_unrouted_paths_get_404(start_bridge):
     bridge = start_bridge("--route", "/only=%s" % SCENARIO_PHP, script=None)
-    assert php_environment(bridge, "/only")[0]["WSS_REQUEST_PATH"] == "/only"
+    assert php_environment(bridge.url("/only"))["WSS_REQUEST_PATH"] == "/only"
     assert refused(bridge, "/other")[0] == 404
     assert refused(bridge, "/only/")[0] == 404  # paths match exactly
     bridge.wait_for_log("404 Not Found")
@@ -54,10 +43,12 @@ def test_route_subprotocols_replace_the_global_list(start_bridge):
     bridge = start_bridge("--subprotocol", "global.v1",
                           "--route", "/chat=%s,subprotocol=chat.v2,subprotocol=chat.v1"
                           % SCENARIO_PHP)
-    environment, chosen = php_environment(bridge, "/chat", subprotocols=["chat.v1", "chat.v2"])
-    assert chosen == "chat.v1" and environment["WSS_SUBPROTOCOL"] == "chat.v1"
+    # (php_environment checks that the client was given the subprotocol PHP was told.)
+    environment = php_environment(bridge.url("/chat"), subprotocols=["chat.v1", "chat.v2"])
+    assert environment["WSS_SUBPROTOCOL"] == "chat.v1"
     assert refused(bridge, "/chat", subprotocols=["global.v1"])[0] == 400
-    assert php_environment(bridge, "/", subprotocols=["global.v1"])[1] == "global.v1"
+    environment = php_environment(bridge.url("/"), subprotocols=["global.v1"])
+    assert environment["WSS_SUBPROTOCOL"] == "global.v1"
 
 
 def test_routes_from_config_file_and_environment(tmp_path):
@@ -108,17 +99,17 @@ def test_new_options_are_in_help():
 
 def test_without_a_list_the_first_offered_subprotocol_is_echoed(start_bridge):
     bridge = start_bridge()
-    environment, chosen = php_environment(bridge, subprotocols=["first", "second"])
-    assert chosen == "first" and environment["WSS_SUBPROTOCOL"] == "first"
-    environment, chosen = php_environment(bridge)
-    assert chosen is None and "WSS_SUBPROTOCOL" not in environment
+    # (php_environment checks that the client was given the subprotocol PHP was told.)
+    environment = php_environment(bridge.url(), subprotocols=["first", "second"])
+    assert environment["WSS_SUBPROTOCOL"] == "first"
+    assert "WSS_SUBPROTOCOL" not in php_environment(bridge.url())
 
 
 def test_the_first_offered_protocol_in_the_list_is_chosen(start_bridge):
     bridge = start_bridge("--subprotocol", "b", "--subprotocol", "c")
-    environment, chosen = php_environment(bridge, subprotocols=["a", "c", "b"])
-    assert chosen == "c" and environment["WSS_SUBPROTOCOL"] == "c"
-    assert php_environment(bridge)[1] is None  # offering none is fine
+    environment = php_environment(bridge.url(), subprotocols=["a", "c", "b"])
+    assert environment["WSS_SUBPROTOCOL"] == "c"
+    assert "WSS_SUBPROTOCOL" not in php_environment(bridge.url())  # offering none is fine
 
 
 def test_no_matching_subprotocol_is_400_and_spawns_nothing(start_bridge):
@@ -126,7 +117,7 @@ def test_no_matching_subprotocol_is_400_and_spawns_nothing(start_bridge):
     status, body = refused(bridge, subprotocols=["a", "x"])
     assert status == 400
     bridge.wait_for_log(r"400 Bad Request \(none of the offered subprotocols \(a, x\)")
-    assert_nothing_spawned(bridge)
+    assert_no_other_connection_ran(bridge)
 
 
 # -- origins -------------------------------------------------------------------
@@ -147,24 +138,24 @@ def test_allow_origin_patterns(start_bridge, origin, allowed):
     bridge = start_bridge("--allow-origin", "*.example.com",
                           "--allow-origin", "http://localhost:3000")
     if allowed:
-        assert php_environment(bridge, origin=origin)[0]["WSS_ORIGIN"] == origin
+        assert php_environment(bridge.url(), origin=origin)["WSS_ORIGIN"] == origin
     else:
         assert refused(bridge, origin=origin)[0] == 403
         bridge.wait_for_log("403 Forbidden")
-        assert_nothing_spawned(bridge)
+        assert_no_other_connection_ran(bridge)
 
 
 def test_scheme_in_the_pattern_is_enforced(start_bridge):
     bridge = start_bridge("--allow-origin", "https://*.example.com")
     origin = "https://a.example.com"
-    assert php_environment(bridge, origin=origin)[0]["WSS_ORIGIN"] == origin
+    assert php_environment(bridge.url(), origin=origin)["WSS_ORIGIN"] == origin
     assert refused(bridge, origin="http://a.example.com")[0] == 403
 
 
 def test_same_origin_compares_origin_with_host(start_bridge):
     bridge = start_bridge("--same-origin")
     own = "http://127.0.0.1:%d" % bridge.port
-    assert php_environment(bridge, origin=own)[0]["WSS_ORIGIN"] == own
+    assert php_environment(bridge.url(), origin=own)["WSS_ORIGIN"] == own
     assert refused(bridge, origin="http://127.0.0.1:1")[0] == 403
     assert refused(bridge, origin="https://elsewhere.example")[0] == 403
 
@@ -182,10 +173,9 @@ def test_list_options_take_comma_separated_values_from_environment_and_config_fi
     environment.update(GREENBRIDGE_ONE="1", GREENBRIDGE_TWO="2", GREENBRIDGE_THREE="3")
     bridge = start_bridge(*flags, env=environment)
     for origin in ("https://a.example.com", "https://b.example.com"):
-        with connect(bridge.url("/?do=fullenv"), origin=origin, subprotocols=["second.v1"],
-                     additional_headers={"X-Real-IP": "203.0.113.7"}) as ws:
-            env = json.loads(ws.recv(timeout=10))
-            assert ws.subprotocol == "second.v1"
+        env = php_environment(bridge.url(), full=True, origin=origin, subprotocols=["second.v1"],
+                              additional_headers={"X-Real-IP": "203.0.113.7"})
+        assert env["WSS_SUBPROTOCOL"] == "second.v1"
         assert env["WSS_ORIGIN"] == origin
         assert env["GREENBRIDGE_ONE"] == "1" and env["GREENBRIDGE_TWO"] == "2"
         assert "GREENBRIDGE_THREE" not in env
@@ -196,4 +186,4 @@ def test_list_options_take_comma_separated_values_from_environment_and_config_fi
 
 def test_requests_without_origin_are_not_browsers_and_pass(start_bridge):
     bridge = start_bridge("--allow-origin", "https://only.example")
-    assert "WSS_ORIGIN" not in php_environment(bridge)[0]
+    assert "WSS_ORIGIN" not in php_environment(bridge.url())

@@ -15,7 +15,6 @@ import ssl
 import stat
 import struct
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,14 +24,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.sync.client import connect
 
 from certs import DAY, NOW, make_ca, make_self_signed_client, make_version_2_certificate
 from tls_client import connect_wss
 from greenbridge.cli import build_parser
-from support import (ECHO_PHP, LIST_FORMS, REPO, admin_port, client_context, http_get,
-                     list_option_sources, read_until_closed, scrape, stopped_log, value,
-                     worker_holding)
+from support import (ECHO_PHP, KEY_TYPES, LIST_FORMS, REPO, REQUIRED, admin_port, certificate_of,
+                     client_context, http_get, list_option_sources, php_environment,
+                     read_until_closed, readme_option_table, run_cli, scrape, served_certificate,
+                     stopped_log, tls_connection, value, wait_each_worker_serves, wait_until)
 
 DOMAINS = ["localhost", "*.example.test", "127.0.0.1"]
 
@@ -53,14 +52,6 @@ def server_files(tmp_path, ca):
     return ca.issue("localhost", ["localhost"]).write(tmp_path, "server")
 
 
-def served_certificate(port, context=None, server_hostname="localhost"):
-    """The certificate a new handshake gets, as a cryptography object."""
-    context = context or client_context()
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-        with context.wrap_socket(raw, server_hostname=server_hostname) as tls:
-            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-
-
 def key_type_of(certificate):
     """The --tls-key-type name of a certificate's key."""
     key = certificate.public_key()
@@ -71,12 +62,6 @@ def key_type_of(certificate):
     if isinstance(key, rsa.RSAPublicKey):
         return "rsa%d" % key.key_size
     return type(key).__name__
-
-
-def php_environment(bridge, context, server_hostname="localhost"):
-    with connect_wss(bridge.url("/?do=env"), ssl=context, server_hostname=server_hostname,
-                 open_timeout=20) as ws:
-        return json.loads(ws.recv(timeout=20))
 
 
 # PHP sends its WSS_* variables as JSON and exits; the server then closes.
@@ -91,13 +76,12 @@ TLSExchange = collections.namedtuple("TLSExchange", "env version session reused"
 def tls_exchange(port, context, session=None):
     """One single-threaded wss:// connection (resuming `session` if given) asking PHP for
     its environment."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            tls.sendall(ENV_UPGRADE)
-            received = read_until_closed(tls)
-            # Read to the end: a TLS 1.3 session ticket comes after the handshake.
-            return TLSExchange(json.loads(data_frames_payload(received)), tls.version(),
-                               tls.session, tls.session_reused)
+    with tls_connection(port, context, session=session) as tls:
+        tls.sendall(ENV_UPGRADE)
+        received = read_until_closed(tls)
+        # Read to the end: a TLS 1.3 session ticket comes after the handshake.
+        return TLSExchange(json.loads(data_frames_payload(received)), tls.version(),
+                           tls.session, tls.session_reused)
 
 
 def data_frames_payload(received):
@@ -135,20 +119,15 @@ def s_client(port, *args, stdin=NOT_AN_UPGRADE):
     return result.stdout.decode("latin-1") + result.stderr.decode("latin-1")
 
 
-def start_failure(*flags, env=None):
+def start_failure(*flags):
     """Run the bridge expecting it to refuse to start; return (status, output)."""
-    environment = dict(os.environ)
-    environment.update(env or {})
-    result = subprocess.run(
-        [sys.executable, "-m", "greenbridge", "-H", "127.0.0.1", "-P", "0", "-e", "php",
-         "-s", ECHO_PHP, *flags], cwd=REPO, env=environment, capture_output=True, text=True,
-        timeout=60)
+    result = run_cli(*REQUIRED, "-H", "127.0.0.1", "-P", "0", *flags, timeout=60)
     return result.returncode, result.stdout + result.stderr
 
 
 # -- certificate modes ------------------------------------------------------
 
-@pytest.mark.parametrize("key_type", ["ed25519", "p256", "p384", "rsa2048", "rsa4096"])
+@pytest.mark.parametrize("key_type", KEY_TYPES)
 def test_internal_mode_serves_a_self_signed_certificate_of_each_key_type(start_bridge, key_type):
     domain_flags = [flag for domain in DOMAINS for flag in ("--tls-domain", domain)]
     bridge = start_bridge("--tls-mode", "internal", "--tls-key-type", key_type, *domain_flags,
@@ -182,7 +161,8 @@ def test_manual_mode_serves_the_full_chain_and_php_is_told_it_is_tls(start_bridg
         tmp_path, "chain", chain=True)
     bridge = start_bridge("--tls-mode", "manual", "--tls-cert", cert_path, "--tls-key", key_path)
     # The client trusts only the root: the handshake works only if the chain is sent.
-    env = php_environment(bridge, client_context(ca.cert_pem))
+    env = php_environment(bridge.url(), ssl=client_context(ca.cert_pem),
+                          server_hostname="localhost")
     assert env["WSS_TLS"] == "1"
     assert not [name for name in env if name.startswith("WSS_CLIENT_CERT_")]
     assert env["WSS_SERVER_PORT"] == str(bridge.port)
@@ -190,9 +170,7 @@ def test_manual_mode_serves_the_full_chain_and_php_is_told_it_is_tls(start_bridg
 
 def test_plain_ws_tells_php_nothing_about_tls(start_bridge):
     bridge = start_bridge()
-    with connect(bridge.url("/?do=env")) as ws:
-        env = json.loads(ws.recv(timeout=20))
-    assert "WSS_TLS" not in env
+    assert "WSS_TLS" not in php_environment(bridge.url())
 
 
 def test_manual_mode_from_environment_variables(start_bridge, server_files, ca):
@@ -234,9 +212,9 @@ def test_client_auth_mode(start_bridge, tmp_path, ca, other_ca, server_files, mo
         if outcome == REFUSED:
             # TLS 1.3 clients may learn of it only when they read the HTTP answer.
             with pytest.raises((OSError, InvalidHandshake, ConnectionClosed)):
-                php_environment(bridge, context)
+                php_environment(bridge.url(), ssl=context, server_hostname="localhost")
             continue
-        env = php_environment(bridge, context)
+        env = php_environment(bridge.url(), ssl=context, server_hostname="localhost")
         assert env["WSS_TLS"] == "1"
         if client is None or mode == "none":
             assert "WSS_CLIENT_CERT_SUBJECT" not in env
@@ -316,10 +294,9 @@ def test_a_client_certificate_cryptography_cannot_read_is_refused_with_400(start
     odd_cert.write_text(ssl.DER_cert_to_PEM_cert(der))
     odd_key.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     context = client_context(ca.cert_pem, (str(odd_cert), str(odd_key)))
-    with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(ENV_UPGRADE)
-            assert read_until_closed(tls).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    with tls_connection(bridge.port, context) as tls:
+        tls.sendall(ENV_UPGRADE)
+        assert read_until_closed(tls).startswith(b"HTTP/1.1 400 Bad Request\r\n")
     bridge.wait_for_log(r"INFO greenbridge\.app: GET / from 127\.0\.0\.1: 400 Bad Request "
                         r"\(unreadable client certificate \(InvalidVersion: 1 is not a valid "
                         r"X509 version\)\)")
@@ -377,10 +354,9 @@ def test_domains_and_alpn_take_comma_separated_values_from_environment_and_confi
     bridge = start_bridge("--tls-mode", "internal", *flags, env=environment, script=ECHO_PHP)
     context = client_context()
     context.set_alpn_protocols(["http/1.1"])
-    with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw, \
-            context.wrap_socket(raw, server_hostname="a.example.test") as tls:
+    with tls_connection(bridge.port, context, "a.example.test") as tls:
         assert tls.selected_alpn_protocol() == "http/1.1"
-        served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        served = certificate_of(tls)
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["a.example.test", "b.example.test"]
 
@@ -440,8 +416,7 @@ def test_min_version_1_3_refuses_tls_1_2(start_bridge):
 
 def negotiated_version(port, context):
     """The version of a completed handshake (s_client names one for a failed TLS 1.2 one too)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with tls_connection(port, context) as tls:
         return tls.version()
 
 
@@ -510,8 +485,7 @@ def test_every_tls_option_has_its_environment_variable_and_is_in_the_readme(flag
     assert action.option_strings == [flag]
     assert action.env_var == env_name
     assert action.default == default
-    readme = open(os.path.join(REPO, "README.rst"), encoding="utf-8").read()
-    assert flag in readme and env_name in readme
+    assert readme_option_table()[flag] == env_name
 
 
 # -- live reload --------------------------------------------------------------
@@ -691,15 +665,16 @@ def test_stalled_tls_handshakes_count_against_the_pending_cap(start_bridge):
 # -- shipped examples -----------------------------------------------------------
 
 def test_shipped_tls_config_files_work(start_bridge, server_files, ca):
-    internal = start_bridge("-c", os.path.join(REPO, "conf", "tls-internal.conf"),
-                            script=ECHO_PHP)
+    # script=None: each serves its own script (conf/echo.php, framed: text stays text).
+    internal = start_bridge("-c", os.path.join(REPO, "conf", "tls-internal.conf"), script=None)
     assert key_type_of(served_certificate(internal.port)) == "p256"
     cert_path, key_path = server_files
     manual = start_bridge("-c", os.path.join(REPO, "conf", "tls-manual.conf"),
-                          "--tls-cert", cert_path, "--tls-key", key_path, script=ECHO_PHP)
+                          "--tls-cert", cert_path, "--tls-key", key_path, script=None)
     with connect_wss(manual.url(), ssl=client_context(ca.cert_pem), server_hostname="localhost",
-                 open_timeout=20) as ws:
-        assert_echoes(ws)
+                     open_timeout=20) as ws:
+        ws.send("ping")
+        assert ws.recv(timeout=20) == "ping"
 
 
 def test_workers_share_one_certificate_and_each_reloads_on_sighup(start_bridge, tmp_path, ca):
@@ -712,15 +687,8 @@ def test_workers_share_one_certificate_and_each_reloads_on_sighup(start_bridge, 
     # Sent while the workers may still be starting: each must still end up
     # serving the new pair (a worker forked after the change sees it too).
     bridge.signal(signal.SIGHUP)
-    serving_the_new_pair = set()
-    deadline = time.monotonic() + 30
-    while len(serving_the_new_pair) < 2:
-        assert time.monotonic() < deadline, (serving_the_new_pair, bridge.log)
-        with socket.create_connection(("127.0.0.1", bridge.port), timeout=20) as raw, \
-                client_context().wrap_socket(raw, server_hostname="localhost") as tls:
-            served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-            if served.serial_number == second.certificate.serial_number:
-                serving_the_new_pair.add(worker_holding(bridge, tls))
+    wait_each_worker_serves(
+        bridge, lambda served: served.serial_number == second.certificate.serial_number)
 
 
 def test_metrics_and_readiness_follow_the_served_certificate(start_bridge, tmp_path, ca):
@@ -736,7 +704,6 @@ def test_metrics_and_readiness_follow_the_served_certificate(start_bridge, tmp_p
     second = ca.issue("localhost", ["localhost"], not_after=NOW + 60 * DAY)
     second.write(tmp_path, "served")
     bridge.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 30
-    while value(scrape(port), name) != second.certificate.not_valid_after_utc.timestamp():
-        assert time.monotonic() < deadline, bridge.log
-        time.sleep(0.1)
+    wait_until(lambda: value(scrape(port), name)
+               == second.certificate.not_valid_after_utc.timestamp(), 30,
+               lambda: "%s showing the new certificate's expiry:\n%s" % (name, bridge.log))

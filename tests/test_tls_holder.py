@@ -7,7 +7,8 @@ import pytest
 
 from certs import DAY, NOW, make_ca
 from greenbridge.tls.holder import CertificateError, CertificateHolder
-from greenbridge.tls.selfsigned import KEY_TYPES, self_signed_pair
+from greenbridge.tls.selfsigned import self_signed_pair
+from support import KEY_TYPES
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import json
 import multiprocessing
 import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
@@ -15,13 +14,13 @@ from websockets.sync.client import connect
 
 from greenbridge.cli import parse_config
 from greenbridge.shared import SharedCounters
-from support import ECHO_PHP, access_lines, stopped_log, wait_until, wait_workers
+from support import (ECHO_PHP, access_lines, held_php_environment, stopped_log, wait_until,
+                     wait_workers)
 
 
 def open_env_connection(stack, bridge):
     """A held connection whose PHP reports its environment (which worker spawned it)."""
-    ws = stack.enter_context(connect(bridge.url("/?do=env"), open_timeout=20))
-    env = json.loads(ws.recv(timeout=20))
+    ws, env = held_php_environment(stack, bridge.url())
     return ws, int(env["WSS_TCP_PORT"])
 
 
@@ -184,13 +183,14 @@ def test_workers_drain_and_exit_when_the_arbiter_is_killed(start_bridge):
                 codes.append(closed.rcvd.code if closed.rcvd else None)
             except TimeoutError:
                 codes.append("open")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(_alive(process) for process in watched):
-            time.sleep(0.05)
-        left = [process for process in watched if _alive(process)]
-        for process in left:  # the test failed: end what it started, by PID
-            process.kill()
-        assert not left
+        try:
+            wait_until(lambda: not any(_alive(process) for process in watched), 30,
+                       lambda: "workers and PHP gone (left: %s)"
+                       % [process.pid for process in watched if _alive(process)])
+        finally:
+            for process in watched:  # the test failed: end what it started, by PID
+                if _alive(process):
+                    process.kill()
         assert codes == [1001] * len(held), "workers drain as on SIGTERM"
 
 

@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -17,8 +20,9 @@ from websockets.sync.client import connect
 
 from certs import make_ca
 from support import (REPO, SCENARIO_PHP, LoggedProcess, access_lines, assert_head_matches_get,
-                     client_context, half_sent_handshake as half_sent, stopped_log, wait_all_closed,
-                     wait_until)
+                     client_context, free_port, half_sent_handshake as half_sent,
+                     held_php_environment, php_environment, readme_snippet, stopped_log,
+                     wait_closed, wait_until)
 from tls_client import connect_wss
 
 STOCK_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -26,11 +30,9 @@ BRIDGE_WORKER = "greenbridge.gunicorn_worker.BridgeWorker"
 
 
 class Gunicorn(LoggedProcess):
-    def __init__(self, worker_class, workers, app, env, extra_args=()):
-        super().__init__(
-            [sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
-             "-b", "127.0.0.1:0", "--graceful-timeout", "5", "--pythonpath",
-             os.path.join(REPO, "tests"), *extra_args, app], env=env)
+    def __init__(self, command, workers, env, cwd=REPO):
+        """gunicorn started by `command`, once it listens and its `workers` have booted."""
+        super().__init__(command, env=env, cwd=cwd)
         self.port = int(self.wait_for_log(r"Listening at: https?://127\.0\.0\.1:(\d+)",
                                           timeout=30).group(1))
         wait_until(lambda: sum("Booting worker" in line for line in self.lines) >= workers, 30,
@@ -50,12 +52,6 @@ class Gunicorn(LoggedProcess):
         self.process.send_signal(signal.SIGTERM)
         return self.wait(60)
 
-    def wait(self, timeout):
-        """The exit status, once gunicorn has exited and its whole log is read."""
-        status = self.process.wait(timeout)
-        self._reader.join(5)
-        return status
-
     def kill(self):
         if self.process.poll() is None:
             for process in psutil.Process(self.process.pid).children(recursive=True):
@@ -73,9 +69,11 @@ def gunicorn(tmp_path):
         config = tmp_path / "bridge.conf"
         config.write_text("php-executable = php\nscript = %s\nphp-kill-grace = 0.5\n%s"
                           % (SCENARIO_PHP, extra_config))
-        server = Gunicorn(worker_class, workers, app,
-                          {"GREENBRIDGE_CONFIG": str(config),
-                           "GREENBRIDGE_TEST_CONFIG": str(config)}, extra_args)
+        command = [sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
+                   "-b", "127.0.0.1:0", "--graceful-timeout", "5", "--pythonpath",
+                   os.path.join(REPO, "tests"), *extra_args, app]
+        server = Gunicorn(command, workers, {"GREENBRIDGE_CONFIG": str(config),
+                                             "GREENBRIDGE_TEST_CONFIG": str(config)})
         started.append(server)
         return server
 
@@ -90,10 +88,8 @@ def test_two_gunicorn_workers_bridge_like_the_standalone_server(gunicorn):
     with ExitStack() as stack:
         back_ports, php_parents = set(), set()
         for number in range(40):
-            ws = stack.enter_context(connect(server.url("/room?do=env&n=%d" % number),
-                                             open_timeout=20))
-            env = json.loads(ws.recv(timeout=20))
-            assert env["WSS_REQUEST_URI"] == "/room?do=env&n=%d" % number
+            env = held_php_environment(stack, server.url("/room?n=%d" % number))[1]
+            assert env["WSS_REQUEST_URI"] == "/room?n=%d&do=env" % number
             assert env["WSS_CLIENT_IP"] == "127.0.0.1"
             assert env["WSS_SERVER_PORT"] == str(server.port)
             back_ports.add(env["WSS_TCP_PORT"])
@@ -118,9 +114,8 @@ def test_gunicorn_terminating_tls_tells_php_wss_tls(gunicorn, tmp_path):
     ca = make_ca("gunicorn test CA")
     cert_path, key_path = ca.issue("localhost", ["localhost"]).write(tmp_path, "gunicorn")
     server = gunicorn(workers=1, extra_args=("--certfile", cert_path, "--keyfile", key_path))
-    with connect_wss("wss://127.0.0.1:%d/?do=env" % server.port,
-                     ssl=client_context(ca.cert_pem), server_hostname="localhost") as ws:
-        env = json.loads(ws.recv(timeout=20))
+    env = php_environment("wss://127.0.0.1:%d/" % server.port, ssl=client_context(ca.cert_pem),
+                          server_hostname="localhost")
     assert env["WSS_TLS"] == "1"
     assert "WSS_CLIENT_CERT_SUBJECT" not in env
 
@@ -160,8 +155,7 @@ def test_greenbridge_beside_a_plain_wsgi_app_with_middleware(gunicorn):
     server = gunicorn(worker_class=BRIDGE_WORKER, workers=1, app="wsgi_composed:application")
     with urllib.request.urlopen("http://127.0.0.1:%d/about" % server.port, timeout=20) as reply:
         assert reply.read() == b"plain site: /about"
-    with connect(server.url("/ws/chat?do=env")) as ws:
-        env = json.loads(ws.recv(timeout=20))
+    env = php_environment(server.url("/ws/chat"))
     assert env["WSS_REQUEST_PATH"] == "/ws/chat"
     assert json.loads(env["WSS_REQUEST_HEADERS"])["x-seen-by-middleware"] == "yes"
     # An upgrade outside the prefix is the plain app's, which does not upgrade.
@@ -222,7 +216,7 @@ def test_bridge_worker_applies_the_handshake_limits(gunicorn, limits, closed, lo
         with connect(server.url(), open_timeout=20) as ws:  # a real client meanwhile
             ws.send(b"past the crowd")
             assert ws.recv(timeout=20) == b"past the crowd"
-        assert wait_all_closed(crowd[closed], timeout=10) == []
+        wait_closed(crowd[closed], timeout=10)
         print("%d half-sent requests closed %.1fs after the first connected"
               % (len(crowd[closed]), time.monotonic() - started))
     finally:
@@ -262,10 +256,106 @@ def test_bridge_worker_cuts_a_stalled_tls_handshake(gunicorn, tmp_path):
                          server_hostname="localhost") as ws:
             ws.send(b"over TLS")
             assert ws.recv(timeout=20) == b"over TLS"
-        assert wait_all_closed(stalled, timeout=2 + 8) == []
+        wait_closed(stalled, timeout=2 + 8)
     finally:
         for sock in stalled:
             sock.close()
     server.wait_for_log(r"client 127\.0\.0\.1:\d+: no complete upgrade request within 2s "
                         r"\(in the TLS handshake\)", timeout=30)
     assert "Traceback" not in stopped_log(server)
+
+
+# -- README.rst's gunicorn recipe, as printed ------------------------------------------
+
+# What a clone has that matters to pip, without this checkout's own environment and builds.
+_NOT_IN_A_CLONE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                         "__pycache__", ".pytest_cache", "acme-state")
+
+
+def readme_command(name, port):
+    """README.rst's command `name` for bash, its port 8080 replaced by `port`."""
+    command = readme_snippet(name)
+    assert "127.0.0.1:8080" in command, command
+    return command.replace("127.0.0.1:8080", "127.0.0.1:%d" % port)
+
+
+def activated(venv):
+    """The environment `. venv/bin/activate` gives, for the commands run by bash."""
+    return {"VIRTUAL_ENV": str(venv),
+            "PATH": "%s:%s" % (os.path.join(venv, "bin"), os.environ["PATH"])}
+
+
+@pytest.mark.timeout(900)
+def test_the_gunicorn_extra_installs_in_a_new_venv_and_the_readme_commands_echo(tmp_path):
+    """README's install command in a new virtual environment, then each of its gunicorn
+    commands with two workers. The longest test here (about 25 s on an idle machine, over a
+    minute on a busy one): creating the environment and pip installing greenbridge and its
+    dependencies into it (about 5 s and 15 s idle) is what is tested."""
+    checkout = tmp_path / "greenbridge"
+    shutil.copytree(REPO, checkout, ignore=_NOT_IN_A_CLONE)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    environment = activated(venv)
+    install = subprocess.run(["bash", "-c", readme_snippet("gunicorn-install")], cwd=checkout,
+                             env={**os.environ, **environment}, capture_output=True, text=True,
+                             timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    for name in ("gunicorn-run", "gunicorn-run-bridge-worker"):
+        port = free_port()
+        server = Gunicorn(["bash", "-c", readme_command(name, port)], 2, environment,
+                          cwd=checkout)
+        try:
+            assert server.port == port
+            # gunicorn itself, from the new environment (bash replaced itself with it).
+            python, script = psutil.Process(server.process.pid).cmdline()[:2]
+            assert python.startswith(str(venv)) and script == str(venv / "bin" / "gunicorn")
+            with connect(server.url(), open_timeout=20) as ws:
+                ws.send(b"echo under gunicorn")
+                assert ws.recv(timeout=20) == b"echo under gunicorn"
+            log = stopped_log(server)
+        finally:
+            server.kill()
+        assert "Traceback" not in log, log
+
+
+NO_CONFIGURATION = ("greenbridge.wsgi: GREENBRIDGE_CONFIG is not set: name the bridge's config "
+                    "file, e.g. GREENBRIDGE_CONFIG=conf/bridge.conf (or set WSS_CONFIG_* "
+                    "variables)")
+# gunicorn's own traceback when two workers fail to load at once: its master halts on the
+# first one's exit and raises again, inside the halt, on the second's (gunicorn 27.0.1).
+GUNICORN_HALTS_TWICE = "gunicorn.errors.HaltServer: <HaltServer 'App failed to load.' 4>"
+
+
+@pytest.mark.parametrize("workers,config,line", [
+    ("1", None, NO_CONFIGURATION),
+    ("1", "php-executable = php\nscript = /nonexistent/handler.php\n",
+     "greenbridge.wsgi: --script: '/nonexistent/handler.php' is not a file"),
+    ("2", None, NO_CONFIGURATION),  # the README's command as printed
+], ids=["no configuration", "a bad setting", "no configuration, two workers"])
+def test_gunicorn_without_a_usable_configuration_stops_with_one_line(tmp_path, monkeypatch,
+                                                                     workers, config, line):
+    for name in list(os.environ):
+        if name == "GREENBRIDGE_CONFIG" or name.startswith("WSS_CONFIG_"):
+            monkeypatch.delenv(name)
+    command = readme_command("gunicorn-run", free_port()).replace("-w 2", "-w " + workers)
+    if config is None:  # the README's command without its GREENBRIDGE_CONFIG
+        command = command.replace("GREENBRIDGE_CONFIG=conf/bridge.conf ", "")
+    else:
+        (tmp_path / "bad.conf").write_text(config)
+        command = command.replace("conf/bridge.conf", str(tmp_path / "bad.conf"))
+    gunicorn = LoggedProcess(["bash", "-c", command],
+                             env=activated(os.path.dirname(os.path.dirname(sys.executable))))
+    try:
+        status = gunicorn.wait(60)  # stopped, not booting workers again and again
+    finally:
+        if gunicorn.process.poll() is None:
+            gunicorn.process.kill()
+    assert status != 0
+    # Each worker that booted before the first one failed may say it, in the same words.
+    said = {text for text in gunicorn.lines if text.startswith("greenbridge")}
+    assert said == {line}, gunicorn.log
+    if workers == "1" or "Traceback" not in gunicorn.log:
+        assert "Traceback" not in gunicorn.log, gunicorn.log
+    else:
+        assert gunicorn.lines[-1] == GUNICORN_HALTS_TWICE, gunicorn.log
+        assert not re.search(r'File ".*/greenbridge/', gunicorn.log), gunicorn.log

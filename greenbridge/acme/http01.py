@@ -21,10 +21,12 @@ from gevent import subprocess
 
 from greenbridge.acme import AcmeError
 from greenbridge.acme.state import Certificate, write_private
+from greenbridge.listening import ListenOptions, why_cannot_listen
 
 log = logging.getLogger("greenbridge.acme")
 
 CERT_NAME = "greenbridge"
+HTTP01_LISTENER = ListenOptions("--tls-http01-address", "--tls-http01-port")
 # certbot has its own network timeouts; this only stops a hung run.
 CERTBOT_TIMEOUT = 600.0
 _CERTBOT_MAIN = "import sys; from certbot.main import main; sys.exit(main())"
@@ -135,10 +137,11 @@ def _check_port_free(settings):
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((address, settings.http01_port))
     except OSError as error:
-        raise AcmeError("HTTP-01 needs port %d (--tls-http01-port) on %s, but it cannot be "
-                        "used: %s; free it, choose another port that the CA's port 80 "
-                        "reaches, or use DNS-01 (--tls-dns-provider)"
-                        % (settings.http01_port, address, error.strerror)) from None
+        raise AcmeError(why_cannot_listen(
+            error, HTTP01_LISTENER, address, settings.http01_port,
+            advice="certbot answers the CA's HTTP-01 challenge there: free it, pick another "
+                   "port that the CA's port 80 reaches, or use DNS-01 (--tls-dns-provider)"
+        )) from None
     finally:
         probe.close()
 
