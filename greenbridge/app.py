@@ -1,7 +1,7 @@
 """The WSGI application: admits upgrade requests and runs their connections.
 
 A request is checked and admitted before the 101 answer (see
-``PendingUpgrade`` in websocket.py), so a refused request costs no process;
+``PendingUpgrade`` in handler.py), so a refused request costs no process;
 the connection then runs in the request's own greenlet.
 """
 
@@ -19,9 +19,10 @@ from greenbridge.origin import OriginPolicy
 from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
 from greenbridge.tls.layer import UnreadableClientCertificate, client_certificate_variables
+from greenbridge.handler import adopt_stock_websocket
+from greenbridge.upgrade import Rejected, rejection_response
 from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG,
-                                   CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
-                                   rejection_response)
+                                   CLOSE_TRY_AGAIN_LATER)
 
 log = logging.getLogger("greenbridge.app")
 

@@ -18,7 +18,7 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGISe
 
 from greenbridge.handshake import PendingHandshakes
 from greenbridge.logs import format_address
-from greenbridge.websocket import BridgeHandler
+from greenbridge.handler import BridgeHandler
 from greenbridge.wsgi import handshake_limits
 
 log = logging.getLogger("greenbridge.gunicorn")

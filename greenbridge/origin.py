@@ -17,7 +17,7 @@ Requests without ``Origin`` come from programs, not browsers, and pass.
 
 from urllib.parse import urlsplit
 
-from greenbridge.websocket import Rejected
+from greenbridge.upgrade import Rejected
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 # A page's scheme and the one its WebSocket uses to reach the same server.

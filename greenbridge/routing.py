@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from greenbridge.modes import MODES
-from greenbridge.websocket import Rejected
+from greenbridge.upgrade import Rejected
 
 
 @dataclass(frozen=True)

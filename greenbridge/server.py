@@ -28,7 +28,7 @@ from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
 from greenbridge.tls.layer import TLSLayer, TLSSetupError
 from greenbridge.workers import Arbiter
-from greenbridge.websocket import BAD_REQUEST_RESPONSE, BridgeHandler
+from greenbridge.handler import BAD_REQUEST_RESPONSE, BridgeHandler
 
 log = logging.getLogger("greenbridge.server")
 admin_log = logging.getLogger("greenbridge.admin")

@@ -13,36 +13,26 @@ What the stock classes get wrong for a bridge, and what replaces it here:
   frames, their headers count against its size, and it must end within
   ``message_timeout`` (else 1008);
 - frames from two greenlets (pong replies, data) can interleave: one send lock;
-- unmasked client frames and bad close frames are not all refused;
-- the upgrade is answered before the application can refuse it: ``BridgeHandler``
-  lets the application check and admit the request first, so a full server
-  answers 503 and never spawns anything; under the stock handler (gunicorn)
-  the application adopts the stock WebSocket instead.
+- unmasked client frames and bad close frames are not all refused.
+
+The upgrade itself (handler.py) lets the application refuse a request before
+it is answered.
 """
 
-import base64
-import hashlib
 import logging
 import mmap
-import re
 import struct
 import time
 from contextlib import contextmanager
-from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO, TCP_NODELAY
+from socket import IPPROTO_TCP, TCP_INFO
 
 from gevent import Timeout
 from gevent.lock import Semaphore
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
-from gevent.pywsgi import WSGIHandler
-from geventwebsocket.handler import WebSocketHandler
-from geventwebsocket.websocket import Stream, WebSocket
+from geventwebsocket.websocket import WebSocket
 
 from greenbridge.frames import TextChecker, check_text, encode_header, parse_header, unmask
 from greenbridge.sockets import fast_io, send_all
-
-from greenbridge.handshake import (MAX_HANDSHAKE_BYTES, UNLIMITED_HANDSHAKES, CappedReader,
-                                   HandshakeAborted, HandshakeTooLarge)
-from greenbridge.logs import format_address
 
 log = logging.getLogger("greenbridge.websocket")
 
@@ -65,7 +55,6 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
-WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # A frame goes out in one send (header and payload copied together) up to this
 # size, which covers every read from PHP at the default --buffer-size; larger
 # payloads go out in a second send rather than being copied.
@@ -79,12 +68,6 @@ _RECEIVE_SIZE = 64 * 1024
 MAX_FRAGMENTS = 65536
 # tcp_info.tcpi_state (the first byte) of a connection both sides still hold open.
 _TCP_ESTABLISHED = 1
-
-_HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                               b"Connection: close\r\nContent-Length: 0\r\n\r\n")
-BAD_REQUEST_RESPONSE = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-# RFC 9110 5.6.2: methods, header names and subprotocols are tokens.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class MessageTooBig(WebSocketError):
@@ -418,238 +401,3 @@ def _take_buffered(reader, sock):
         sock.settimeout(timeout)
     reader.close()
     return buffered
-
-
-class Rejected(Exception):
-    """The request is answered with an HTTP error instead of an upgrade.
-
-    ``kind`` is the metrics label: limit, origin, bad_request, shutting_down...
-    """
-
-    def __init__(self, status, reason, headers=(), kind=None):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = list(headers)
-        self.kind = kind or _REJECTION_KINDS.get(status[:3], "bad_request")
-
-
-_REJECTION_KINDS = {"503": "limit", "403": "origin", "404": "route"}
-
-
-def is_token(text):
-    return _TOKEN.fullmatch(text) is not None
-
-
-def wants_websocket(environ):
-    """Does the request ask for a WebSocket (well-formed or not)?"""
-    return _names_websocket(environ.get("HTTP_UPGRADE", ""))
-
-
-def _names_websocket(upgrade_header):
-    return "websocket" in [token.strip() for token in upgrade_header.lower().split(",")]
-
-
-class MalformedRequest(ValueError):
-    """A request gevent would pass on that greenbridge answers with 400."""
-
-
-def check_header_section(headers):
-    """Raise MalformedRequest for a header section that cannot be taken as it came.
-
-    http.client keeps an obsolete line folding (RFC 9112 5.2) inside the value
-    and drops lines it cannot parse (recording a defect); an upgrade request
-    has no body, and waiting for one would hold the connection.
-    """
-    if headers.defects:
-        raise MalformedRequest("malformed header section (%s)" % type(headers.defects[0]).__name__)
-    for name, value in headers.items():
-        if "\r" in value or "\n" in value:
-            raise MalformedRequest("obsolete line folding in header %r" % name[:64])
-    if _names_websocket(headers.get("Upgrade", "")) and (
-            int(headers.get("Content-Length") or 0) or "Transfer-Encoding" in headers):
-        raise MalformedRequest("WebSocket upgrade request with a body")
-
-
-def check_upgrade_request(environ, request_version):
-    """Raise Rejected unless the request is a well-formed RFC 6455 upgrade."""
-    if not wants_websocket(environ):
-        raise Rejected("426 Upgrade Required", "not a WebSocket upgrade request",
-                       [("Upgrade", "websocket"), ("Connection", "Upgrade")])
-    if environ.get("REQUEST_METHOD") != "GET":
-        raise Rejected("400 Bad Request", "WebSocket upgrade must use GET")
-    if request_version != "HTTP/1.1":
-        raise Rejected("400 Bad Request", "WebSocket upgrade needs HTTP/1.1")
-    connection = [token.strip() for token in environ.get("HTTP_CONNECTION", "").lower().split(",")]
-    if "upgrade" not in connection:
-        raise Rejected("400 Bad Request", "Connection header lacks 'upgrade'")
-    if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
-        raise Rejected("426 Upgrade Required", "unsupported Sec-WebSocket-Version",
-                       [("Sec-WebSocket-Version", "13")])
-    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            raise ValueError
-    except ValueError:
-        raise Rejected("400 Bad Request", "invalid Sec-WebSocket-Key") from None
-
-
-def accept_key(key):
-    digest = hashlib.sha1((key.strip() + WEBSOCKET_GUID).encode("latin-1")).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-def rejection_response(start_response, rejection):
-    """Answer a refused request in plain WSGI; returns the body iterable."""
-    body = (rejection.reason + "\n").encode("utf-8")
-    start_response(rejection.status, rejection.headers + [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Connection", "close")])
-    return [body]
-
-
-class PendingUpgrade:
-    """What BridgeHandler puts in the environ as ``greenbridge.upgrade``.
-
-    The application checks the request (``check``), decides whether to admit
-    it, and only then calls ``accept``, which answers 101: a refused request
-    gets a plain HTTP error and costs no process. Middleware around the
-    application sees ordinary WSGI calls.
-    """
-
-    def __init__(self, handler):
-        self._handler = handler
-
-    def check(self):
-        check_upgrade_request(self._handler.environ, self._handler.request_version)
-
-    def accept(self, max_payload_size, message_timeout, socket_buffer_size, subprotocol=None):
-        """Answer 101 Switching Protocols; return the BridgeWebSocket."""
-        handler = self._handler
-        environ = handler.environ
-        _tune_client_socket(handler.socket, socket_buffer_size)
-        websocket = BridgeWebSocket(environ, Stream(handler), handler, max_payload_size,
-                                    message_timeout)
-        handler.websocket = websocket
-        environ["wsgi.websocket"] = websocket
-        environ["wsgi.websocket_version"] = "13"
-        headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                   ("Sec-WebSocket-Accept", accept_key(environ["HTTP_SEC_WEBSOCKET_KEY"]))]
-        if subprotocol:
-            headers.append(("Sec-WebSocket-Protocol", subprotocol))
-        handler.start_response("101 Switching Protocols", headers)
-        handler.write(b"")
-        handler.handshakes.end()
-        return websocket
-
-
-def adopt_stock_websocket(stock, max_payload_size, message_timeout, socket_buffer_size):
-    """A BridgeWebSocket on the stream of gevent-websocket's own, already upgraded, WebSocket.
-
-    Under a stock WebSocketHandler (gunicorn's GeventWebSocketWorker) the 101
-    went out before the application ran; from here on greenbridge's class
-    reads and writes the frames. The stock object is marked closed so that
-    its handler does not send a second close frame.
-    """
-    _tune_client_socket(stock.handler.socket, socket_buffer_size)
-    websocket = BridgeWebSocket(stock.environ, stock.stream, stock.handler, max_payload_size,
-                                message_timeout)
-    stock.closed = True
-    return websocket
-
-
-def _tune_client_socket(sock, socket_buffer_size):
-    sock.setsockopt(SOL_SOCKET, SO_SNDBUF, socket_buffer_size)
-    # Each frame goes out in one send already: Nagle's algorithm could only
-    # hold a small reply back until the client acknowledges the previous one.
-    sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
-
-
-class BridgeHandler(WebSocketHandler):
-    """Hands every request to the WSGI application, upgrades only when it accepts.
-
-    gevent-websocket's own handler answers 101 before the application runs.
-    This one offers the upgrade as ``environ["greenbridge.upgrade"]`` (see
-    PendingUpgrade) and otherwise behaves as a plain WSGI handler.
-
-    Each request is read under the limits of ``handshake.py``: 16 KiB, and,
-    under a server that keeps the ``handshakes`` register (greenbridge's own,
-    gunicorn_worker's), the connection's one budget until the 101 answer.
-    A server that shares its port with other applications (gunicorn) sets
-    ``port_shared``: the time such an application spends on a plain request
-    is its own.
-    """
-
-    @property
-    def handshakes(self):
-        return getattr(self.server, "handshakes", UNLIMITED_HANDSHAKES)
-
-    def handle(self):
-        try:
-            super().handle()
-        except (HandshakeAborted, ConnectionError) as ended:
-            # Gone while its request was read or answered (gevent sends error answers unguarded).
-            log.debug("client %s: %s", format_address(self.client_address), ended)
-
-    def handle_one_request(self):
-        self.rfile = CappedReader(self.rfile, MAX_HANDSHAKE_BYTES)
-        try:
-            return super().handle_one_request()
-        finally:
-            self._uncap()
-
-    def read_request(self, raw_requestline):
-        self._check_method(raw_requestline)
-        try:
-            result = super().read_request(raw_requestline)
-        except OSError as error:  # not a bad request: the connection broke or was shut down
-            raise HandshakeAborted(str(error)) from None
-        if self.rfile.ended:
-            # http.client took what came before the end as the whole header section.
-            raise HandshakeAborted("connection ended inside the request headers")
-        check_header_section(self.headers)
-        # The headers are in: a body or WebSocket frames are read without the cap.
-        self._uncap()
-        return result
-
-    @staticmethod
-    def _check_method(raw_requestline):
-        # gevent takes any word for the method, and the method is logged and
-        # handed to the application: only a token gets that far.
-        method = raw_requestline.split(None, 1)[:1]  # gevent's first word
-        if method and not is_token(method[0]):
-            raise ValueError("method %r is not an HTTP token" % method[0][:50])
-
-    def _uncap(self):
-        if isinstance(self.rfile, CappedReader):
-            self.rfile = self.rfile.stream
-
-    def _handle_client_error(self, error):
-        # gevent prints a traceback for some client errors (too many headers);
-        # a client's mistake is worth one line.
-        log.info("bad request from %s: %s", format_address(self.client_address),
-                 str(error) or type(error).__name__)
-        if isinstance(error, HandshakeTooLarge):
-            return "431", _HEADERS_TOO_LARGE_RESPONSE
-        return "400", BAD_REQUEST_RESPONSE
-
-    def run_application(self):
-        self.environ["greenbridge.local_address"] = self.socket.getsockname()[:2]
-        # The pyOpenSSL connection on a wss:// listener (see tls/greensocket.py).
-        self.environ["greenbridge.tls"] = getattr(self.socket, "tls", None)
-        if wants_websocket(self.environ):
-            # Checked and admitted within the budget; PendingUpgrade.accept ends it.
-            self.environ["greenbridge.upgrade"] = PendingUpgrade(self)
-        elif getattr(self.server, "port_shared", False):
-            self.handshakes.pause()
-            try:
-                WSGIHandler.run_application(self)
-            finally:
-                self.handshakes.resume()
-            return
-        WSGIHandler.run_application(self)
-
-    def log_request(self):
-        # Upgrades get one access line when they end; rejections are logged by the app.
-        pass

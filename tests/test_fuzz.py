@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from greenbridge.backconnect import BackConnectListener
 from greenbridge.metrics import Metrics
 from greenbridge.listening import listen_tcp
-from greenbridge.websocket import Rejected, check_upgrade_request
+from greenbridge.upgrade import Rejected, check_upgrade_request
 from support import (SENDABLE_CLOSE_CODES, RawClient, frame, is_utf8, mask_payload, mutated,
                      read_until_closed, running_bridge, split_response_head, upgrade_request)
 
