@@ -19,16 +19,15 @@ from greenbridge.origin import OriginPolicy
 from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
 from greenbridge.tls.layer import UnreadableClientCertificate, client_certificate_variables
+from greenbridge.frames import CloseCode
 from greenbridge.handler import adopt_stock_websocket
 from greenbridge.upgrade import Rejected, rejection_response
-from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG,
-                                   CLOSE_TRY_AGAIN_LATER)
 
 log = logging.getLogger("greenbridge.app")
 
 RETRY_AFTER_SECONDS = "5"
 # How a refusal is told to a client that has its 101 already (gevent-websocket's stock handler).
-_REFUSAL_CLOSE_CODES = {"503": CLOSE_TRY_AGAIN_LATER, "431": CLOSE_TOO_BIG}
+_REFUSAL_CLOSE_CODES = {"503": CloseCode.TRY_AGAIN_LATER, "431": CloseCode.TOO_BIG}
 # After the last close: time for connection greenlets to end their PHP processes.
 _TEARDOWN_SLACK = 5.0
 
@@ -279,7 +278,7 @@ class BridgeApp:
                             len(self.connections))
                 self.kill_all_processes()
 
-    def close_all(self, code=CLOSE_GOING_AWAY, reason="server shutting down"):
+    def close_all(self, code=CloseCode.GOING_AWAY, reason="server shutting down"):
         for connection in list(self.connections.values()):
             connection.request_close(code, reason)
 
@@ -321,7 +320,7 @@ class BridgeApp:
             admission = self._admit_with_listener(environ)
         except Rejected as rejection:
             self._count_rejection(environ, rejection)
-            websocket.close(_REFUSAL_CLOSE_CODES.get(rejection.status[:3], CLOSE_POLICY_VIOLATION),
+            websocket.close(_REFUSAL_CLOSE_CODES.get(rejection.status[:3], CloseCode.POLICY_VIOLATION),
                             rejection.reason)
             return
         with admission:

@@ -17,8 +17,7 @@ from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
 from greenbridge.process import (CONNECT_BACK_HINT, PhpProcess, build_environment,
                                  describe_exit, explain_early_end)
-from greenbridge.websocket import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
-                                   CLOSE_NORMAL)
+from greenbridge.frames import CloseCode
 
 log = logging.getLogger("greenbridge.connection")
 access_log = logging.getLogger("greenbridge.access")
@@ -66,7 +65,7 @@ class Connection:
     def run(self):
         started = time.monotonic()
         pending = self._backconnect.expect(self.id)
-        close = (CLOSE_INTERNAL_ERROR, "internal error")
+        close = (CloseCode.INTERNAL_ERROR, "internal error")
         try:
             back_connection = self._start_php(pending)
             if back_connection is not None:
@@ -76,7 +75,7 @@ class Connection:
             elif self._websocket.closed:
                 close = self._websocket.close_code, self._websocket.close_reason
             else:
-                close = CLOSE_INTERNAL_ERROR, "PHP did not connect back"
+                close = CloseCode.INTERNAL_ERROR, "PHP did not connect back"
         finally:
             self._backconnect.forget(self.id)
             if self._php_socket is None and pending.ready():
@@ -203,10 +202,10 @@ class Connection:
                     return self._close_after(finished.value)
             now = time.monotonic()
             if config.php_timeout and now >= php_started + config.php_timeout:
-                return CLOSE_GOING_AWAY, "PHP timeout (%gs) reached" % config.php_timeout
+                return CloseCode.GOING_AWAY, "PHP timeout (%gs) reached" % config.php_timeout
             if config.connection_timeout and \
                     now >= self._traffic.last_activity + config.connection_timeout:
-                return CLOSE_GOING_AWAY, "connection timeout (%gs idle) reached" % \
+                return CloseCode.GOING_AWAY, "connection timeout (%gs idle) reached" % \
                     config.connection_timeout
 
     def _close_after(self, ended):
@@ -216,15 +215,15 @@ class Connection:
             return ended
         if ended == pump.CLIENT_ENDED:
             if websocket.close_code is None:
-                return CLOSE_ABNORMAL, "client disconnected"
+                return CloseCode.ABNORMAL, "client disconnected"
             return websocket.close_code, websocket.close_reason
         if ended == pump.PHP_ENDED:
             # PHP closed its socket; its exit status (if it exits now) decides the code.
             status = self._process.wait(timeout=self._config.php_kill_grace)
             if status:
-                return CLOSE_INTERNAL_ERROR, "PHP %s" % describe_exit(status)
-            return CLOSE_NORMAL, "PHP closed the connection"
-        return CLOSE_INTERNAL_ERROR, "bridge error"
+                return CloseCode.INTERNAL_ERROR, "PHP %s" % describe_exit(status)
+            return CloseCode.NORMAL, "PHP closed the connection"
+        return CloseCode.INTERNAL_ERROR, "bridge error"
 
     def _teardown(self, code, reason):
         websocket = self._websocket

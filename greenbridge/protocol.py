@@ -13,92 +13,52 @@ what ``events_received`` returns:
 - ``ProtocolFailure``: the client broke the protocol or a limit; the close
   frame with its code is in ``data_to_send``.
 
-Nothing follows a close event: later bytes are ignored. A time limit on a
-fragmented message is the transport's (``message_in_progress`` says when one
-is open; ``fail`` ends it).
+Received bytes are parsed only up to the next event, the rest when the
+transport asks for more: what the client sent after a message (a ping, a
+close, an error) is acted on once the transport took that message, as a
+blocking reader would. So a client whose messages wait for a slow PHP gets no
+pong meanwhile (back-pressure), its close is answered after the messages it
+sent before, and a receive full of small messages is not held as that many
+objects. Nothing follows a close event. A time limit on a fragmented message
+is the transport's (``message_in_progress`` says when one is open; ``fail``
+ends it).
 
 Why not python-websockets' own core (``websockets.protocol``): measured with
 ``scripts/bench_core.py``, it takes two to three times greenbridge's time per
 small message, copies large payloads three more times, and leaves to its
 caller what the bridge must enforce (text UTF-8, a limit on fragments,
-control frames refused before their payload is read, today's close reply).
-This core keeps the fast path of frames.py: a receive usually holds whole
-frames, parsed straight out of it; payloads are unmasked in C; text is
-checked by the C codec; a large payload is received straight into its buffer.
+control frames refused before their payload is read, the close reply after
+the messages before it). This core keeps the fast path of frames.py: a
+receive usually holds whole frames, parsed straight out of it; payloads are
+unmasked in C; text is checked by the C codec; a large payload is received
+straight into its buffer.
 """
 
-import enum
-import mmap
 import struct
 
+from greenbridge.buffers import large_payloads
 from greenbridge.frames import (FIN, LENGTH_16, LENGTH_64, LENGTH_BITS, MASKED,
-                                MAX_CONTROL_PAYLOAD, OPCODE_BITS, RSV_BITS, TextChecker, check_text,
-                                encode_header, unmask)
-
-OPCODE_CONTINUATION = 0x0
-OPCODE_TEXT = 0x1
-OPCODE_BINARY = 0x2
-OPCODE_CLOSE = 0x8
-OPCODE_PING = 0x9
-OPCODE_PONG = 0xA
+                                MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_BITS, OPCODE_CLOSE,
+                                OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
+                                RSV_BITS, CloseCode, TextChecker, check_text, encode_close_payload,
+                                encode_header, unmask, valid_close_code)
 
 # Frames one message may span. Each costs a Python object while the message is
 # assembled; Autobahn's finest fragmentation case (4 MiB in 64-byte frames) sends this many.
 MAX_FRAGMENTS = 65536
 # A payload that is not all in the receive buffer gets its own buffer, which
 # the transport receives into; above this size that is an anonymous mapping
-# (see LargePayloads). The transport's receive size.
+# (see buffers.py). The transport's receive size.
 RECEIVE_SIZE = 64 * 1024
 # A frame up to this size is one bytes object to send (header and payload
 # copied together: one send); a larger payload is sent as it is, after its header.
 COPY_LIMIT = 256 * 1024
 
-_MAX_CLOSE_REASON = 123
-# What websocket.py says for any invalid UTF-8 (a close reason's too).
+# The reason for any invalid UTF-8 (a close reason's too).
 _INVALID_UTF8 = "invalid UTF-8 in text message"
 
 _unpack_16 = struct.Struct("!H").unpack_from
 _unpack_64 = struct.Struct("!Q").unpack_from
-_pack_code = struct.Struct("!H").pack
-
-
-class CloseCode(enum.IntEnum):
-    """Close codes (RFC 6455 section 7.4.1 and the IANA registry)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    NO_STATUS = 1005  # never sent: a close frame without a code
-    ABNORMAL = 1006  # never sent: the connection ended without a close frame
-    INVALID_DATA = 1007
-    POLICY_VIOLATION = 1008
-    TOO_BIG = 1009
-    MANDATORY_EXTENSION = 1010
-    INTERNAL_ERROR = 1011
-    SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013
-    BAD_GATEWAY = 1014
-
-
-# Codes a peer may put in a close frame, besides 3000-4999.
-_SENDABLE_CODES = frozenset(code for code in CloseCode
-                            if code not in (CloseCode.NO_STATUS, CloseCode.ABNORMAL))
-
-
-def valid_close_code(code):
-    """May a peer send this close code (RFC 6455 7.4, plus the registered 1012-1014)?"""
-    return code in _SENDABLE_CODES or 3000 <= code <= 4999
-
-
-def encode_close_payload(code, reason):
-    """Code and reason, the reason cut to 123 bytes on a character boundary; 1005: empty."""
-    if code == CloseCode.NO_STATUS:
-        return b""
-    reason_bytes = reason.encode("utf-8")
-    if len(reason_bytes) > _MAX_CLOSE_REASON:
-        reason_bytes = reason_bytes[:_MAX_CLOSE_REASON].decode("utf-8", "ignore").encode("utf-8")
-    return _pack_code(code) + reason_bytes
 
 
 class Close:
@@ -177,7 +137,7 @@ class ServerProtocol:
     # -- what the transport calls --------------------------------------------------
 
     def receive_data(self, data):
-        """Take bytes received from the client."""
+        """Take bytes received from the client (parsed as far as the next event)."""
         if self._ended or not data:
             return
         if self._payload is not None:
@@ -189,7 +149,8 @@ class ServerProtocol:
         else:
             self._buffer = self._buffer[self._offset:] + data
         self._offset = 0
-        self._parse()
+        if not self._events:
+            self._parse()
 
     def receive_buffer(self):
         """Where the next received bytes should go (a writable memoryview), or None.
@@ -210,10 +171,19 @@ class ServerProtocol:
             self._payload_complete()
 
     def events_received(self):
-        """The events the received bytes completed (see the module docstring), oldest first."""
+        """The next event the received bytes complete, in a list; () when they complete none.
+
+        Call it until it returns () before receiving more: bytes are parsed
+        only as far as the next event (see the module docstring).
+        """
         events = self._events
         if not events:
-            return ()  # nothing allocated when a receive completed nothing
+            if self._offset == len(self._buffer):
+                return ()  # all parsed (nothing allocated when a receive completed nothing)
+            self._parse()
+            events = self._events
+            if not events:
+                return ()
         self._events = []
         return events
 
@@ -265,7 +235,7 @@ class ServerProtocol:
     # -- receiving -------------------------------------------------------------
 
     def _parse(self):
-        """Turn the complete frames in the buffer into events; start a payload buffer for a cut one.
+        """Parse the buffer up to the next event; start a payload buffer for a cut frame.
 
         The usual frame (a whole, masked, unfragmented data message) is
         handled here without further calls: this runs for every client message.
@@ -305,17 +275,19 @@ class ServerProtocol:
                         except UnicodeError:
                             raise _Failure(CloseCode.INVALID_DATA, _INVALID_UTF8) from None
                     events.append((opcode, payload))
-                    continue
+                    break
                 self._frame(opcode, first & FIN, size, payload)
                 if self._ended:
                     return
+                if events:  # a message completed
+                    break
         except _Failure as failure:
             self._fail(failure.code, str(failure))
             return
         self._offset = offset
 
     def _check_header(self, first, second, opcode, length):
-        """Raise the failure a frame's header shows, if any, in the order websocket.py checks."""
+        """Raise the failure a frame's header shows, if any (control frames' limits first)."""
         if opcode >= OPCODE_CLOSE:
             if not first & FIN:
                 raise _Failure(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
@@ -397,10 +369,7 @@ class ServerProtocol:
             raise _Failure(CloseCode.TOO_BIG, "message over %d bytes (frame headers included)"
                            % self.max_payload_size)
         if self._text is not None:
-            try:
-                self._text.feed(payload, fin)
-            except UnicodeError:
-                raise _Failure(CloseCode.INVALID_DATA, _INVALID_UTF8) from None
+            _check_utf8(self._text.feed, payload, fin)
         fragments.append(payload)
         if fin:
             self._events.append((self._fragments_opcode, b"".join(fragments)))
@@ -446,35 +415,3 @@ def _check_utf8(check, *arguments):
         return check(*arguments)
     except UnicodeError:
         raise _Failure(CloseCode.INVALID_DATA, _INVALID_UTF8) from None
-
-
-class LargePayloads:
-    """Buffers for payloads larger than one receive: anonymous mappings.
-
-    A bytearray is zero-filled at once, so a header announcing 16 MiB would
-    cost 16 MiB before any of it came. The kernel gives a mapping's pages
-    memory only when the receive writes them, and the payload is still
-    received in place, with no copy. The mapping of the last payload read
-    whole is kept for the next one (one per process, as large as the largest
-    payload): its pages are already there, so a stream of large frames costs
-    no page faults.
-    """
-
-    def __init__(self):
-        self._spare = None
-
-    def take(self, count):
-        """A mapping of at least `count` bytes."""
-        mapping = self._spare
-        if mapping is not None and len(mapping) >= count:
-            self._spare = None
-            return mapping
-        return mmap.mmap(-1, count, flags=mmap.MAP_PRIVATE)
-
-    def give_back(self, mapping):
-        """The payload was read whole: keep its mapping for the next (a failed read drops it)."""
-        if self._spare is None or len(self._spare) < len(mapping):
-            self._spare = mapping
-
-
-large_payloads = LargePayloads()

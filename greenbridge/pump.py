@@ -19,7 +19,7 @@ from geventwebsocket.exceptions import WebSocketError
 
 from greenbridge import modes
 from greenbridge.logs import connection_fields
-from greenbridge.websocket import CLOSE_GOING_AWAY, OPCODE_PING
+from greenbridge.frames import OPCODE_PING, CloseCode
 
 log = logging.getLogger("greenbridge.pump")
 
@@ -206,7 +206,7 @@ class Heartbeat:
             websocket.last_received = time.monotonic()
         if self._pinged_at is not None:
             if websocket.last_received < self._pinged_at:
-                self.result.set((CLOSE_GOING_AWAY, "no pong within %gs" % self._timeout))
+                self.result.set((CloseCode.GOING_AWAY, "no pong within %gs" % self._timeout))
                 return
             self._pinged_at = None
         idle_for = time.monotonic() - websocket.last_received
@@ -218,7 +218,7 @@ class Heartbeat:
             with gevent.Timeout(self._timeout):
                 websocket.send_frame(b"greenbridge", OPCODE_PING)
         except gevent.Timeout:
-            self.result.set((CLOSE_GOING_AWAY, "no pong within %gs" % self._timeout))
+            self.result.set((CloseCode.GOING_AWAY, "no pong within %gs" % self._timeout))
             return
         except (OSError, WebSocketError):
             self.result.set(CLIENT_ENDED)

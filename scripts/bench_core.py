@@ -11,15 +11,16 @@ Every variant reads the same bytes from the same in-memory "socket" (a
 receive returns at most one 64 KiB segment, copied out as the kernel would)
 and must return the same messages:
 
-- ``today``: greenbridge's BridgeWebSocket.receive_message (websocket.py and
-  frames.py as they run in the server, the socket swapped for the fake);
+- ``today``: greenbridge's BridgeWebSocket.receive_message (websocket.py
+  around protocol.py, as they run in the server, the socket swapped for the
+  fake); before protocol.py was wired in, websocket.py parsed frames itself;
 - ``ws-raw``: websockets' ServerProtocol.receive_data + events_received only
   (frames, not messages: no assembly, no UTF-8 check: NOT what the bridge needs);
 - ``ws``: the same plus what the bridge must add on top: fragments joined,
   text checked as UTF-8 (websockets' Protocol leaves both to its caller);
 - ``ws-fast``: a thin fast path in front of ``ws``: complete, final, masked
   data frames parsed with frames.py, everything else handed to websockets;
-- ``core``: greenbridge/protocol.py, the I/O-free core (when present).
+- ``core``: greenbridge/protocol.py, the I/O-free core, alone.
 
 Rounds interleave the variants (the order rotates each round); the table
 shows the median microseconds per message over the rounds and its ratio to
@@ -43,20 +44,40 @@ from websockets.frames import BINARY, CLOSE, CONT, TEXT  # noqa: E402
 from websockets.protocol import OPEN, State  # noqa: E402
 from websockets.server import ServerProtocol  # noqa: E402
 
-from greenbridge.frames import (TextChecker, check_text, encode_header, parse_header,  # noqa: E402
-                                unmask)
-from greenbridge.websocket import BridgeWebSocket  # noqa: E402
+from gevent.lock import Semaphore  # noqa: E402
 
-try:
-    from greenbridge import protocol as core_protocol
-except ImportError:  # before the core existed
-    core_protocol = None
+from greenbridge import protocol as core_protocol  # noqa: E402
+from greenbridge.frames import TextChecker, check_text, encode_header, unmask  # noqa: E402
+from greenbridge.websocket import BridgeWebSocket  # noqa: E402
 
 KIB, MIB = 1024, 1024 * 1024
 MAX_PAYLOAD_SIZE = 16 * MIB  # greenbridge's default --max-payload-size
 SEGMENT = 64 * KIB  # what one receive brings at most (greenbridge asks for 64 KiB)
-COPY_LIMIT = 256 * KIB  # websocket.py's _COPY_LIMIT: above it header and payload go out apart
+COPY_LIMIT = core_protocol.COPY_LIMIT  # above it header and payload go out apart
 _KEY = b"\x37\xfa\x21\x3d"
+
+
+def parse_header(data, offset=0):
+    """(fin, opcode, rsv, length, mask, header size) of a frame, or None while it is cut.
+
+    ValueError for the control frames websockets must refuse (the fast path leaves them to it).
+    """
+    if len(data) - offset < 2:
+        return None
+    first, second = data[offset], data[offset + 1]
+    length, masked = second & 0x7F, second & 0x80
+    size = 2 + (2 if length == 126 else 8 if length == 127 else 0) + (4 if masked else 0)
+    if len(data) - offset < size:
+        return None
+    if length == 126:
+        length = struct.unpack_from("!H", data, offset + 2)[0]
+    elif length == 127:
+        length = struct.unpack_from("!Q", data, offset + 2)[0]
+    opcode = first & 0x0F
+    if opcode >= 0x8 and (not first & 0x80 or length > 125):
+        raise ValueError("bad control frame")
+    mask = data[offset + size - 4:offset + size] if masked else None
+    return bool(first & 0x80), opcode, first & 0x70, length, mask, size
 
 
 def client_frame(opcode, payload, fin=True):
@@ -108,12 +129,12 @@ def today_reader(wire):
     """BridgeWebSocket's reading code as it runs, on the fake socket."""
     websocket = BridgeWebSocket.__new__(BridgeWebSocket)
     websocket.closed = False
-    websocket.max_payload_size = websocket._room = MAX_PAYLOAD_SIZE
     websocket.message_timeout = 0  # a gevent timer per fragmented message; see the report
-    websocket._buffer, websocket._offset = b"", 0
+    websocket._core = core_protocol.ServerProtocol(MAX_PAYLOAD_SIZE)
     websocket._io = wire
     websocket._receive, websocket._receive_into = wire.recv, wire.recv_into
-    websocket._frame_half_sent = websocket.close_sent = False
+    websocket._send_lock = Semaphore()
+    websocket._frame_half_sent = False
     websocket.close_code = websocket.peer_close_code = None
     websocket.last_received = 0.0
     return websocket.receive_message
@@ -194,18 +215,20 @@ class FastPathReader(WebsocketsReader):
         while offset < end:
             try:
                 header = parse_header(data, offset)
-            except Exception:  # a bad control frame: websockets says which close code
+            except ValueError:  # a bad control frame: websockets says which close code
                 break
-            if header is None or not header.fin or header.rsv or header.mask is None \
-                    or header.opcode not in (1, 2) or header.length > MAX_PAYLOAD_SIZE \
-                    or end - offset - header.size < header.length:
+            if header is None:
                 break
-            start = offset + header.size
-            offset = start + header.length
-            payload = unmask(data[start:offset], header.mask)
-            if header.opcode == 1:
+            fin, opcode, rsv, length, mask, size = header
+            if not fin or rsv or mask is None or opcode not in (1, 2) \
+                    or length > MAX_PAYLOAD_SIZE or end - offset - size < length:
+                break
+            start = offset + size
+            offset = start + length
+            payload = unmask(data[start:offset], mask)
+            if opcode == 1:
                 check_text(payload)
-            messages.append((header.opcode, payload))
+            messages.append((opcode, payload))
         if offset < end:
             super().feed(data[offset:])
             rest = [self._message(frame) for frame in self.frames]
@@ -220,32 +243,26 @@ class FastPathReader(WebsocketsReader):
 
 
 class CoreReader:
-    """protocol.py fed as websocket.py would feed it (large payloads received in place)."""
+    """protocol.py alone, fed as websocket.py feeds it (large payloads received in place)."""
 
     def __init__(self, wire):
         self.wire = wire
         self.protocol = core_protocol.ServerProtocol(MAX_PAYLOAD_SIZE)
-        self.events = []
-        self.next_event = 0
 
     def receive_message(self):
         protocol = self.protocol
         while True:
-            if self.next_event < len(self.events):
-                event = self.events[self.next_event]
-                self.next_event += 1
-                if type(event) is tuple:
-                    return event
-                return None  # a close: received or failed
+            events = protocol.events_received()  # one at a time
+            for _ in protocol.data_to_send():  # pongs, close frames
+                pass
+            if events:
+                event = events[0]
+                return event if type(event) is tuple else None  # None: a close
             target = protocol.receive_buffer()
             if target is None:
                 protocol.receive_data(self.wire.recv(SEGMENT))
             else:
                 protocol.received_into(self.wire.recv_into(target))
-            for _ in protocol.data_to_send():  # pongs, close frames
-                pass
-            self.events = protocol.events_received()
-            self.next_event = 0
 
 
 READERS = {
@@ -253,14 +270,14 @@ READERS = {
     "ws-raw": lambda wire: WebsocketsReader(wire, complete=False).receive_message,
     "ws": lambda wire: WebsocketsReader(wire).receive_message,
     "ws-fast": lambda wire: FastPathReader(wire).receive_message,
+    "core": lambda wire: CoreReader(wire).receive_message,
 }
-if core_protocol is not None:
-    READERS["core"] = lambda wire: CoreReader(wire).receive_message
 
 
 # -- sending: one server frame's bytes ----------------------------------------
 
-def today_sender():
+def encode_sender():
+    """What websocket.py's send_frame did before the core: frames.encode_header alone."""
     def frame_bytes(opcode, payload):
         header = encode_header(opcode, len(payload))
         return header + payload if len(payload) <= COPY_LIMIT else (header, payload)
@@ -280,14 +297,12 @@ def core_sender():
     protocol = core_protocol.ServerProtocol(MAX_PAYLOAD_SIZE)
 
     def frame_bytes(opcode, payload):
-        protocol.send_data(opcode, payload)  # what websocket.py's send_frame would call
+        protocol.send_data(opcode, payload)  # what websocket.py's send_frame calls
         return protocol.data_to_send()
     return frame_bytes
 
 
-SENDERS = {"today": today_sender, "ws": websockets_sender}
-if core_protocol is not None:
-    SENDERS["core"] = core_sender
+SENDERS = {"today": core_sender, "ws": websockets_sender, "encode": encode_sender}
 
 
 # -- the cases ------------------------------------------------------------------
@@ -322,8 +337,8 @@ SEND_CASES = {
 def _expected(data, expected):
     if expected is not None:
         return expected
-    header = parse_header(data)
-    return 2, unmask(data[header.size:], header.mask)
+    _, _, _, _, mask, size = parse_header(data)
+    return 2, unmask(data[size:], mask)
 
 
 def check_readers(case, built):

@@ -11,8 +11,10 @@ import subprocess
 import sys
 
 import pytest
+from geventwebsocket.websocket import Header
 
-from greenbridge.protocol import (COPY_LIMIT, MAX_FRAGMENTS, RECEIVE_SIZE, CloseCode, CloseReceived,
+from greenbridge.frames import CloseCode
+from greenbridge.protocol import (COPY_LIMIT, MAX_FRAGMENTS, RECEIVE_SIZE, CloseReceived,
                                   InvalidState, ProtocolFailure, ServerProtocol)
 from support import frame
 
@@ -32,8 +34,19 @@ def feed(*chunks, max_payload_size=16 * MIB):
     events = []
     for chunk in chunks:
         core.receive_data(chunk)
-        events += core.events_received()
+        events += drain(core)
     return core, events, sent(core)
+
+
+def drain(core):
+    """Every event the bytes received so far complete (the core gives one per call)."""
+    events = []
+    while True:
+        more = core.events_received()
+        if not more:
+            return events
+        assert len(more) == 1
+        events += more
 
 
 def sent(core):
@@ -167,12 +180,14 @@ def test_a_large_payload_is_received_in_place():
     assert core.events_received() == [(0x2, payload)]
     # The next large payload is received into the same mapping (no page faults).
     core.receive_data(frame(0x2, payload)[:1000])
+    assert core.events_received() == ()
     assert core.receive_buffer().obj is target.obj
 
 
 def test_a_payload_just_over_a_receive_gets_a_plain_buffer():
     core = ServerProtocol(MIB)
     core.receive_data(frame(0x2, b"m" * (RECEIVE_SIZE // 2))[:10])
+    assert core.events_received() == ()
     assert type(core.receive_buffer().obj) is bytearray
 
 
@@ -191,6 +206,49 @@ def test_large_frames_are_sent_without_a_copy():
     header, body = core.data_to_send()
     assert header == b"\x82\x7f" + (COPY_LIMIT + 1).to_bytes(8, "big")
     assert body is payload
+
+
+# -- headers as gevent-websocket encodes them (its per-byte reference code) ------------
+
+REFERENCE_LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 2**32 + 5, 2**63 - 1]
+
+
+def reference_frame(opcode, payload, fin=True):
+    """A frame by gevent-websocket's Header: its header, and the payload masked by its loop."""
+    header = Header(fin=fin, opcode=opcode, length=len(payload))
+    header.mask = KEY
+    return bytes(Header.encode_header(fin, opcode, KEY, len(payload), 0)) \
+        + bytes(header.mask_payload(payload))
+
+
+@pytest.mark.parametrize("length", [length for length in REFERENCE_LENGTHS if length <= 65536])
+def test_frames_from_gevent_websocket_are_read_anywhere_in_a_receive(length):
+    payload = random.Random(length).randbytes(length)
+    # A whole frame, then a message in two frames, between other frames.
+    stream = (frame(0x9, b"before") + reference_frame(0x2, payload)
+              + reference_frame(0x2, payload[:length // 2], fin=False)
+              + reference_frame(0x0, payload[length // 2:]) + frame(0xA, b"after"))
+    _, events, data = feed(stream)
+    assert events == [(0x2, payload), (0x2, payload)]
+    assert data == b"\x8a\x06before"
+
+
+@pytest.mark.parametrize("length", REFERENCE_LENGTHS)
+def test_a_header_is_acted_on_only_once_it_is_whole(length):
+    encoded = bytes(Header.encode_header(True, 0x2, KEY, length, 0))
+    core = ServerProtocol(MIB)
+    for byte in range(len(encoded) - 1):
+        core.receive_data(encoded[byte:byte + 1])
+        assert core.events_received() == ()
+        assert core.receive_buffer() is None
+    core.receive_data(encoded[-1:])
+    events = drain(core)
+    if length > MIB:  # refused at the header, before any payload is read
+        assert_failed(events, sent(core), 1009, "message over %d bytes" % MIB)
+    elif length:
+        assert len(core.receive_buffer()) == length  # waiting for exactly its payload
+    else:
+        assert events == [(0x2, b"")]
 
 
 # -- every RFC 6455 violation, and the close code it gets -----------------------------
@@ -332,19 +390,36 @@ def test_binary_messages_are_not_checked_as_text():
 def test_message_in_progress_from_the_first_fragment_to_the_last():
     core = ServerProtocol(MIB)
     core.receive_data(frame(0x2, b"whole"))
+    assert drain(core) == [(0x2, b"whole")]
     assert not core.message_in_progress
     core.receive_data(frame(0x2, b"a", fin=False))
+    assert drain(core) == []
     assert core.message_in_progress
     core.receive_data(frame(0x9, b"") + frame(0x0, b"b", fin=False))
+    assert drain(core) == []
     assert core.message_in_progress
     core.receive_data(frame(0x0, b"c"))
+    assert drain(core) == [(0x2, b"abc")]
     assert not core.message_in_progress
-    assert core.events_received() == [(0x2, b"whole"), (0x2, b"abc")]
+
+
+def test_bytes_after_a_message_are_parsed_only_when_the_next_event_is_asked_for():
+    """A ping or a close behind a message is acted on once the transport took the message."""
+    core = ServerProtocol(MIB)
+    core.receive_data(frame(0x1, b"first") + frame(0x9, b"p") + frame(0x8, b"\x03\xe8")
+                      + frame(0x2, b"ignored"))
+    assert core.events_received() == [(0x1, b"first")]
+    assert sent(core) == b""  # no pong yet, no close reply
+    assert core.close_received is None
+    assert core.events_received() == [CloseReceived(1000, "")]
+    assert sent(core) == b"\x8a\x01p" + CLOSE_1000
+    assert core.events_received() == ()
 
 
 def test_the_transport_fails_a_slow_message_with_1008():
     core = ServerProtocol(MIB)
     core.receive_data(frame(0x2, b"a", fin=False))
+    assert core.events_received() == ()
     core.fail(CloseCode.POLICY_VIOLATION, "message not complete within 60s")
     core.receive_data(frame(0x0, b"b"))
     assert_failed(core.events_received(), sent(core), 1008, "message not complete within 60s")
@@ -375,7 +450,7 @@ def test_the_server_closes_first_and_reads_until_the_clients_close():
         core.send_text(b"late")
     # Messages the client sent before it saw our close still arrive; its close is not answered.
     core.receive_data(frame(0x1, b"in flight") + frame(0x9, b"ping") + frame(0x8, b"\x03\xe9"))
-    assert core.events_received() == [(0x1, b"in flight"), CloseReceived(1001, "")]
+    assert drain(core) == [(0x1, b"in flight"), CloseReceived(1001, "")]
     assert sent(core) == b""
 
 
@@ -403,6 +478,7 @@ def test_nothing_counts_after_a_failure():
 def test_a_large_payload_cut_by_a_close_is_dropped():
     core = ServerProtocol(16 * MIB)
     core.receive_data(frame(0x2, b"x" * (2 * RECEIVE_SIZE))[:100])
+    assert core.events_received() == ()
     assert core.receive_buffer() is not None
     core.fail(CloseCode.GOING_AWAY, "shutting down")
     assert core.receive_buffer() is None
