@@ -14,13 +14,13 @@ from typing import Dict, Optional
 
 from greenbridge import devconsole
 from greenbridge.connection import Connection
+from greenbridge.frames import CloseCode
+from greenbridge.handler import adopt_stock_websocket
 from greenbridge.handshake import MAX_HANDSHAKE_BYTES, request_head_bytes
 from greenbridge.origin import OriginPolicy
 from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
 from greenbridge.tls.layer import UnreadableClientCertificate, client_certificate_variables
-from greenbridge.frames import CloseCode
-from greenbridge.handler import adopt_stock_websocket
 from greenbridge.upgrade import Rejected, rejection_response
 
 log = logging.getLogger("greenbridge.app")
@@ -320,8 +320,8 @@ class BridgeApp:
             admission = self._admit_with_listener(environ)
         except Rejected as rejection:
             self._count_rejection(environ, rejection)
-            websocket.close(_REFUSAL_CLOSE_CODES.get(rejection.status[:3], CloseCode.POLICY_VIOLATION),
-                            rejection.reason)
+            code = _REFUSAL_CLOSE_CODES.get(rejection.status[:3], CloseCode.POLICY_VIOLATION)
+            websocket.close(code, rejection.reason)
             return
         with admission:
             self.serve(environ, websocket, admission)

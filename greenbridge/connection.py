@@ -13,11 +13,11 @@ import gevent
 from gevent.event import AsyncResult
 
 from greenbridge import modes, pump
+from greenbridge.frames import CloseCode
 from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
 from greenbridge.process import (CONNECT_BACK_HINT, PhpProcess, build_environment,
                                  describe_exit, explain_early_end)
-from greenbridge.frames import CloseCode
 
 log = logging.getLogger("greenbridge.connection")
 access_log = logging.getLogger("greenbridge.access")

@@ -30,6 +30,8 @@ TYPE_CLOSE = 0x8
 _FRAME_HEADER = struct.Struct("!BI")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size
 MAX_FRAME_LENGTH = 2 ** 32 - 1  # what the 4-byte length can say
+# The client's close code when PHP breaks its message mode (1011).
+PHP_ERROR = CloseCode.INTERNAL_ERROR
 
 
 class Close:
@@ -105,7 +107,7 @@ def _ended_inside(what, pending):
     """PHP closed its socket with part of a message sent: the client must not see a clean close."""
     if not pending:
         return []
-    return [PhpProtocolError(CloseCode.INTERNAL_ERROR, "PHP ended inside a %s; %d bytes not delivered"
+    return [PhpProtocolError(PHP_ERROR, "PHP ended inside a %s; %d bytes not delivered"
                              % (what, pending))]
 
 
@@ -190,11 +192,11 @@ class FramedDecoder:
     def _parse_header(self, buffer):
         frame_type, length = _FRAME_HEADER.unpack_from(buffer)
         if frame_type not in (TYPE_TEXT, TYPE_BINARY, TYPE_CLOSE):
-            raise PhpProtocolError(CloseCode.INTERNAL_ERROR,
+            raise PhpProtocolError(PHP_ERROR,
                                    "PHP sent a frame of unknown type %#04x" % frame_type)
         limit = 125 if frame_type == TYPE_CLOSE else self.max_size
         if length > limit:
-            raise PhpProtocolError(CloseCode.INTERNAL_ERROR, "PHP sent a %s frame of %d bytes (over %d)"
+            raise PhpProtocolError(PHP_ERROR, "PHP sent a %s frame of %d bytes (over %d)"
                                    % (_TYPE_NAMES[frame_type], length, limit))
         return frame_type, length
 
@@ -202,7 +204,7 @@ class FramedDecoder:
     def _event(frame_type, payload):
         if frame_type == TYPE_TEXT:
             if not is_utf8(payload):
-                raise PhpProtocolError(CloseCode.INTERNAL_ERROR, "PHP sent a text frame that is not UTF-8")
+                raise PhpProtocolError(PHP_ERROR, "PHP sent a text frame that is not UTF-8")
             return TYPE_TEXT, payload
         if frame_type == TYPE_BINARY:
             return TYPE_BINARY, payload
@@ -213,14 +215,14 @@ def _parse_close(payload):
     if not payload:
         return Close(CloseCode.NO_STATUS)
     if len(payload) < 2:
-        raise PhpProtocolError(CloseCode.INTERNAL_ERROR, "PHP sent a close frame with a 1-byte payload")
+        raise PhpProtocolError(PHP_ERROR, "PHP sent a close frame with a 1-byte payload")
     code = struct.unpack("!H", payload[:2])[0]
     if not valid_close_code(code):
-        raise PhpProtocolError(CloseCode.INTERNAL_ERROR, "PHP sent the invalid close code %d" % code)
+        raise PhpProtocolError(PHP_ERROR, "PHP sent the invalid close code %d" % code)
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise PhpProtocolError(CloseCode.INTERNAL_ERROR,
+        raise PhpProtocolError(PHP_ERROR,
                                "PHP sent a close reason that is not UTF-8") from None
     return Close(code, reason)
 
