@@ -1,13 +1,45 @@
-"""The settings layer: every option declared once, in a layer that imports nothing of
-the server."""
+"""The settings layer: every option declared once, the README's option tables written
+from the declarations, and a layer that imports nothing of the server."""
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
 
 from greenbridge.settings.parser import declared_settings
-from support import REPO
+from support import README, REPO
+
+FIX = "run: .venv/bin/python scripts/readme_tables.py"
+
+
+def readme_tables():
+    """scripts/readme_tables.py, as a module."""
+    path = os.path.join(REPO, "scripts", "readme_tables.py")
+    spec = importlib.util.spec_from_file_location("readme_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def readme_text():
+    with open(README, encoding="utf-8") as readme:
+        return readme.read()
+
+
+def test_readme_option_tables_are_written_from_the_declarations():
+    assert readme_tables().main(["--check"]) == 0, \
+        "README.rst's option tables differ from greenbridge/settings/; " + FIX
+
+
+def test_a_readme_table_row_that_differs_from_its_declaration_is_caught():
+    text = readme_text()
+    general_table = text.index(".. option-table: general")
+    row = text.index("--ws-host ", general_table)
+    drifted = text[:row] + text[row:].replace("WSS_CONFIG_WS_HOST ", "WSS_CONFIG_WS_HOTS ", 1)
+    assert drifted != text
+    assert readme_tables().updated(drifted) == text
+
 
 def test_every_option_has_its_own_flags_and_its_own_wss_config_variable():
     settings = declared_settings()
