@@ -15,7 +15,7 @@ from greenbridge.settings import checks
 from greenbridge.settings.declaration import dataclass_of, declared_values
 from greenbridge.settings.general import GENERAL
 from greenbridge.settings.tls import TLS
-from greenbridge.settings.values import ConfigError  # raised by build_config; callers catch it here
+from greenbridge.settings.values import ConfigError  # what every check raises; callers import it here
 
 # Variables that configure the bridge itself; they may hold secrets, so PHP
 # never inherits them.
@@ -29,9 +29,11 @@ SERVER_ONLY_VARIABLES = ("NOTIFY_SOCKET",)
 MINIMAL_PHP_VARIABLES = ("PATH", "LANG", "TZ", "HOME")
 MINIMAL_PHP_VARIABLE_PREFIXES = ("LC_",)
 
+_DECLARED = GENERAL.settings + TLS.settings
+
 
 @dataclass(frozen=True)
-class Config(dataclass_of("DeclaredSettings", GENERAL.settings + TLS.settings)):
+class Config(dataclass_of("DeclaredSettings", _DECLARED)):
     """A field for each general and TLS setting (settings/general.py, settings/tls.py), and:"""
     # --tls-mode automate: everything the ACME side needs, checked.
     acme: Optional[AcmeSettings] = None
@@ -90,7 +92,7 @@ def build_config(options, environment, secret_values=()):
 
     `secret_values`: the strings the settings declared secret hold.
     """
-    values = declared_values(GENERAL.settings + TLS.settings, options)
+    values = declared_values(_DECLARED, options)
     values.update(checks.general_values(options))
     acme = None
     if values["tls_mode"] == "automate":
