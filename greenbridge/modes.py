@@ -15,13 +15,9 @@ fuzzable) on its own.
 
 import struct
 
+from greenbridge.settings.values import FRAMED, LINE
 from greenbridge.websocket import (CLOSE_INTERNAL_ERROR, CLOSE_NO_STATUS, CLOSE_TOO_BIG,
                                    OPCODE_BINARY, OPCODE_TEXT, valid_close_code)
-
-RAW = "raw"
-LINE = "line"
-FRAMED = "framed"
-MODES = (RAW, LINE, FRAMED)
 
 # Frame types of the framed mode; text and binary are the WebSocket opcodes.
 TYPE_TEXT = OPCODE_TEXT
@@ -30,7 +26,6 @@ TYPE_CLOSE = 0x8
 
 _FRAME_HEADER = struct.Struct("!BI")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size
-MAX_FRAME_LENGTH = 2 ** 32 - 1  # what the 4-byte length can say
 
 
 class Close:

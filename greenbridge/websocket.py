@@ -24,7 +24,6 @@ import base64
 import hashlib
 import logging
 import mmap
-import re
 import struct
 import time
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ from greenbridge.sockets import fast_io, send_all
 
 from greenbridge.handshake import (MAX_HANDSHAKE_BYTES, UNLIMITED_HANDSHAKES, CappedReader,
                                    HandshakeAborted, HandshakeTooLarge)
+from greenbridge.http_token import is_token
 from greenbridge.logs import format_address
 
 log = logging.getLogger("greenbridge.websocket")
@@ -83,8 +83,6 @@ _TCP_ESTABLISHED = 1
 _HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                                b"Connection: close\r\nContent-Length: 0\r\n\r\n")
 BAD_REQUEST_RESPONSE = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-# RFC 9110 5.6.2: methods, header names and subprotocols are tokens.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class MessageTooBig(WebSocketError):
@@ -435,10 +433,6 @@ class Rejected(Exception):
 
 
 _REJECTION_KINDS = {"503": "limit", "403": "origin", "404": "route"}
-
-
-def is_token(text):
-    return _TOKEN.fullmatch(text) is not None
 
 
 def wants_websocket(environ):
