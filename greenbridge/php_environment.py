@@ -60,7 +60,7 @@ class Variable:
 
 def _header(header, name):
     """A request header that PHP also gets as a variable of its own."""
-    return Variable(name, "request header ``%s``" % header, "its value, only when sent",
+    return Variable(name, "request header", "the ``%s`` header, only when sent" % header,
                     lambda facts: facts.request.headers.get(header.lower()))
 
 
@@ -69,55 +69,56 @@ def _certificate(name, meaning, read):
     def read_if_presented(facts):
         certificate = facts.request.client_certificate
         return None if certificate is None else read(certificate)
-    return Variable(name, "TLS client certificate", meaning, read_if_presented)
+    return Variable(name, "client certificate", meaning, read_if_presented)
 
 
 # In the order PHP's environment lists them.
 VARIABLES = (
     Variable("WSS_ENABLED", "greenbridge", "``1``", lambda facts: "1"),
-    Variable("WSS_CONNECTION_ID", "the connection",
+    Variable("WSS_CONNECTION_ID", "connection",
              "the ID to send back when connecting back, a UUID v4",
              lambda facts: facts.connection_id),
-    Variable("WSS_CLIENT_IP", "the peer, or a trusted proxy",
+    Variable("WSS_CLIENT_IP", "peer or trusted proxy",
              "the client's IP address; from a ``--trusted-proxy``: ``X-Real-IP``, else the "
              "right-most ``X-Forwarded-For`` entry that is not a trusted proxy",
              lambda facts: facts.request.client_ip),
-    Variable("WSS_CLIENT_PORT", "the peer, or a trusted proxy",
+    Variable("WSS_CLIENT_PORT", "peer or trusted proxy",
              "the client's port; ``0`` when a trusted proxy named the client",
              lambda facts: str(facts.request.client_port)),
-    Variable("WSS_SERVER_HOST", "the socket, or a trusted proxy",
+    Variable("WSS_SERVER_HOST", "socket or trusted proxy",
              "the local address the client connected to; from a trusted proxy: the host of "
              "``X-Forwarded-Host``",
              lambda facts: facts.request.server_host),
-    Variable("WSS_SERVER_PORT", "the socket, or a trusted proxy",
+    Variable("WSS_SERVER_PORT", "socket or trusted proxy",
              "the local port the client connected to; from a trusted proxy: "
              "``X-Forwarded-Port``, else the port of ``X-Forwarded-Host``",
              lambda facts: str(facts.request.server_port)),
-    Variable("WSS_REQUEST_URI", "the request line", "path and query, e.g. ``/chat?room=1``",
+    Variable("WSS_REQUEST_URI", "request line", "path and query, e.g. ``/chat?room=1``",
              lambda facts: facts.request.uri),
-    Variable("WSS_REQUEST_PATH", "the request line", "the path, e.g. ``/chat``",
+    Variable("WSS_REQUEST_PATH", "request line", "the path, e.g. ``/chat``",
              lambda facts: facts.request.path),
-    Variable("WSS_REQUEST_QUERY", "the request line",
+    Variable("WSS_REQUEST_QUERY", "request line",
              "the query, e.g. ``room=1`` (empty when none)",
              lambda facts: facts.request.query),
-    Variable("WSS_REQUEST_HEADERS", "the request headers",
+    Variable("WSS_REQUEST_HEADERS", "request headers",
              "JSON object of all request headers, names lower-cased, values as sent (UTF-8 "
              "when they are, else each byte a latin-1 character)",
              lambda facts: json.dumps(facts.request.headers, ensure_ascii=False)),
-    Variable("WSS_TCP_HOST", "the back-connection listener", "the address to connect back to",
+    Variable("WSS_TCP_HOST", "back-connection", "the address to connect back to",
              lambda facts: facts.back_connect_address[0]),
-    Variable("WSS_TCP_PORT", "the back-connection listener",
+    Variable("WSS_TCP_PORT", "back-connection",
              "its port (the real one, also with ``--tcp-port 0``)",
              lambda facts: str(facts.back_connect_address[1])),
-    Variable("WSS_MESSAGE_MODE", "the route, or ``--message-mode``",
-             "``raw``, ``line`` or ``framed``",
+    Variable("WSS_MESSAGE_MODE", "route or settings",
+             "``raw``, ``line`` or ``framed``: the route's ``mode``, else ``--message-mode``",
              lambda facts: facts.endpoint.message_mode),
-    Variable("WSS_PHP_LIB", "the installation",
+    Variable("WSS_PHP_LIB", "installation",
              "path of ``Greenbridge.php``, the PHP library (as ``--php-lib``)",
              # So a script finds the library wherever greenbridge is installed.
              lambda facts: PHP_LIBRARY),
-    Variable("WSS_SUBPROTOCOL", "the handshake",
-             "the subprotocol agreed with the client, only when there is one",
+    Variable("WSS_SUBPROTOCOL", "handshake",
+             "the subprotocol agreed with the client (see ``--subprotocol``), only when "
+             "there is one",
              lambda facts: facts.endpoint.subprotocol or None),
     _header("Sec-WebSocket-Protocol", "WSS_SEC_WEBSOCKET_PROTOCOL"),
     _header("Sec-WebSocket-Version", "WSS_SEC_WEBSOCKET_VERSION"),
