@@ -7,7 +7,6 @@ what the server derives from them.
 
 import ipaddress
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Mapping, Optional, Tuple
 
 from greenbridge.acme.settings import AcmeSettings, build_acme_settings
@@ -15,19 +14,11 @@ from greenbridge.settings import checks
 from greenbridge.settings.declaration import dataclass_of, declared_values
 from greenbridge.settings.general import GENERAL
 from greenbridge.settings.tls import TLS
-from greenbridge.settings.values import ConfigError  # what every check raises; callers import it here
+from greenbridge.settings.values import ConfigError  # noqa: F401 (what every check raises; callers import it here)
 
 # Variables that configure the bridge itself; they may hold secrets, so PHP
 # never inherits them.
 CONFIG_ENV_PREFIX = "WSS_CONFIG_"
-# What the bridge tells PHP; always passed, also with --pass-env.
-PHP_ENV_PREFIX = "WSS_"
-# systemd's channel to the server itself, not to its PHP processes.
-SERVER_ONLY_VARIABLES = ("NOTIFY_SOCKET",)
-# --php-env: inherit (the Rust bridge's way: everything but the above) or
-# minimal (what a program needs to run and speak the locale, no more).
-MINIMAL_PHP_VARIABLES = ("PATH", "LANG", "TZ", "HOME")
-MINIMAL_PHP_VARIABLE_PREFIXES = ("LC_",)
 
 _DECLARED = GENERAL.settings + TLS.settings
 
@@ -48,30 +39,6 @@ class Config(dataclass_of("DeclaredSettings", _DECLARED)):
         """The largest message either way: the bridge holds a whole message while its reader
         is slow, so --max-write-buffer-size caps it as --max-payload-size does."""
         return min(self.max_payload_size, self.max_write_buffer_size)
-
-    @cached_property
-    def php_base_environment(self):
-        """What PHP inherits of the server's environment (before the WSS_* values)."""
-        return {name: value for name, value in self.base_environment.items()
-                if self._inherited_by_php(name) and not self._holds_secret(value)}
-
-    @property
-    def variables_withheld_for_secrets(self):
-        """Names PHP would inherit but does not: their values hold a secret setting."""
-        return sorted(name for name, value in self.base_environment.items()
-                      if self._inherited_by_php(name) and self._holds_secret(value))
-
-    def _inherited_by_php(self, name):
-        if name.startswith(CONFIG_ENV_PREFIX) or name in SERVER_ONLY_VARIABLES:
-            return False
-        if name.startswith(PHP_ENV_PREFIX) or name in (self.pass_env or ()):
-            return True
-        if self.php_env == "minimal":
-            return name in MINIMAL_PHP_VARIABLES or name.startswith(MINIMAL_PHP_VARIABLE_PREFIXES)
-        return self.pass_env is None  # inherit: --pass-env, when given, is the whole list
-
-    def _holds_secret(self, value):
-        return any(secret in value for secret in self.secret_values)
 
     @property
     def notify_socket(self):

@@ -7,7 +7,7 @@ they are and how they match).
 
 Same-origin compares the Origin with the host the client addressed: the
 ``Host`` header, or behind a trusted proxy its ``X-Forwarded-Host`` and
-``X-Forwarded-Proto`` (the caller decides which; see app.capture_request).
+``X-Forwarded-Proto`` (the caller decides which; see request.capture_request).
 
 Requests without ``Origin`` come from programs, not browsers, and pass.
 """

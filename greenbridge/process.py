@@ -1,4 +1,4 @@
-"""One PHP process: its environment, spawning, output relay, and ending it.
+"""One PHP process: spawning it (its environment: php_environment.py), output relay, ending it.
 
 PHP runs in its own process group (a new session), so ending the group also
 ends whatever children the script started.
@@ -11,7 +11,6 @@ keeps gevent's Popen (its pipes, wait, poll and child watcher) and starts the
 child with posix_spawn instead, which shares the parent's memory until exec.
 """
 
-import json
 import logging
 import os
 import re
@@ -22,8 +21,8 @@ from gevent import subprocess
 from gevent.monkey import get_original
 from gevent.os import fork_and_watch
 
-from greenbridge import PHP_LIBRARY
 from greenbridge.logs import connection_fields
+from greenbridge.php_environment import CONNECT_BACK_HINT
 
 log = logging.getLogger("greenbridge.php")
 
@@ -38,57 +37,11 @@ _FINAL_READ_LIMIT = 1024 * 1024
 # to stderr (Debian's php-cli), "Fatal error: ..." as display_errors writes them.
 _PHP_ERROR_LINE = re.compile(r"(PHP )?[A-Z][a-z]*( [a-z]+)* error: ")
 
-# What a script must do before anything else (see build_environment).
-CONNECT_BACK_HINT = ("a script must first connect to WSS_TCP_HOST:WSS_TCP_PORT and send "
-                     "WSS_CONNECTION_ID and a newline (Greenbridge\\Connection::connect() does)")
 # A require of a missing file that newcomers meet, and what to do about it.
 _MISSING_REQUIRE_HINTS = (
     ("Greenbridge.php", "require getenv('WSS_PHP_LIB') finds the library"),
     ("vendor/autoload.php", "composer install in the script's project makes it"),
 )
-
-
-def build_environment(base_environment, request, connection_id, back_connect_address,
-                      message_mode, subprotocol):
-    """The environment PHP sees: what it inherits (Config.php_base_environment) plus WSS_* values."""
-    tcp_host, tcp_port = back_connect_address
-    environment = dict(base_environment)
-    environment.update({
-        "WSS_ENABLED": "1",
-        "WSS_CONNECTION_ID": connection_id,
-        "WSS_CLIENT_IP": request.client_ip,
-        "WSS_CLIENT_PORT": str(request.client_port),
-        "WSS_SERVER_HOST": request.server_host,
-        "WSS_SERVER_PORT": str(request.server_port),
-        "WSS_REQUEST_URI": request.uri,
-        "WSS_REQUEST_PATH": request.path,
-        "WSS_REQUEST_QUERY": request.query,
-        "WSS_REQUEST_HEADERS": json.dumps(request.headers, ensure_ascii=False),
-        "WSS_TCP_HOST": tcp_host,
-        "WSS_TCP_PORT": str(tcp_port),
-        "WSS_MESSAGE_MODE": message_mode,
-        # So a script finds the library wherever greenbridge is installed.
-        "WSS_PHP_LIB": PHP_LIBRARY,
-    })
-    if subprotocol:
-        environment["WSS_SUBPROTOCOL"] = subprotocol
-    for header, variable in HEADER_VARIABLES.items():
-        if header in request.headers:
-            environment[variable] = request.headers[header]
-    environment.update(request.tls_variables)
-    return environment
-
-
-# Request headers that PHP also gets as variables of their own, when sent.
-HEADER_VARIABLES = {
-    "sec-websocket-protocol": "WSS_SEC_WEBSOCKET_PROTOCOL",
-    "sec-websocket-version": "WSS_SEC_WEBSOCKET_VERSION",
-    "origin": "WSS_ORIGIN",
-    "user-agent": "WSS_USER_AGENT",
-    "host": "WSS_HOST",
-    "x-forwarded-for": "WSS_X_FORWARDED_FOR",
-    "x-real-ip": "WSS_X_REAL_IP",
-}
 
 
 class PhpProcess:

@@ -24,6 +24,7 @@ from greenbridge.listening import ADMIN, BACKCONNECT, WEBSOCKET, ListenError, is
     listen_for
 from greenbridge.logs import RateLimitedLog, format_address
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
+from greenbridge.php_environment import withheld_for_secrets
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
 from greenbridge.tls.layer import TLSLayer, TLSSetupError
@@ -319,7 +320,7 @@ def warn_if_any_page_may_connect(config, listeners):
 
 def warn_about_withheld_variables(config):
     """Say which variables PHP does not get because they hold a secret setting's value."""
-    names = config.variables_withheld_for_secrets
+    names = withheld_for_secrets(config)
     if names:
         log.warning("not passed to PHP: %s (the value holds a setting marked secret, such "
                     "as --tls-eab-mac-key)", ", ".join(names))

@@ -27,7 +27,7 @@ class OneLineErrorParser(configargparse.ArgParser):
     @staticmethod
     def secret_values(options):
         """The strings the secret options hold, as parsed. PHP never sees them, under any
-        variable name (config.Config.php_base_environment): a new secret option is safe by
+        variable name (php_environment.inherited_environment): a new secret option is safe by
         being declared so."""
         return tuple(secret for setting in declared_settings()
                      for secret in setting.secrets_in(getattr(options, setting.dest))

@@ -4,10 +4,10 @@ Handshakes run in each connection's own greenlet, before HTTP and before any
 connection slot is taken, under the server's --handshake-timeout.
 """
 
-import hashlib
 import logging
 import os
 import stat
+from dataclasses import dataclass
 
 import gevent
 from cryptography import x509
@@ -181,26 +181,34 @@ class UnreadableClientCertificate(Exception):
     """OpenSSL took the client's certificate, cryptography cannot read it (e.g. X.509 v2)."""
 
 
-def client_certificate_variables(tls):
-    """The WSS_TLS / WSS_CLIENT_CERT_* variables PHP gets for a pyOpenSSL connection.
+@dataclass(frozen=True)
+class ClientCertificate:
+    """What PHP is told about a client's certificate (php_environment.py writes it out)."""
+    subject: str  # RFC 4514
+    issuer: str  # RFC 4514
+    serial_number: int
+    der: bytes
+    pem: str
+    verified: bool  # OpenSSL's verdict on the chain, kept in the TLS session
+
+
+def read_client_certificate(tls):
+    """The certificate the client presented on a pyOpenSSL connection, or None.
 
     UnreadableClientCertificate if the certificate cannot be described to PHP.
     """
-    variables = {"WSS_TLS": "1"}
     try:
         certificate = tls.get_peer_certificate(as_cryptography=True)
         if certificate is None:
-            return variables
-        variables.update({
-            "WSS_CLIENT_CERT_SUBJECT": certificate.subject.rfc4514_string(),
-            "WSS_CLIENT_CERT_ISSUER": certificate.issuer.rfc4514_string(),
-            "WSS_CLIENT_CERT_SERIAL": "%X" % certificate.serial_number,
-            "WSS_CLIENT_CERT_FINGERPRINT": hashlib.sha256(
-                certificate.public_bytes(serialization.Encoding.DER)).hexdigest(),
-            "WSS_CLIENT_CERT_VERIFIED": "1" if peer_certificate_verified(tls) else "0",
-            "WSS_CLIENT_CERT_PEM": certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        })
+            return None
+        return ClientCertificate(
+            subject=certificate.subject.rfc4514_string(),
+            issuer=certificate.issuer.rfc4514_string(),
+            serial_number=certificate.serial_number,
+            der=certificate.public_bytes(serialization.Encoding.DER),
+            pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            verified=peer_certificate_verified(tls),
+        )
     except (ValueError, x509.InvalidVersion) as error:
         # cryptography parses more strictly than OpenSSL, partly only when a field is read.
         raise UnreadableClientCertificate("%s: %s" % (type(error).__name__, error)) from None
-    return variables
