@@ -18,7 +18,6 @@ from greenbridge.handshake import MAX_HANDSHAKE_BYTES, request_head_bytes
 from greenbridge.origin import OriginPolicy
 from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
-from greenbridge.tls.layer import UnreadableClientCertificate, client_certificate_variables
 from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG,
                                    CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
                                    rejection_response)
@@ -54,6 +53,9 @@ class Request:
 def _tls_variables(environ):
     tls = environ.get("greenbridge.tls")  # greenbridge's own wss:// listener
     if tls is not None:
+        # Loaded already on wss:// (server.tls_layer); ws:// never loads it.
+        from greenbridge.tls.layer import UnreadableClientCertificate, \
+            client_certificate_variables
         try:
             return client_certificate_variables(tls)
         except UnreadableClientCertificate as error:

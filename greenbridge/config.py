@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Tuple
 from greenbridge import modes, origin, routing
 # As a module: acme/settings.py imports this one for ConfigError.
 from greenbridge.acme import settings as acme_settings
-from greenbridge.tls.selfsigned import KEY_TYPES as TLS_KEY_TYPES
+from greenbridge.tls import KEY_TYPES as TLS_KEY_TYPES
 from greenbridge.websocket import is_token
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")

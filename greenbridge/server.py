@@ -26,7 +26,7 @@ from greenbridge.logs import RateLimitedLog, format_address
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
-from greenbridge.tls.layer import TLSLayer, TLSSetupError
+from greenbridge.tls import TLSSetupError
 from greenbridge.workers import Arbiter
 from greenbridge.websocket import BAD_REQUEST_RESPONSE, BridgeHandler
 
@@ -96,7 +96,7 @@ def run(config):
     tls = None
     if config.tls_mode != "none":
         # Once, before any worker starts: every worker serves the same certificate.
-        tls = TLSLayer(config)
+        tls = tls_layer(config)
         try:
             tls.load()
         except TLSSetupError as error:
@@ -138,6 +138,23 @@ def run(config):
     notifier.ready("%d workers listening on %s:%d" % ((config.workers,) +
                                                       listeners.websocket.getsockname()[:2]))
     return arbiter.run()
+
+
+def tls_layer(config):
+    """The TLS layer for --tls-mode (not none), with ACME for automate.
+
+    Imported here, not at the top: a plain ws:// server loads neither OpenSSL
+    nor cryptography, and only automate loads the ACME side.
+    """
+    from greenbridge.tls.holder import CertificateHolder
+    from greenbridge.tls.layer import TLSLayer
+
+    holder = CertificateHolder()
+    renewer = None
+    if config.tls_mode == "automate":
+        from greenbridge.acme.renewal import CertificateManager
+        renewer = CertificateManager(config.acme, holder)
+    return TLSLayer(config, holder, renewer)
 
 
 class Listeners:
