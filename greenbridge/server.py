@@ -13,9 +13,10 @@ import signal
 
 import gevent
 from gevent.event import Event
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIServer
 from greenlet import greenlet
 
+from greenbridge.adapters.gevent_pywsgi import BadRequestAnswer
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
 from greenbridge.handshake import PendingHandshakes
@@ -194,7 +195,7 @@ class Listeners:
         self.websocket.close()
 
 
-class AdminHandler(WSGIHandler):
+class AdminHandler(BadRequestAnswer):
     """Reads each admin request under the handshake deadline, counted in its server's register.
 
     An idle keep-alive connection waits for its next request here too, so it
@@ -218,7 +219,7 @@ class AdminHandler(WSGIHandler):
         self.server.requests.end()
         return result
 
-    def _handle_client_error(self, error):
+    def answer_bad_request(self, error):
         # gevent prints a traceback for some (over 100 headers): one line is enough.
         self.server.log_refusal("bad admin request from %s: %s",
                                 format_address(self.client_address),
