@@ -19,8 +19,8 @@ import signal
 import gevent
 from gevent import subprocess
 from gevent.monkey import get_original
-from gevent.os import fork_and_watch
 
+from greenbridge.adapters.gevent_popen import OwnStartPopen
 from greenbridge.logs import connection_fields
 from greenbridge.php_environment import CONNECT_BACK_HINT
 
@@ -134,7 +134,7 @@ _SIGNALS_TO_RESTORE = (signal.SIGPIPE, signal.SIGXFSZ)
 _posix_spawnp = get_original("os", "posix_spawnp")
 
 
-class SpawnedPopen(subprocess.Popen):
+class SpawnedPopen(OwnStartPopen):
     """gevent's Popen, its child started by posix_spawn, in a new session.
 
     Only what PhpProcess uses is supported: a command list, an environment
@@ -145,33 +145,15 @@ class SpawnedPopen(subprocess.Popen):
 
     _inherited_closed_on_exec = False
 
-    def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
-                       universal_newlines, startupinfo, creationflags, shell,
-                       p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, *_unused):
-        child_streams = [(os.POSIX_SPAWN_DUP2, fd, target)
-                         for fd, target in ((p2cread, 0), (c2pwrite, 1), (errwrite, 2))
-                         if fd != -1]
+    def start_child(self, executable, args, env, child_streams):
         if not SpawnedPopen._inherited_closed_on_exec:
             _close_inherited_on_exec()
             SpawnedPopen._inherited_closed_on_exec = True
-        self._loop.install_sigchld()
-        try:
-            # The watcher starts before the loop runs again: an exit cannot be missed.
-            self.pid = fork_and_watch(self._on_child, self._loop, True, fork=lambda: _posix_spawnp(
-                executable or args[0], args, env, file_actions=child_streams, setsid=True,
-                # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
-                setsigdef=_SIGNALS_TO_RESTORE))
-            self._child_created = True
-        finally:
-            # The child has its copies: close the ends Popen opened for it (as
-            # gevent's Popen does after a fork); descriptors passed in stay the caller's.
-            devnull = getattr(self, "_devnull", None)
-            for child_end, our_end in ((p2cread, p2cwrite), (c2pwrite, c2pread), (errwrite, errread)):
-                if child_end != -1 and our_end != -1 and child_end != devnull:
-                    os.close(child_end)
-            if devnull is not None:
-                os.close(devnull)
-            self._closed_child_pipe_fds = True
+        return _posix_spawnp(
+            executable, args, env, setsid=True,
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in child_streams],
+            # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
+            setsigdef=_SIGNALS_TO_RESTORE)
 
 
 def _close_inherited_on_exec():

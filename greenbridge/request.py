@@ -8,11 +8,12 @@ PHP's environment (php_environment.py) all use this one ``Request``.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
-from greenbridge.tls.layer import ClientCertificate, UnreadableClientCertificate, \
-    read_client_certificate
 from greenbridge.websocket import Rejected
+
+if TYPE_CHECKING:
+    from greenbridge.tls.layer import ClientCertificate
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Request:
     query: str
     headers: Dict[str, str]
     tls: bool  # wss://, or TLS ended by the WSGI server
-    client_certificate: Optional[ClientCertificate]  # when the client presented one
+    client_certificate: Optional["ClientCertificate"]  # when the client presented one
     # For the origin check: the host (port included) and scheme the client addressed.
     # The scheme is known only from a trusted proxy (X-Forwarded-Proto), else None.
     addressed_host: str
@@ -84,6 +85,8 @@ def _tls(environ):
     """(whether the request came over TLS, the client's certificate or None)."""
     connection = environ.get("greenbridge.tls")  # greenbridge's own wss:// listener
     if connection is not None:
+        # Loaded already on wss:// (server.tls_layer); ws:// never loads it.
+        from greenbridge.tls.layer import UnreadableClientCertificate, read_client_certificate
         try:
             return True, read_client_certificate(connection)
         except UnreadableClientCertificate as error:

@@ -32,10 +32,8 @@ from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_INFO, TCP_NODELAY
 from gevent import Timeout
 from gevent.lock import Semaphore
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
-from gevent.pywsgi import WSGIHandler
-from geventwebsocket.handler import WebSocketHandler
-from geventwebsocket.websocket import Stream, WebSocket
 
+from greenbridge.adapters.gevent_websocket import Stream, UpgradeLaterHandler, WebSocket
 from greenbridge.frames import TextChecker, check_text, encode_header, parse_header, unmask
 from greenbridge.sockets import fast_io, send_all
 
@@ -560,7 +558,7 @@ def _tune_client_socket(sock, socket_buffer_size):
     sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
 
 
-class BridgeHandler(WebSocketHandler):
+class BridgeHandler(UpgradeLaterHandler):
     """Hands every request to the WSGI application, upgrades only when it accepts.
 
     gevent-websocket's own handler answers 101 before the application runs.
@@ -619,7 +617,7 @@ class BridgeHandler(WebSocketHandler):
         if isinstance(self.rfile, CappedReader):
             self.rfile = self.rfile.stream
 
-    def _handle_client_error(self, error):
+    def answer_bad_request(self, error):
         # gevent prints a traceback for some client errors (too many headers);
         # a client's mistake is worth one line.
         log.info("bad request from %s: %s", format_address(self.client_address),
@@ -638,11 +636,11 @@ class BridgeHandler(WebSocketHandler):
         elif getattr(self.server, "port_shared", False):
             self.handshakes.pause()
             try:
-                WSGIHandler.run_application(self)
+                self.run_plain_application()
             finally:
                 self.handshakes.resume()
             return
-        WSGIHandler.run_application(self)
+        self.run_plain_application()
 
     def log_request(self):
         # Upgrades get one access line when they end; rejections are logged by the app.

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from greenbridge.settings.values import TLS_KEY_TYPES as KEY_TYPES
+from greenbridge.tls import KEY_TYPES
 
 VALIDITY = datetime.timedelta(days=365)
 # Clients whose clock is a little behind still accept it.
