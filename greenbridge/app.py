@@ -9,8 +9,6 @@ import logging
 import time
 
 import gevent
-from dataclasses import dataclass
-from typing import Dict, Optional
 
 from greenbridge import devconsole
 from greenbridge.connection import Connection
@@ -18,9 +16,10 @@ from greenbridge.frames import CloseCode
 from greenbridge.handler import adopt_stock_websocket
 from greenbridge.handshake import MAX_HANDSHAKE_BYTES, request_head_bytes
 from greenbridge.origin import OriginPolicy
+from greenbridge.php_environment import inherited_environment
+from greenbridge.request import capture_request
 from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
-from greenbridge.tls.layer import UnreadableClientCertificate, client_certificate_variables
 from greenbridge.upgrade import Rejected, rejection_response
 
 log = logging.getLogger("greenbridge.app")
@@ -30,121 +29,6 @@ RETRY_AFTER_SECONDS = "5"
 _REFUSAL_CLOSE_CODES = {"503": CloseCode.TRY_AGAIN_LATER, "431": CloseCode.TOO_BIG}
 # After the last close: time for connection greenlets to end their PHP processes.
 _TEARDOWN_SLACK = 5.0
-
-
-@dataclass(frozen=True)
-class Request:
-    """What PHP is told about the WebSocket request, and what the origin check needs."""
-    client_ip: str
-    client_port: int
-    server_host: str
-    server_port: int
-    uri: str
-    path: str
-    query: str
-    headers: Dict[str, str]
-    # WSS_TLS and WSS_CLIENT_CERT_* on wss://, empty on ws://.
-    tls_variables: Dict[str, str]
-    # For the origin check: the host (port included) and scheme the client addressed.
-    # The scheme is known only from a trusted proxy (X-Forwarded-Proto), else None.
-    addressed_host: str
-    addressed_scheme: Optional[str]
-
-
-def _tls_variables(environ):
-    tls = environ.get("greenbridge.tls")  # greenbridge's own wss:// listener
-    if tls is not None:
-        try:
-            return client_certificate_variables(tls)
-        except UnreadableClientCertificate as error:
-            raise Rejected("400 Bad Request", "unreadable client certificate (%s)"
-                           % error) from None
-    if environ.get("wsgi.url_scheme") == "https":  # TLS ended by the WSGI server (gunicorn)
-        return {"WSS_TLS": "1"}
-    return {}
-
-
-def capture_request(environ, config):
-    """Build a Request from the WSGI environ; Rejected (400) if PHP could not be given it."""
-    headers = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower()
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            name = key.replace("_", "-").lower()
-        else:
-            continue
-        headers[name] = _header_text(name, value)
-    path = _header_text("request path", environ.get("PATH_INFO", "") or "/")
-    query = _header_text("query string", environ.get("QUERY_STRING", ""))
-    local_host, local_port = environ.get("greenbridge.local_address") or (
-        environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", "0"))
-    client_ip, client_port = environ.get("REMOTE_ADDR", ""), int(environ.get("REMOTE_PORT") or 0)
-    server_host, server_port = local_host, int(local_port)
-    addressed_host, addressed_scheme = headers.get("host", ""), None
-    if config.is_trusted_proxy(client_ip):
-        forwarded_ip = _forwarded_client_ip(headers, config)
-        if forwarded_ip:
-            # The proxy's own port says nothing about the client's.
-            client_ip, client_port = forwarded_ip, 0
-        server_host, server_port = _forwarded_server(headers, server_host, server_port)
-        addressed_host = _first_forwarded(headers, "x-forwarded-host") or addressed_host
-        addressed_scheme = _first_forwarded(headers, "x-forwarded-proto").lower() or None
-    return Request(
-        client_ip=client_ip,
-        client_port=client_port,
-        server_host=server_host,
-        server_port=server_port,
-        uri=path + ("?" + query if query else ""),
-        path=path,
-        query=query,
-        headers=headers,
-        tls_variables=_tls_variables(environ),
-        addressed_host=addressed_host,
-        addressed_scheme=addressed_scheme,
-    )
-
-
-def _forwarded_client_ip(headers, config):
-    """X-Real-IP, else the right-most X-Forwarded-For entry that is not a trusted proxy."""
-    real_ip = headers.get("x-real-ip", "").strip()
-    if real_ip:
-        return real_ip
-    hops = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not config.is_trusted_proxy(hop):
-            return hop
-    return hops[0] if hops else ""
-
-
-def _first_forwarded(headers, name):
-    """The first entry of an X-Forwarded-* header: what the client-facing proxy saw ("": none)."""
-    return headers.get(name, "").split(",")[0].strip()
-
-
-def _forwarded_server(headers, host, port):
-    """Host and port the client asked for, from X-Forwarded-Host / X-Forwarded-Port."""
-    forwarded_host = _first_forwarded(headers, "x-forwarded-host")
-    if forwarded_host:
-        host = forwarded_host
-        name, colon, port_text = forwarded_host.rpartition(":")
-        if colon and port_text.isdigit() and not name.endswith(":"):
-            host, port = name.strip("[]"), int(port_text)
-    port_text = _first_forwarded(headers, "x-forwarded-port")
-    if port_text.isdigit() and int(port_text) <= 65535:
-        port = int(port_text)
-    return host, port
-
-
-def _header_text(name, value):
-    # WSGI hands over the raw bytes as latin-1 text. Clients that send UTF-8
-    # get it back as UTF-8; anything else stays latin-1, as HTTP defines it.
-    if "\x00" in value:
-        raise Rejected("400 Bad Request", "NUL byte in %s" % name)
-    try:
-        return value.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return value
 
 
 class Admission:
@@ -198,6 +82,8 @@ class BridgeApp:
         self.router = Router(config.routes, config.script, config.message_mode,
                              config.subprotocols)
         self.origin_policy = OriginPolicy(config.allow_origins, config.same_origin)
+        # The same for every PHP process of this server: decided once.
+        self.php_inherited_environment = inherited_environment(config)
 
     def admit(self, environ):
         """Reserve slots for an upgrade request, or raise Rejected."""
@@ -210,7 +96,7 @@ class BridgeApp:
         if request_head_bytes(environ) > MAX_HANDSHAKE_BYTES:
             raise Rejected("431 Request Header Fields Too Large",
                            "request line and headers over %d bytes" % MAX_HANDSHAKE_BYTES)
-        request = capture_request(environ, self.config)
+        request = capture_request(environ, self.config.is_trusted_proxy)
         self.origin_policy.check(request.headers.get("origin"), request.addressed_host,
                                  request.addressed_scheme)
         endpoint = self.router.endpoint(request.path,
@@ -246,8 +132,8 @@ class BridgeApp:
 
     def serve(self, environ, websocket, admission):
         """Run one connection to its end, in the calling (connection) greenlet."""
-        connection = Connection(self.config, self.backconnect, admission.request, websocket,
-                                self.metrics, admission.endpoint)
+        connection = Connection(self.config, self.php_inherited_environment, self.backconnect,
+                                admission.request, websocket, self.metrics, admission.endpoint)
         self.connections[connection.id] = connection
         started = time.monotonic()
         try:

@@ -16,8 +16,8 @@ from greenbridge import modes, pump
 from greenbridge.frames import CloseCode
 from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
-from greenbridge.process import (CONNECT_BACK_HINT, PhpProcess, build_environment,
-                                 describe_exit, explain_early_end)
+from greenbridge.php_environment import CONNECT_BACK_HINT, build_environment
+from greenbridge.process import PhpProcess, describe_exit, explain_early_end
 
 log = logging.getLogger("greenbridge.connection")
 access_log = logging.getLogger("greenbridge.access")
@@ -27,9 +27,11 @@ _SPAWN_BACKOFF = (0.1, 0.2, 0.4, 0.8)
 
 
 class Connection:
-    def __init__(self, config, backconnect, request, websocket, metrics, endpoint):
+    def __init__(self, config, php_inherited_environment, backconnect, request, websocket,
+                 metrics, endpoint):
         self.id = str(uuid.uuid4())
         self._config = config
+        self._php_inherited_environment = php_inherited_environment
         self._metrics = metrics
         self._backconnect = backconnect
         self._request = request
@@ -112,9 +114,8 @@ class Connection:
         config = self._config
         endpoint = self._endpoint
         command = [config.php_executable, endpoint.script, *config.php_args]
-        environment = build_environment(config.php_base_environment, self._request,
-                                        self.id, self._backconnect.address,
-                                        endpoint.message_mode, endpoint.subprotocol)
+        environment = build_environment(self._php_inherited_environment, self._request,
+                                        self.id, self._backconnect.address, endpoint)
         deadline = time.monotonic() + config.php_connect_timeout
         attempts = 1 + config.php_connect_retries
         failure = None  # why the last attempt failed

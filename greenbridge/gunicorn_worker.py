@@ -10,6 +10,14 @@ server does, and a connection gets the standalone server's handshake limits
 (see handshake.py): one --handshake-timeout budget from accept (gunicorn's
 TLS handshake included) to 101, --max-pending-handshakes, 16 KiB of headers.
 Everything else is gunicorn's gevent pywsgi worker.
+
+Checked against gunicorn 27.0.1 and gevent 26.9.0, relying on what is not
+their documented API: gunicorn's gevent worker builds its server from the
+``server_class`` and ``wsgi_handler`` class attributes (PyWSGIServer,
+PyWSGIHandler), and gevent's StreamServer, given gunicorn's TLS options,
+hands each accepted socket to ``wrap_socket_and_handle(client_socket,
+address)``, which calls ``self.wrap_socket(socket, **self.ssl_args)``.
+tests/test_adapters.py checks these.
 """
 
 import logging
@@ -20,6 +28,8 @@ from greenbridge.handshake import PendingHandshakes
 from greenbridge.logs import format_address
 from greenbridge.handler import BridgeHandler
 from greenbridge.wsgi import handshake_limits
+
+CHECKED_AGAINST = {"gunicorn": "27.0.1", "gevent": "26.9.0"}
 
 log = logging.getLogger("greenbridge.gunicorn")
 

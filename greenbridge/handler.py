@@ -12,15 +12,13 @@ handshake.py; the checks themselves are upgrade.py's.
 import logging
 from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_NODELAY
 
-from gevent.pywsgi import WSGIHandler
-from geventwebsocket.handler import WebSocketHandler
-from geventwebsocket.websocket import Stream
-
+from greenbridge.adapters.gevent_websocket import Stream, UpgradeLaterHandler
 from greenbridge.handshake import (MAX_HANDSHAKE_BYTES, UNLIMITED_HANDSHAKES, CappedReader,
                                    HandshakeAborted)
 from greenbridge.logs import format_address
+from greenbridge.http_token import is_token
 from greenbridge.upgrade import (Rejected, accept_key, check_header_section, check_upgrade_request,
-                                 is_token, wants_websocket)
+                                 wants_websocket)
 from greenbridge.websocket import BridgeWebSocket
 
 log = logging.getLogger("greenbridge.handler")
@@ -91,7 +89,7 @@ def _tune_client_socket(sock, socket_buffer_size):
     sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
 
 
-class BridgeHandler(WebSocketHandler):
+class BridgeHandler(UpgradeLaterHandler):
     """Hands every request to the WSGI application, upgrades only when it accepts.
 
     gevent-websocket's own handler answers 101 before the application runs.
@@ -150,7 +148,7 @@ class BridgeHandler(WebSocketHandler):
         if isinstance(self.rfile, CappedReader):
             self.rfile = self.rfile.stream
 
-    def _handle_client_error(self, error):
+    def answer_bad_request(self, error):
         # gevent prints a traceback for some client errors (too many headers);
         # a client's mistake is worth one line.
         log.info("bad request from %s: %s", format_address(self.client_address),
@@ -169,11 +167,11 @@ class BridgeHandler(WebSocketHandler):
         elif getattr(self.server, "port_shared", False):
             self.handshakes.pause()
             try:
-                WSGIHandler.run_application(self)
+                self.run_plain_application()
             finally:
                 self.handshakes.resume()
             return
-        WSGIHandler.run_application(self)
+        self.run_plain_application()
 
     def log_request(self):
         # Upgrades get one access line when they end; rejections are logged by the app.

@@ -16,11 +16,7 @@ fuzzable) on its own.
 import struct
 
 from greenbridge.frames import OPCODE_BINARY, OPCODE_TEXT, CloseCode, valid_close_code
-
-RAW = "raw"
-LINE = "line"
-FRAMED = "framed"
-MODES = (RAW, LINE, FRAMED)
+from greenbridge.settings.values import FRAMED, LINE
 
 # Frame types of the framed mode; text and binary are the WebSocket opcodes.
 TYPE_TEXT = OPCODE_TEXT
@@ -29,7 +25,6 @@ TYPE_CLOSE = 0x8
 
 _FRAME_HEADER = struct.Struct("!BI")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size
-MAX_FRAME_LENGTH = 2 ** 32 - 1  # what the 4-byte length can say
 # The client's close code when PHP breaks its message mode (1011).
 PHP_ERROR = CloseCode.INTERNAL_ERROR
 

@@ -2,67 +2,23 @@
 
 Browsers send ``Origin`` with every WebSocket upgrade and let any page
 connect anywhere, so without a check any site can make its visitors start
-PHP processes. A pattern is an origin (``https://app.example.com``,
-``http://localhost:3000``) or a host pattern with any scheme
-(``*.example.com`` matches every subdomain, ``example.com`` only itself);
-``https://*.example.com`` limits the scheme too. A port must be given to
-allow a non-default one.
+PHP processes. ``--allow-origin`` takes patterns (settings/origins.py: what
+they are and how they match).
 
 Same-origin compares the Origin with the host the client addressed: the
 ``Host`` header, or behind a trusted proxy its ``X-Forwarded-Host`` and
-``X-Forwarded-Proto`` (the caller decides which; see app.capture_request).
+``X-Forwarded-Proto`` (the caller decides which; see request.capture_request).
 
 Requests without ``Origin`` come from programs, not browsers, and pass.
 """
 
 from urllib.parse import urlsplit
 
+from greenbridge.settings.origins import DEFAULT_PORTS, OriginPattern, split_host_port
 from greenbridge.upgrade import Rejected
 
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 # A page's scheme and the one its WebSocket uses to reach the same server.
 _PAGE_SCHEMES = {"ws": "http", "wss": "https"}
-
-
-class OriginPattern:
-    def __init__(self, text):
-        """Raise ValueError when `text` is not an origin or host pattern."""
-        scheme, has_scheme, rest = text.strip().lower().rpartition("://")
-        if not rest or "/" in rest or (has_scheme and not scheme):
-            raise ValueError(text)
-        self.scheme = scheme or None
-        self.host, self.port = _split_host_port(rest)
-        if not self.host or "*" in self.host.replace("*.", "", 1) or \
-                ("*" in self.host and not self.host.startswith("*.")):
-            raise ValueError(text)
-
-    def matches(self, scheme, host, port):
-        if self.scheme is not None and scheme != self.scheme:
-            return False
-        if port != (self.port if self.port is not None else _DEFAULT_PORTS.get(scheme)):
-            return False
-        if self.host.startswith("*."):
-            return host.endswith(self.host[1:])
-        return host == self.host
-
-
-def _split_host_port(text):
-    """'host', 'host:8080', '[::1]:8080' -> (host, port or None); ValueError on a bad port."""
-    host, port = text, None
-    if text.startswith("["):
-        host, _, after = text.partition("]")
-        host += "]"
-        if after:
-            if not after.startswith(":"):
-                raise ValueError(text)
-            port = after[1:]
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if port is not None:
-        port = int(port)
-        if not 0 < port < 65536:
-            raise ValueError(text)
-    return host, port
 
 
 def _parse_origin(origin):
@@ -75,7 +31,7 @@ def _parse_origin(origin):
     if not parts.scheme or not parts.hostname or parts.path not in ("", "/"):
         return None
     host = "[%s]" % parts.hostname if ":" in parts.hostname else parts.hostname
-    return parts.scheme, host, port if port is not None else _DEFAULT_PORTS.get(parts.scheme)
+    return parts.scheme, host, port if port is not None else DEFAULT_PORTS.get(parts.scheme)
 
 
 class OriginPolicy:
@@ -108,9 +64,9 @@ def _same_origin(parsed_origin, addressed_host, addressed_scheme):
                                                           addressed_scheme) != scheme:
         return False
     try:
-        header_host, header_port = _split_host_port((addressed_host or "").strip().lower())
+        header_host, header_port = split_host_port((addressed_host or "").strip().lower())
     except ValueError:
         return False
     if header_port is None:
-        header_port = _DEFAULT_PORTS.get(scheme)
+        header_port = DEFAULT_PORTS.get(scheme)
     return (host, port) == (header_host, header_port)

@@ -1,4 +1,4 @@
-"""One PHP process: its environment, spawning, output relay, and ending it.
+"""One PHP process: spawning it (its environment: php_environment.py), output relay, ending it.
 
 PHP runs in its own process group (a new session), so ending the group also
 ends whatever children the script started.
@@ -11,7 +11,6 @@ keeps gevent's Popen (its pipes, wait, poll and child watcher) and starts the
 child with posix_spawn instead, which shares the parent's memory until exec.
 """
 
-import json
 import logging
 import os
 import re
@@ -20,10 +19,10 @@ import signal
 import gevent
 from gevent import subprocess
 from gevent.monkey import get_original
-from gevent.os import fork_and_watch
 
-from greenbridge import PHP_LIBRARY
+from greenbridge.adapters.gevent_popen import OwnStartPopen
 from greenbridge.logs import connection_fields
+from greenbridge.php_environment import CONNECT_BACK_HINT
 
 log = logging.getLogger("greenbridge.php")
 
@@ -38,57 +37,11 @@ _FINAL_READ_LIMIT = 1024 * 1024
 # to stderr (Debian's php-cli), "Fatal error: ..." as display_errors writes them.
 _PHP_ERROR_LINE = re.compile(r"(PHP )?[A-Z][a-z]*( [a-z]+)* error: ")
 
-# What a script must do before anything else (see build_environment).
-CONNECT_BACK_HINT = ("a script must first connect to WSS_TCP_HOST:WSS_TCP_PORT and send "
-                     "WSS_CONNECTION_ID and a newline (Greenbridge\\Connection::connect() does)")
 # A require of a missing file that newcomers meet, and what to do about it.
 _MISSING_REQUIRE_HINTS = (
     ("Greenbridge.php", "require getenv('WSS_PHP_LIB') finds the library"),
     ("vendor/autoload.php", "composer install in the script's project makes it"),
 )
-
-
-def build_environment(base_environment, request, connection_id, back_connect_address,
-                      message_mode, subprotocol):
-    """The environment PHP sees: what it inherits (Config.php_base_environment) plus WSS_* values."""
-    tcp_host, tcp_port = back_connect_address
-    environment = dict(base_environment)
-    environment.update({
-        "WSS_ENABLED": "1",
-        "WSS_CONNECTION_ID": connection_id,
-        "WSS_CLIENT_IP": request.client_ip,
-        "WSS_CLIENT_PORT": str(request.client_port),
-        "WSS_SERVER_HOST": request.server_host,
-        "WSS_SERVER_PORT": str(request.server_port),
-        "WSS_REQUEST_URI": request.uri,
-        "WSS_REQUEST_PATH": request.path,
-        "WSS_REQUEST_QUERY": request.query,
-        "WSS_REQUEST_HEADERS": json.dumps(request.headers, ensure_ascii=False),
-        "WSS_TCP_HOST": tcp_host,
-        "WSS_TCP_PORT": str(tcp_port),
-        "WSS_MESSAGE_MODE": message_mode,
-        # So a script finds the library wherever greenbridge is installed.
-        "WSS_PHP_LIB": PHP_LIBRARY,
-    })
-    if subprotocol:
-        environment["WSS_SUBPROTOCOL"] = subprotocol
-    for header, variable in HEADER_VARIABLES.items():
-        if header in request.headers:
-            environment[variable] = request.headers[header]
-    environment.update(request.tls_variables)
-    return environment
-
-
-# Request headers that PHP also gets as variables of their own, when sent.
-HEADER_VARIABLES = {
-    "sec-websocket-protocol": "WSS_SEC_WEBSOCKET_PROTOCOL",
-    "sec-websocket-version": "WSS_SEC_WEBSOCKET_VERSION",
-    "origin": "WSS_ORIGIN",
-    "user-agent": "WSS_USER_AGENT",
-    "host": "WSS_HOST",
-    "x-forwarded-for": "WSS_X_FORWARDED_FOR",
-    "x-real-ip": "WSS_X_REAL_IP",
-}
 
 
 class PhpProcess:
@@ -181,7 +134,7 @@ _SIGNALS_TO_RESTORE = (signal.SIGPIPE, signal.SIGXFSZ)
 _posix_spawnp = get_original("os", "posix_spawnp")
 
 
-class SpawnedPopen(subprocess.Popen):
+class SpawnedPopen(OwnStartPopen):
     """gevent's Popen, its child started by posix_spawn, in a new session.
 
     Only what PhpProcess uses is supported: a command list, an environment
@@ -192,33 +145,15 @@ class SpawnedPopen(subprocess.Popen):
 
     _inherited_closed_on_exec = False
 
-    def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
-                       universal_newlines, startupinfo, creationflags, shell,
-                       p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, *_unused):
-        child_streams = [(os.POSIX_SPAWN_DUP2, fd, target)
-                         for fd, target in ((p2cread, 0), (c2pwrite, 1), (errwrite, 2))
-                         if fd != -1]
+    def start_child(self, executable, args, env, child_streams):
         if not SpawnedPopen._inherited_closed_on_exec:
             _close_inherited_on_exec()
             SpawnedPopen._inherited_closed_on_exec = True
-        self._loop.install_sigchld()
-        try:
-            # The watcher starts before the loop runs again: an exit cannot be missed.
-            self.pid = fork_and_watch(self._on_child, self._loop, True, fork=lambda: _posix_spawnp(
-                executable or args[0], args, env, file_actions=child_streams, setsid=True,
-                # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
-                setsigdef=_SIGNALS_TO_RESTORE))
-            self._child_created = True
-        finally:
-            # The child has its copies: close the ends Popen opened for it (as
-            # gevent's Popen does after a fork); descriptors passed in stay the caller's.
-            devnull = getattr(self, "_devnull", None)
-            for child_end, our_end in ((p2cread, p2cwrite), (c2pwrite, c2pread), (errwrite, errread)):
-                if child_end != -1 and our_end != -1 and child_end != devnull:
-                    os.close(child_end)
-            if devnull is not None:
-                os.close(devnull)
-            self._closed_child_pipe_fds = True
+        return _posix_spawnp(
+            executable, args, env, setsid=True,
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in child_streams],
+            # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
+            setsigdef=_SIGNALS_TO_RESTORE)
 
 
 def _close_inherited_on_exec():

@@ -1,25 +1,16 @@
 """Which script, message mode and subprotocol a request gets.
 
 ``--route /chat=chat.php,mode=framed,subprotocol=chat.v1`` maps one request
-path to its own script, optionally with its own mode and subprotocol list;
-``--script`` handles every other path. Refusals are ``Rejected`` (404, 400)
-so nothing is spawned for them.
+path to its own script, optionally with its own mode and subprotocol list
+(settings/routes.py parses it); ``--script`` handles every other path.
+Refusals are ``Rejected`` (404, 400) so nothing is spawned for them.
 """
 
-import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
-from greenbridge.modes import MODES
+from greenbridge.settings.routes import Route
 from greenbridge.upgrade import Rejected
-
-
-@dataclass(frozen=True)
-class Route:
-    path: Optional[str]  # None: the default script, for every path without a route
-    script: str
-    message_mode: Optional[str] = None  # None: --message-mode
-    subprotocols: Optional[Tuple[str, ...]] = None  # None: --subprotocol
 
 
 @dataclass(frozen=True)
@@ -28,29 +19,6 @@ class Endpoint:
     script: str
     message_mode: str
     subprotocol: Optional[str]
-
-
-def parse_route(text):
-    """``PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]...`` -> Route; ValueError when malformed."""
-    target, *options = [part.strip() for part in text.split(",")]
-    path, equals, script = target.partition("=")
-    path, script = path.strip(), script.strip()
-    if not equals or not path.startswith("/") or not script:
-        raise ValueError("expected PATH=SCRIPT with PATH starting with /")
-    message_mode = None
-    subprotocols = []
-    for option in options:
-        name, equals, value = option.partition("=")
-        name, value = name.strip(), value.strip()
-        if name == "mode" and value in MODES:
-            message_mode = value
-        elif name == "subprotocol" and value:
-            subprotocols.append(value)
-        else:
-            raise ValueError("unknown route option %r (mode=raw|line|framed, subprotocol=NAME)"
-                             % option)
-    return Route(path, os.path.abspath(script), message_mode,
-                 tuple(subprotocols) if subprotocols else None)
 
 
 class Router:

@@ -13,9 +13,10 @@ import signal
 
 import gevent
 from gevent.event import Event
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIServer
 from greenlet import greenlet
 
+from greenbridge.adapters.gevent_pywsgi import BadRequestAnswer
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
 from greenbridge.handshake import PendingHandshakes
@@ -24,9 +25,10 @@ from greenbridge.listening import ADMIN, BACKCONNECT, WEBSOCKET, ListenError, is
     listen_for
 from greenbridge.logs import RateLimitedLog, format_address
 from greenbridge.metrics import AdminApp, Metrics, MetricsChannel, WorkersMetrics
+from greenbridge.php_environment import withheld_for_secrets
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
-from greenbridge.tls.layer import TLSLayer, TLSSetupError
+from greenbridge.tls import TLSSetupError
 from greenbridge.workers import Arbiter
 from greenbridge.handler import BAD_REQUEST_RESPONSE, BridgeHandler
 
@@ -96,7 +98,7 @@ def run(config):
     tls = None
     if config.tls_mode != "none":
         # Once, before any worker starts: every worker serves the same certificate.
-        tls = TLSLayer(config)
+        tls = tls_layer(config)
         try:
             tls.load()
         except TLSSetupError as error:
@@ -140,6 +142,23 @@ def run(config):
     return arbiter.run()
 
 
+def tls_layer(config):
+    """The TLS layer for --tls-mode (not none), with ACME for automate.
+
+    Imported here, not at the top: a plain ws:// server loads neither OpenSSL
+    nor cryptography, and only automate loads the ACME side.
+    """
+    from greenbridge.tls.holder import CertificateHolder
+    from greenbridge.tls.layer import TLSLayer
+
+    holder = CertificateHolder()
+    renewer = None
+    if config.tls_mode == "automate":
+        from greenbridge.acme.renewal import CertificateManager
+        renewer = CertificateManager(config.acme, holder)
+    return TLSLayer(config, holder, renewer)
+
+
 class Listeners:
     """The WebSocket listening socket, one back-connection socket per worker,
     and the admin socket when asked for.
@@ -177,7 +196,7 @@ class Listeners:
         self.websocket.close()
 
 
-class AdminHandler(WSGIHandler):
+class AdminHandler(BadRequestAnswer):
     """Reads each admin request under the handshake deadline, counted in its server's register.
 
     An idle keep-alive connection waits for its next request here too, so it
@@ -201,7 +220,7 @@ class AdminHandler(WSGIHandler):
         self.server.requests.end()
         return result
 
-    def _handle_client_error(self, error):
+    def answer_bad_request(self, error):
         # gevent prints a traceback for some (over 100 headers): one line is enough.
         self.server.log_refusal("bad admin request from %s: %s",
                                 format_address(self.client_address),
@@ -319,7 +338,7 @@ def warn_if_any_page_may_connect(config, listeners):
 
 def warn_about_withheld_variables(config):
     """Say which variables PHP does not get because they hold a secret setting's value."""
-    names = config.variables_withheld_for_secrets
+    names = withheld_for_secrets(config)
     if names:
         log.warning("not passed to PHP: %s (the value holds a setting marked secret, such "
                     "as --tls-eab-mac-key)", ", ".join(names))

@@ -8,11 +8,9 @@ these checks in gevent's request handling.
 
 import base64
 import hashlib
-import re
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # RFC 9110 5.6.2: methods, header names and subprotocols are tokens.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class Rejected(Exception):
@@ -30,10 +28,6 @@ class Rejected(Exception):
 
 
 _REJECTION_KINDS = {"503": "limit", "403": "origin", "404": "route"}
-
-
-def is_token(text):
-    return _TOKEN.fullmatch(text) is not None
 
 
 def wants_websocket(environ):

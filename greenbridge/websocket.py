@@ -27,8 +27,8 @@ from socket import IPPROTO_TCP, TCP_INFO
 from gevent import Timeout
 from gevent.lock import Semaphore
 from geventwebsocket.exceptions import WebSocketError
-from geventwebsocket.websocket import WebSocket
 
+from greenbridge.adapters.gevent_websocket import WebSocket
 from greenbridge.frames import CloseCode
 from greenbridge.protocol import RECEIVE_SIZE, CloseReceived, ServerProtocol
 from greenbridge.sockets import fast_io, send_all

@@ -20,7 +20,7 @@ from acme_servers import (BLOCKED_DOMAIN, EAB_KEY_ID, EAB_MAC_KEY, ELSEWHERE_DOM
                           RFC2136_ZONE, TSIG_KEY_NAME, TSIG_SECRET, Pebble,
                           acme_folder, challtestsrv, named, pebble,  # noqa: F401 (fixtures)
                           pebble_with_named, rate_limited_ca, throwaway_ca)
-from greenbridge.acme import AcmeError
+from greenbridge.acme.errors import AcmeError
 from greenbridge.acme.renewal import CertificateManager
 from greenbridge.acme.settings import AcmeSettings
 from greenbridge.tls.holder import CertificateHolder

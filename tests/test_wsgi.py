@@ -150,6 +150,17 @@ def test_bridge_worker_refuses_with_http_503_before_any_php(gunicorn):
     assert len(access_lines(stopped_log(server))) == 1  # the refused one never ran
 
 
+def test_bridge_worker_boots_without_a_monkey_patch_warning(gunicorn):
+    """The master imports the worker class before the worker monkey-patches: had that
+    import loaded ssl users (requests, urllib3), gevent would warn at every worker boot."""
+    server = gunicorn(worker_class=BRIDGE_WORKER, workers=1)
+    with connect(server.url()) as ws:  # booted and patched: it serves
+        ws.send(b"patched")
+        assert ws.recv(timeout=20) == b"patched"
+    log = stopped_log(server)
+    assert "MonkeyPatchWarning" not in log, log
+
+
 def test_greenbridge_beside_a_plain_wsgi_app_with_middleware(gunicorn):
     # One worker: an idle second one would hold the stop below for the graceful timeout.
     server = gunicorn(worker_class=BRIDGE_WORKER, workers=1, app="wsgi_composed:application")

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from simple_acme_dns import errors as simple_acme_errors
 
 from greenbridge import __version__
-from greenbridge.acme import AcmeError
+from greenbridge.acme.errors import AcmeError
 from greenbridge.acme.providers import create_provider
 from greenbridge.acme.state import Certificate, write_private
 

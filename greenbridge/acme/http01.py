@@ -19,7 +19,7 @@ import sys
 import gevent
 from gevent import subprocess
 
-from greenbridge.acme import AcmeError
+from greenbridge.acme.errors import AcmeError
 from greenbridge.acme.state import Certificate, write_private
 from greenbridge.listening import ListenOptions, why_cannot_listen
 

@@ -20,7 +20,7 @@ import dns.tsigkeyring
 import dns.update
 from gevent import subprocess
 
-from greenbridge.acme import AcmeError
+from greenbridge.acme.errors import AcmeError
 
 log = logging.getLogger("greenbridge.acme")
 

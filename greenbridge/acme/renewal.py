@@ -13,9 +13,9 @@ import logging
 
 import gevent
 
-from greenbridge.acme import AcmeError, dns01, http01
+from greenbridge.acme.errors import AcmeError
 from greenbridge.acme.state import StateDirectory
-from greenbridge.tls.holder import CertificateError
+from greenbridge.tls import CertificateError
 
 log = logging.getLogger("greenbridge.acme")
 
@@ -29,12 +29,17 @@ def utc_now():
 
 
 class CertificateManager:
-    """Owns the state directory and renews what the TLS layer's CertificateHolder serves."""
+    """Owns the state directory and renews what the TLS layer's CertificateHolder serves.
+
+    The TLS layer's certificate source in automate mode: ``start`` (AcmeError,
+    a CertificateError, when it gets no certificate) and ``run_renewals``.
+    """
 
     def __init__(self, settings, holder):
         self.settings = settings
         self.state = StateDirectory(settings.state_dir, settings.directory)
         self._holder = holder
+        self._challenge = _challenge_module(settings)
         self.current = None
 
     def start(self):
@@ -48,10 +53,7 @@ class CertificateManager:
 
     def obtain(self):
         """Ask the CA for a new certificate and cache it."""
-        if self.settings.dns_provider:
-            certificate = dns01.obtain(self.settings, self.state)
-        else:
-            certificate = http01.obtain(self.settings, self.state)
+        certificate = self._challenge.obtain(self.settings, self.state)
         self.state.save_certificate(certificate)
         return certificate
 
@@ -136,6 +138,17 @@ class CertificateManager:
         self.current = certificate
         log.info("certificate serial %x installed; next renewal due %s", certificate.serial,
                  _when(certificate.renewal_due(self.settings.renewal_window_ratio)))
+
+
+def _challenge_module(settings):
+    """The module that answers the CA's challenge, imported at start-up (a broken
+    install fails then, not at the first renewal). HTTP-01 runs certbot as its own
+    process: only DNS-01 loads simple-acme-dns, dnspython, josepy and requests here."""
+    if settings.dns_provider:
+        from greenbridge.acme import dns01
+        return dns01
+    from greenbridge.acme import http01
+    return http01
 
 
 def _when(moment):

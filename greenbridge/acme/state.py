@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from greenbridge.acme import AcmeError
+from greenbridge.acme.errors import AcmeError
 
 
 def ca_folder_name(directory_url):

@@ -18,6 +18,8 @@ from gevent.exceptions import ConcurrentObjectUseError
 from gevent.socket import wait_read, wait_write
 from OpenSSL import SSL
 
+from greenbridge.adapters.gevent_hub import wait_socket_readable, wait_socket_writable
+
 # Bytes handed to one SSL_write: a few TLS records.
 _WRITE_CHUNK = 64 * 1024
 
@@ -45,9 +47,9 @@ class GreenTLSSocket:
             try:
                 return operation(*args)
             except SSL.WantReadError:
-                self._wait(self._tcp._read_event, wait_read)
+                self._wait(wait_socket_readable, wait_read)
             except SSL.WantWriteError:
-                self._wait(self._tcp._write_event, wait_write)
+                self._wait(wait_socket_writable, wait_write)
             except SSL.ZeroReturnError:
                 raise
             except SSL.SysCallError as error:
@@ -58,11 +60,11 @@ class GreenTLSSocket:
             except SSL.Error as error:
                 raise TLSError(errno.EPROTO, "TLS: %s" % describe_error(error)) from None
 
-    def _wait(self, socket_event, wait_for_descriptor):
+    def _wait(self, wait_on_socket, wait_for_descriptor):
         # The gevent socket's own watchers, as gevent's ssl module waits: its
         # close() cancels them and tells the loop the descriptor is gone.
         try:
-            self._tcp._wait(socket_event)
+            wait_on_socket(self._tcp)
         except ConcurrentObjectUseError:
             # The other greenlet waits on that event (a read that must write,
             # or the reverse, which TLS sometimes asks for): wait on our own.

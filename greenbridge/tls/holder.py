@@ -15,11 +15,9 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from greenbridge.tls import CertificateError
+
 log = logging.getLogger("greenbridge.tls")
-
-
-class CertificateError(Exception):
-    """A certificate/key pair cannot be served; the message is one line for the log."""
 
 
 @dataclass(frozen=True)

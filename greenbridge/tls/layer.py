@@ -4,22 +4,20 @@ Handshakes run in each connection's own greenlet, before HTTP and before any
 connection slot is taken, under the server's --handshake-timeout.
 """
 
-import hashlib
 import logging
 import os
 import stat
+from dataclasses import dataclass
 
 import gevent
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
-from greenbridge.acme import AcmeError
-from greenbridge.acme.renewal import CertificateManager
 from greenbridge.logs import format_address
+from greenbridge.tls import CertificateError, TLSSetupError
 from greenbridge.tls.context import TLSOptionError, build_context
 from greenbridge.tls.greensocket import GreenTLSSocket, describe_error
-from greenbridge.tls.holder import CertificateError, CertificateHolder
 from greenbridge.tls.openssl_binding import peer_certificate_verified
 from greenbridge.tls.selfsigned import self_signed_pair
 
@@ -29,19 +27,22 @@ log = logging.getLogger("greenbridge.tls")
 FILE_CHECK_INTERVAL = 2.0
 
 
-class TLSSetupError(Exception):
-    """TLS cannot start; the message is one line."""
-
-
 class TLSLayer:
-    def __init__(self, config):
+    def __init__(self, config, holder, renewer=None):
+        """`holder` (a CertificateHolder) serves the certificate to handshakes.
+
+        `renewer` fills it in --tls-mode automate (acme.renewal.CertificateManager,
+        made by the caller, so TLS does not depend on ACME): ``start()`` installs
+        the first certificate (CertificateError if there is none to have) and
+        ``run_renewals(renews)`` keeps it fresh.
+        """
         self._config = config
-        self.holder = CertificateHolder()
+        self.holder = holder
         self._context = None
         self._context_for = None
         self._secrets_log = None
         self._watcher = None
-        self._acme = None
+        self._renewer = renewer
         # Manual mode: the files as they were when last read, so that a worker
         # forked later still sees a change made meanwhile.
         self._files_seen = None
@@ -60,9 +61,8 @@ class TLSLayer:
                 self.holder.load_files(config.tls_cert, config.tls_key)
             else:
                 # From the cache, or from the CA before any listener opens.
-                self._acme = CertificateManager(config.acme, self.holder)
-                self._acme.start()
-        except (CertificateError, AcmeError) as error:
+                self._renewer.start()
+        except CertificateError as error:
             raise TLSSetupError(str(error)) from None
         if config.tls_secrets_log:
             self._open_secrets_log(config.tls_secrets_log)
@@ -83,7 +83,7 @@ class TLSLayer:
         if config.tls_mode == "manual":
             self._watcher = gevent.spawn(self._watch_files, (config.tls_cert, config.tls_key))
         elif config.tls_mode == "automate":
-            self._watcher = gevent.spawn(self._acme.run_renewals, renews)
+            self._watcher = gevent.spawn(self._renewer.run_renewals, renews)
 
     def _open_secrets_log(self, path):
         # Whoever reads the file can decrypt the traffic: created for the owner
@@ -181,26 +181,34 @@ class UnreadableClientCertificate(Exception):
     """OpenSSL took the client's certificate, cryptography cannot read it (e.g. X.509 v2)."""
 
 
-def client_certificate_variables(tls):
-    """The WSS_TLS / WSS_CLIENT_CERT_* variables PHP gets for a pyOpenSSL connection.
+@dataclass(frozen=True)
+class ClientCertificate:
+    """What PHP is told about a client's certificate (php_environment.py writes it out)."""
+    subject: str  # RFC 4514
+    issuer: str  # RFC 4514
+    serial_number: int
+    der: bytes
+    pem: str
+    verified: bool  # OpenSSL's verdict on the chain, kept in the TLS session
+
+
+def read_client_certificate(tls):
+    """The certificate the client presented on a pyOpenSSL connection, or None.
 
     UnreadableClientCertificate if the certificate cannot be described to PHP.
     """
-    variables = {"WSS_TLS": "1"}
     try:
         certificate = tls.get_peer_certificate(as_cryptography=True)
         if certificate is None:
-            return variables
-        variables.update({
-            "WSS_CLIENT_CERT_SUBJECT": certificate.subject.rfc4514_string(),
-            "WSS_CLIENT_CERT_ISSUER": certificate.issuer.rfc4514_string(),
-            "WSS_CLIENT_CERT_SERIAL": "%X" % certificate.serial_number,
-            "WSS_CLIENT_CERT_FINGERPRINT": hashlib.sha256(
-                certificate.public_bytes(serialization.Encoding.DER)).hexdigest(),
-            "WSS_CLIENT_CERT_VERIFIED": "1" if peer_certificate_verified(tls) else "0",
-            "WSS_CLIENT_CERT_PEM": certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        })
+            return None
+        return ClientCertificate(
+            subject=certificate.subject.rfc4514_string(),
+            issuer=certificate.issuer.rfc4514_string(),
+            serial_number=certificate.serial_number,
+            der=certificate.public_bytes(serialization.Encoding.DER),
+            pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            verified=peer_certificate_verified(tls),
+        )
     except (ValueError, x509.InvalidVersion) as error:
         # cryptography parses more strictly than OpenSSL, partly only when a field is read.
         raise UnreadableClientCertificate("%s: %s" % (type(error).__name__, error)) from None
-    return variables

@@ -2,11 +2,14 @@
 
 The one place that reaches into pyOpenSSL's private parts: the binding it
 ships (``OpenSSL._util``), ``Context._context`` and ``Connection._ssl``.
-Checked against pyOpenSSL 26.4.0, cryptography 50.0.2, OpenSSL 4.0.3.
+Checked against pyOpenSSL 26.4.0, cryptography 50.0.2 (its OpenSSL 4.0.3);
+tests/test_adapters.py checks what is used here.
 """
 
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
+
+CHECKED_AGAINST = {"pyOpenSSL": "26.4.0", "cryptography": "50.0.2"}
 
 
 def set_groups_list(context, names):

@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-KEY_TYPES = ("ed25519", "p256", "p384", "rsa2048", "rsa4096")
+from greenbridge.tls import KEY_TYPES
+
 VALIDITY = datetime.timedelta(days=365)
 # Clients whose clock is a little behind still accept it.
 BACKDATE = datetime.timedelta(hours=1)
