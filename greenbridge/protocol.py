@@ -100,7 +100,7 @@ class _Failure(Exception):
 class ServerProtocol:
     """One WebSocket connection, server side, after the upgrade (see the module docstring)."""
 
-    __slots__ = ("max_payload_size", "close_sent", "close_received", "_events", "_writes",
+    __slots__ = ("max_payload_size", "close_sent", "close_received", "_events", "writes",
                  "_buffer", "_offset", "_room", "_fragments", "_fragments_opcode",
                  "_fragments_size", "_text", "_payload", "_payload_filled", "_payload_frame",
                  "_payload_mapping", "_ended")
@@ -111,7 +111,8 @@ class ServerProtocol:
         self.close_sent = None
         self.close_received = None
         self._events = []
-        self._writes = []
+        # Bytes for data_to_send, oldest first (a transport may look whether there are any).
+        self.writes = []
         # Received bytes not parsed yet: _buffer from _offset.
         self._buffer = b""
         self._offset = 0
@@ -189,10 +190,10 @@ class ServerProtocol:
 
     def data_to_send(self):
         """The bytes to send to the client now, in order (a list of bytes-like objects)."""
-        writes = self._writes
+        writes = self.writes
         if not writes:
             return ()
-        self._writes = []
+        self.writes = []
         return writes
 
     @property
@@ -214,9 +215,9 @@ class ServerProtocol:
             raise InvalidState("close frame already sent")
         header = encode_header(opcode, len(payload))
         if len(payload) <= COPY_LIMIT:
-            self._writes.append(header + payload)
+            self.writes.append(header + payload)
         else:
-            self._writes += (header, payload)  # the payload itself, not a copy
+            self.writes += (header, payload)  # the payload itself, not a copy
 
     def send_ping(self, payload=b""):
         self.send_data(OPCODE_PING, payload)

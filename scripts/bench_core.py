@@ -277,7 +277,7 @@ READERS = {
 # -- sending: one server frame's bytes ----------------------------------------
 
 def encode_sender():
-    """What websocket.py's send_frame did before the core: frames.encode_header alone."""
+    """What websocket.py's send_frame does: frames.encode_header, without the core's queue."""
     def frame_bytes(opcode, payload):
         header = encode_header(opcode, len(payload))
         return header + payload if len(payload) <= COPY_LIMIT else (header, payload)
@@ -297,12 +297,12 @@ def core_sender():
     protocol = core_protocol.ServerProtocol(MAX_PAYLOAD_SIZE)
 
     def frame_bytes(opcode, payload):
-        protocol.send_data(opcode, payload)  # what websocket.py's send_frame calls
+        protocol.send_data(opcode, payload)  # how the core makes its own frames
         return protocol.data_to_send()
     return frame_bytes
 
 
-SENDERS = {"today": core_sender, "ws": websockets_sender, "encode": encode_sender}
+SENDERS = {"today": encode_sender, "ws": websockets_sender, "core": core_sender}
 
 
 # -- the cases ------------------------------------------------------------------
