@@ -19,6 +19,7 @@ import atexit
 import logging
 import os
 import signal
+import sys
 
 import gevent
 
@@ -182,7 +183,16 @@ def _application_from_environment():
                               % (CONFIG_FILE_VARIABLE, CONFIG_FILE_VARIABLE, CONFIG_ENV_PREFIX))
         return create_app(config_file)
     except ConfigError as error:
+        _whole_lines_on_stderr()
         raise ApplicationConfigError("greenbridge.wsgi: %s" % error) from None
+
+
+def _whole_lines_on_stderr():
+    """The host prints our line with print(), one write for the text and one for
+    the newline; workers failing at once would splice their lines together. With
+    write_through off, stderr (line-buffered) sends each line in one write."""
+    sys.stderr.flush()
+    sys.stderr.reconfigure(write_through=False)
 
 
 class ApplicationConfigError(ConfigError, _HostLoadError):

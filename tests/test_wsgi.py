@@ -370,3 +370,27 @@ def test_gunicorn_without_a_usable_configuration_stops_with_one_line(tmp_path, m
     else:
         assert gunicorn.lines[-1] == GUNICORN_HALTS_TWICE, gunicorn.log
         assert not re.search(r'File ".*/greenbridge/', gunicorn.log), gunicorn.log
+
+
+def test_the_configuration_line_reaches_stderr_in_one_write():
+    """Two gunicorn workers failing at once each print the line; written in two
+    pieces (text, then newline) the lines splice. A SOCK_SEQPACKET stderr keeps
+    each write(2) as one record, so the records show how the line was written."""
+    child_stderr, records = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # What gunicorn's arbiter does with an AppImportError (gunicorn 27.0.1, spawn_worker).
+    script = ("import sys, greenbridge.wsgi\n"
+              "try:\n"
+              "    greenbridge.wsgi.application\n"
+              "except Exception as e:\n"
+              "    print('%s' % e, file=sys.stderr)\n")
+    env = {name: value for name, value in os.environ.items()
+           if name != "GREENBRIDGE_CONFIG" and not name.startswith("WSS_CONFIG_")}
+    with child_stderr, records:
+        subprocess.run([sys.executable, "-c", script], stderr=child_stderr, env=env,
+                       check=True, timeout=60)
+        child_stderr.close()
+        records.settimeout(10)
+        written = []
+        while record := records.recv(65536):
+            written.append(record.decode())
+    assert written == [NO_CONFIGURATION + "\n"]
