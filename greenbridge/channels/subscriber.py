@@ -60,6 +60,10 @@ class Subscriber:
             self._writer = gevent.spawn(self._write_queued)
         return True
 
+    def disconnect(self, code, reason):
+        """Ask the connection to end (the server API's disconnect)."""
+        self._end(code, reason)
+
     @property
     def queued_bytes(self):
         return self._queued_bytes
