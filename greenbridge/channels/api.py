@@ -28,9 +28,9 @@ _BODY_TIMEOUT = 10.0
 class ServerApi:
     """The WSGI application for ``/api/<method>``."""
 
-    def __init__(self, hub, api_key, max_payload_size):
+    def __init__(self, broker, api_key, max_payload_size):
         self._key = api_key.encode("utf-8")
-        self._methods = ServerApiMethods(hub, max_payload_size)
+        self._methods = ServerApiMethods(broker, max_payload_size)
         self._max_body = 2 * max_payload_size + _BODY_OVERHEAD
         # Callers with a wrong key can make these lines as fast as they like.
         self._log_refusal = RateLimitedLog(log, logging.WARNING)

@@ -40,8 +40,8 @@ def bad_request(message):
 
 
 class ServerApiMethods:
-    def __init__(self, hub, max_payload_size, node_name=None):
-        self._hub = hub
+    def __init__(self, broker, max_payload_size, node_name=None):
+        self._broker = broker
         self._max_payload_size = max_payload_size
         self._node_uid = os.urandom(8).hex()
         self._node_name = node_name or "%s_%d" % (socket.gethostname(), os.getpid())
@@ -56,8 +56,7 @@ class ServerApiMethods:
     # -- publishing --------------------------------------------------------
 
     def publish(self, request):
-        publication = self._publication(_channel(request), request)
-        self._hub.publish(publication)
+        self._broker.publish(self._publication(_channel(request), request))
         return {}
 
     def broadcast(self, request):
@@ -96,17 +95,15 @@ class ServerApiMethods:
 
     def subscribe(self, request):
         channel = _channel(request)
-        for subscriber in self._clients(request):
-            try:
-                self._hub.subscribe(subscriber, channel)
-            except SubscriptionError as error:
-                raise ApiError(LIMIT_EXCEEDED, "limit exceeded: %s" % error) from None
+        try:
+            self._broker.subscribe(_field(request, "user", str), channel, _client(request))
+        except SubscriptionError as error:
+            raise ApiError(LIMIT_EXCEEDED, "limit exceeded: %s" % error) from None
         return {}
 
     def unsubscribe(self, request):
-        channel = _channel(request)
-        for subscriber in self._clients(request):
-            self._hub.unsubscribe(subscriber, channel)
+        self._broker.unsubscribe(_field(request, "user", str), _channel(request),
+                                 _client(request))
         return {}
 
     def disconnect(self, request):
@@ -121,46 +118,31 @@ class ServerApiMethods:
             if len(reason.encode("utf-8")) > 123:
                 raise bad_request("disconnect.reason is longer than a close frame holds "
                                   "(123 bytes)")
-        keep = set(_field(request, "whitelist", list, default=[]))
-        for subscriber in self._clients(request):
-            if subscriber.client_id not in keep:
-                subscriber.disconnect(code, reason)
+        keep = _field(request, "whitelist", list, default=[])
+        self._broker.disconnect(_field(request, "user", str), _client(request),
+                                frozenset(str(client_id) for client_id in keep), code, reason)
         return {}
-
-    def _clients(self, request):
-        user = _field(request, "user", str)
-        client_id = _field(request, "client", str, default=None)
-        if client_id is None:
-            return self._hub.clients_of(user)
-        subscriber = self._hub.client(client_id)
-        return [subscriber] if subscriber is not None and subscriber.user == user else []
 
     # -- what is there ------------------------------------------------------
 
     def presence(self, request):
-        return {"presence": {subscriber.client_id: {"client": subscriber.client_id,
-                                                    "user": subscriber.user,
-                                                    "conn_info": subscriber.conn_info}
-                             for subscriber in self._hub.presence(_channel(request))}}
+        return {"presence": {entry["client"]: entry
+                             for entry in self._broker.presence(_channel(request))}}
 
     def presence_stats(self, request):
-        subscribers = self._hub.presence(_channel(request))
-        return {"num_clients": len(subscribers),
-                "num_users": len({subscriber.user for subscriber in subscribers})}
+        entries = self._broker.presence(_channel(request))
+        return {"num_clients": len(entries),
+                "num_users": len({entry["user"] for entry in entries})}
 
     def channels(self, request):
         pattern = _field(request, "pattern", str, default=None)
         return {"channels": {channel: {"num_clients": count}
-                             for channel, count in self._hub.channels(pattern or None).items()}}
+                             for channel, count in self._broker.channels(pattern or None).items()}}
 
     def info(self, request):
-        channels = self._hub.channels()
-        return {"nodes": [{
-            "uid": self._node_uid, "name": self._node_name, "version": __version__,
-            "num_clients": self._hub.num_clients, "num_users": self._hub.num_users,
-            "num_channels": len(channels), "num_subs": sum(channels.values()),
-            "uptime": int(time.monotonic() - self._started),
-        }]}
+        return {"nodes": [dict(self._broker.counts(), uid=self._node_uid, name=self._node_name,
+                               version=__version__,
+                               uptime=int(time.monotonic() - self._started))]}
 
 
 _MISSING = object()
@@ -178,6 +160,10 @@ def _field(request, name, kind, label=None, default=_MISSING):
 
 
 _KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def _client(request):
+    return _field(request, "client", str, default=None)
 
 
 def _channel(request):
