@@ -1,36 +1,17 @@
 """Connection tokens, unit by unit: tokens minted by PyJWT (the reference) and hand-written
 token strings for the malformed and the forged; no server."""
 
-import base64
-import json
 import time
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import hashes, hmac, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from greenbridge.channels.tokens import (ConnectionToken, TokenError, TokenVerifier,
                                          presented_token, without_token)
-
-SECRET = "a-secret-of-at-least-32-bytes-for-hs256"
-
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def hand_made(header, payload, sign_with=None):
-    """A JWT written by hand: any header, any payload text, an HMAC-SHA256 signature with
-    `sign_with` (bytes) or none."""
-    signing_input = "%s.%s" % (b64url(json.dumps(header).encode()), b64url(payload.encode()))
-    signature = b""
-    if sign_with is not None:
-        mac = hmac.HMAC(sign_with, hashes.SHA256())
-        mac.update(signing_input.encode())
-        signature = mac.finalize()
-    return signing_input + "." + b64url(signature)
-
+from support import TOKEN_SECRET as SECRET
+from support import hand_made_token as hand_made
 
 def hs256(claims, secret=SECRET):
     return jwt.encode(claims, secret, algorithm="HS256")
