@@ -13,6 +13,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from greenbridge import modes, pump
+from greenbridge.channels.tokens import without_token
 from greenbridge.frames import CloseCode
 from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
@@ -246,13 +247,14 @@ class Connection:
             self._process.end(self._config.php_kill_grace)
 
     def _log_access(self, started):
-        request = self._request
-        websocket = self._websocket
-        returncode = self._process.returncode if self._process is not None else None
-        access_log.info(
-            "%s:%d %s %.3fs in=%d out=%d close=%s %r php=%s",
-            request.client_ip, request.client_port, request.uri,
-            time.monotonic() - started, self._traffic.to_php, self._traffic.to_client,
-            websocket.close_code, websocket.close_reason,
-            "not started" if self._process is None else describe_exit(returncode),
-            extra=connection_fields(self.id))
+        php = "not started" if self._process is None else describe_exit(self._process.returncode)
+        log_access(self.id, self._request, started, self._traffic, self._websocket, php)
+
+
+def log_access(connection_id, request, started, traffic, websocket, php):
+    """The one access line of a connection that ran (`php`: what became of its process)."""
+    access_log.info(
+        "%s:%d %s %.3fs in=%d out=%d close=%s %r php=%s",
+        request.client_ip, request.client_port, without_token(request.uri),
+        time.monotonic() - started, traffic.to_php, traffic.to_client,
+        websocket.close_code, websocket.close_reason, php, extra=connection_fields(connection_id))

@@ -64,6 +64,8 @@ class Metrics:
             "greenbridge_php_processes", "PHP processes running now", registry=registry)
         self._traffic = _TrafficCollector()
         registry.register(self._traffic)
+        self._channels = _ChannelsCollector()
+        registry.register(self._channels)
 
     def watch(self, app):
         """Read the present state from the application at each scrape."""
@@ -72,6 +74,7 @@ class Metrics:
             lambda: sum(1 for connection in list(app.connections.values())
                         if connection.php_running))
         self._traffic.connections = app.connections
+        self._channels.hub = app.channels
 
     def watch_certificate(self, holder):
         """With TLS: the served certificate's expiry (a tls.holder.CertificateHolder), at each scrape."""
@@ -126,6 +129,34 @@ class _TrafficCollector:
         family.add_metric(["to_php"], to_php)
         family.add_metric(["to_client"], to_client)
         yield family
+
+
+class _ChannelsCollector:
+    """The channels of this process (channels/hub.py), read at each scrape."""
+
+    def __init__(self):
+        self.hub = None
+
+    def collect(self):
+        hub = self.hub
+        if hub is None:
+            return
+        channels = hub.channels()
+        for family, name, documentation, number in (
+                (GaugeMetricFamily, "greenbridge_channels", "Channels with a subscriber now",
+                 len(channels)),
+                (GaugeMetricFamily, "greenbridge_channel_subscriptions",
+                 "Subscriptions now (one connection to one channel)", sum(channels.values())),
+                (GaugeMetricFamily, "greenbridge_channel_subscribers",
+                 "Connections subscribed to at least one channel now", hub.num_subscribed),
+                (CounterMetricFamily, "greenbridge_channel_publications",
+                 "Publications to channels of this process", hub.publications),
+                (CounterMetricFamily, "greenbridge_channel_deliveries",
+                 "Publications queued for a subscriber", hub.deliveries),
+                (CounterMetricFamily, "greenbridge_channel_subscribers_dropped_slow",
+                 "Subscribers closed for falling --subscriber-queue-size behind",
+                 hub.subscribers_too_slow)):
+            yield family(name, documentation, value=number)
 
 
 class MetricsChannel:

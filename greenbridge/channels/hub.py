@@ -54,6 +54,11 @@ class ChannelHub:
         return len(self._clients)
 
     @property
+    def num_subscribed(self):
+        """Clients with at least one subscription."""
+        return sum(1 for channels in self._channels_of.values() if channels)
+
+    @property
     def num_users(self):
         return len({subscriber.user for subscriber in self._clients.values()})
 
