@@ -12,9 +12,10 @@ import time
 import gevent
 
 from greenbridge import devconsole
+from greenbridge.channels.broker import LocalBroker
 from greenbridge.channels.hub import ChannelHub
 from greenbridge.channels.membership import member_of
-from greenbridge.channels.tokens import TokenError, TokenVerifier, presented_token
+from greenbridge.channels.tokens import TokenError, presented_token
 from greenbridge.connection import Connection
 from greenbridge.frames import CloseCode
 from greenbridge.handler import adopt_stock_websocket
@@ -67,10 +68,16 @@ class BridgeApp:
     (limits) or 1008. Other requests get 426.
     """
 
-    def __init__(self, config, backconnect, counters, metrics, open_backconnect=None):
+    def __init__(self, config, backconnect, counters, metrics, open_backconnect=None,
+                 channels=None, broker=None):
         """`backconnect` is a started listener, or None: then `open_backconnect()`
-        makes one on first use (under a pre-forking WSGI server, after the fork)."""
+        makes one on first use (under a pre-forking WSGI server, after the fork).
+        `channels` is this process's ChannelHub, `broker` what publications from
+        PHP go through (default: this process's channels only)."""
         self.config = config
+        # This process's channels; every connection is a subscriber while it runs.
+        self.channels = channels if channels is not None else ChannelHub()
+        self.broker = broker if broker is not None else LocalBroker(self.channels)
         self.backconnect = backconnect
         self._open_backconnect = open_backconnect
         # Shared with the other workers: the limits hold for all of them together.
@@ -80,10 +87,11 @@ class BridgeApp:
         self.admitted_per_ip = {}
         self.connections = {}
         self.draining = False
-        # This process's channels; every connection is a subscriber while it runs.
-        self.channels = ChannelHub()
-        self.tokens = None if config.token_key is None else \
-            TokenVerifier(config.token_algorithm, config.token_key)
+        self.tokens = None
+        if config.token_key is not None:
+            # Only then: PyJWT loads cryptography.
+            from greenbridge.channels.token_verifier import TokenVerifier
+            self.tokens = TokenVerifier(config.token_algorithm, config.token_key)
         metrics.watch(self)
         if config.dev_console:
             log.warning("DEV CONSOLE ON: plain GET requests get a page that can start PHP "

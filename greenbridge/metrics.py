@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from greenbridge.channels.api import PATH_PREFIX as API_PATH_PREFIX
+
 log = logging.getLogger("greenbridge.metrics")
 
 # "*_created" timestamps would be one more series per metric and worker, for nothing.
@@ -233,19 +235,27 @@ class WorkersMetrics:
         return [workers, *families.values()]
 
 
+_ADMIN_PATHS = ("/metrics", "/healthz", "/readyz")
+
+
 class AdminApp:
     """The admin endpoints, as a WSGI application.
 
     ``metrics.render()`` gives the text of /metrics; ``readiness()`` returns
-    None when ready, else why not (one line).
+    None when ready, else why not (one line); ``api`` serves /api/<method>.
     """
 
-    def __init__(self, metrics, readiness):
+    def __init__(self, metrics, readiness, api=None):
         self._metrics = metrics
         self._readiness = readiness
+        self._api = api  # channels.api.ServerApi, when --api-key is set
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if self._api is not None and path.startswith(API_PATH_PREFIX):
+            return self._api(environ, start_response)
+        if path not in _ADMIN_PATHS:
+            return _answer(start_response, "404 Not Found", b"/metrics, /healthz or /readyz\n")
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _answer(start_response, "405 Method Not Allowed", b"GET only\n")
         if path == "/metrics":
@@ -257,8 +267,7 @@ class AdminApp:
             if problem:
                 return _answer(start_response, "503 Service Unavailable",
                                ("not ready: %s\n" % problem).encode())
-            return _answer(start_response, "200 OK", b"ready\n")
-        return _answer(start_response, "404 Not Found", b"/metrics, /healthz or /readyz\n")
+        return _answer(start_response, "200 OK", b"ready\n")
 
 
 def _answer(start_response, status, body, content_type="text/plain; charset=utf-8"):

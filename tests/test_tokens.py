@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from greenbridge.channels.tokens import (ConnectionToken, TokenError, TokenVerifier,
-                                         presented_token, without_token)
+from greenbridge.channels.token_verifier import TokenVerifier
+from greenbridge.channels.tokens import ConnectionToken, TokenError, presented_token, without_token
 from support import TOKEN_SECRET as SECRET
 from support import hand_made_token as hand_made
 

@@ -11,15 +11,15 @@ the token). The claims used:
 - ``info``: any JSON value, kept as given (presence, ``WSS_TOKEN_INFO``).
 
 Every refusal is a TokenError whose message is one line saying why; it names
-no secret and quotes at most a short piece of what the client sent.
+no secret and quotes at most a short piece of what the client sent. The
+verifier itself is token_verifier.py: PyJWT loads cryptography, which a
+bridge without tokens does not need.
 """
 
 import re
 from dataclasses import dataclass
 from typing import Any, Tuple
 from urllib.parse import parse_qsl
-
-import jwt
 
 from greenbridge.channels.hub import MAX_SUBSCRIPTIONS_PER_CLIENT
 from greenbridge.channels.names import ChannelNameError, check_channel
@@ -28,14 +28,6 @@ QUERY_PARAMETER = "token"
 _BEARER = "bearer "
 # What the access log shows of a URI: the token is a credential.
 _TOKEN_IN_QUERY = re.compile(r"([?&]%s=)[^&]*" % QUERY_PARAMETER)
-# PyJWT's own checks of the claims that greenbridge does not use are left out,
-# as Centrifugo leaves them: aud and iss (no audience or issuer is configured)
-# and iat (a clock a little ahead on the signing host must not refuse fresh tokens);
-# sub is checked here, with a message of greenbridge's.
-_DECODE_OPTIONS = {"require": ["sub"], "verify_aud": False, "verify_iss": False,
-                   "verify_iat": False, "verify_sub": False}
-
-
 class TokenError(ValueError):
     """A token that is refused; the message is one line saying why."""
 
@@ -66,45 +58,7 @@ def without_token(uri):
     return _TOKEN_IN_QUERY.sub(r"\1...", uri)
 
 
-class TokenVerifier:
-    """Verifies tokens of one algorithm with one key: the secret (HS*) or a public key."""
-
-    def __init__(self, algorithm, key):
-        self.algorithm = algorithm
-        self._key = key
-
-    def verify(self, token):
-        """The ConnectionToken of a valid token; TokenError with the reason otherwise."""
-        try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError:
-            raise TokenError("malformed token (not a JWT)") from None
-        if algorithm != self.algorithm:
-            raise TokenError("token algorithm %s is not the one accepted, %s"
-                             % (_shown(algorithm), self.algorithm))
-        try:
-            claims = jwt.decode(token, self._key, algorithms=[self.algorithm],
-                                options=_DECODE_OPTIONS)
-        except jwt.ExpiredSignatureError:
-            raise TokenError("token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise TokenError("token not yet valid (nbf)") from None
-        except jwt.InvalidSignatureError:
-            raise TokenError("bad token signature") from None
-        except jwt.MissingRequiredClaimError:
-            raise TokenError("token without a sub claim (the user; \"\" for anonymous)") from None
-        except jwt.PyJWTError as error:
-            raise TokenError("malformed token (%s)" % _shown(str(error))) from None
-        except (ValueError, TypeError, OverflowError):
-            # PyJWT's int() of an exp or nbf that JSON allowed (Infinity, NaN, 1e400).
-            raise TokenError("malformed token (exp or nbf is not a time)") from None
-        if not _is_text(claims["sub"]):
-            raise TokenError("token sub claim is not a string of text (no NUL, valid UTF-8)")
-        return ConnectionToken(claims["sub"], _channels(claims.get("channels", [])),
-                               claims.get("info"))
-
-
-def _is_text(value):
+def is_text(value):
     """A string PHP can be given in its environment (WSS_USER)."""
     if not isinstance(value, str) or "\x00" in value:
         return False
@@ -115,7 +69,7 @@ def _is_text(value):
     return True
 
 
-def _channels(claim):
+def checked_channels(claim):
     if not isinstance(claim, list):
         raise TokenError("bad channels claim: a list of channel names, not %s"
                          % type(claim).__name__)
@@ -128,7 +82,7 @@ def _channels(claim):
         raise TokenError("bad channels claim: %s" % error) from None
 
 
-def _shown(value):
+def shown(value):
     """A short, quoted piece of what a client sent."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
