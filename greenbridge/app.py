@@ -11,6 +11,7 @@ import time
 import gevent
 
 from greenbridge import devconsole
+from greenbridge.channels.hub import ChannelHub
 from greenbridge.connection import Connection
 from greenbridge.frames import CloseCode
 from greenbridge.handler import adopt_stock_websocket
@@ -74,6 +75,7 @@ class BridgeApp:
         # Only this process's: with --workers, each worker counts its own.
         self.admitted_per_ip = {}
         self.connections = {}
+        self.channels = ChannelHub()
         self.draining = False
         metrics.watch(self)
         if config.dev_console:
@@ -133,7 +135,8 @@ class BridgeApp:
     def serve(self, environ, websocket, admission):
         """Run one connection to its end, in the calling (connection) greenlet."""
         connection = Connection(self.config, self.php_inherited_environment, self.backconnect,
-                                admission.request, websocket, self.metrics, admission.endpoint)
+                                admission.request, websocket, self.metrics, admission.endpoint,
+                                self.channels)
         self.connections[connection.id] = connection
         started = time.monotonic()
         try:

@@ -5,6 +5,7 @@ connection owns the process, both sockets and both pumps, and closes them all
 in one place (``_teardown``), whatever ended it.
 """
 
+import functools
 import logging
 import time
 import uuid
@@ -13,6 +14,8 @@ import gevent
 from gevent.event import AsyncResult
 
 from greenbridge import modes, pump
+from greenbridge.channels.from_php import PhpChannelRequests
+from greenbridge.channels.subscriber import DEFAULT_QUEUE_LIMIT, Subscriber
 from greenbridge.frames import CloseCode
 from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
@@ -28,7 +31,7 @@ _SPAWN_BACKOFF = (0.1, 0.2, 0.4, 0.8)
 
 class Connection:
     def __init__(self, config, php_inherited_environment, backconnect, request, websocket,
-                 metrics, endpoint):
+                 metrics, endpoint, channels):
         self.id = str(uuid.uuid4())
         self._config = config
         self._php_inherited_environment = php_inherited_environment
@@ -37,6 +40,11 @@ class Connection:
         self._request = request
         self._websocket = websocket
         self._endpoint = endpoint
+        self._channels = channels
+        # Its side of channels: subscriptions are the connection's and end with it.
+        self._subscriber = Subscriber(self.id, "", None, endpoint.envelope,
+                                      websocket.send_frames, self.request_close,
+                                      DEFAULT_QUEUE_LIMIT)
         self._close_request = AsyncResult()
         self._process = None
         self._php_socket = None
@@ -68,6 +76,7 @@ class Connection:
         started = time.monotonic()
         pending = self._backconnect.expect(self.id)
         close = (CloseCode.INTERNAL_ERROR, "internal error")
+        self._channels.add_client(self._subscriber)
         try:
             back_connection = self._start_php(pending)
             if back_connection is not None:
@@ -83,6 +92,7 @@ class Connection:
             if self._php_socket is None and pending.ready():
                 # PHP connected back after we stopped waiting.
                 pending.value.socket.close()
+            self._channels.remove_client(self._subscriber)  # before the close frame goes
             self._teardown(*close)
             self._log_access(started)
 
@@ -162,11 +172,15 @@ class Connection:
         mode = self._endpoint.message_mode
         php_io = FastIO(self._php_socket)
         self._php_writer = pump.PhpWriter(php_io, mode)
+        answer_control = functools.partial(
+            pump.answer_control, self._php_writer, self._websocket,
+            PhpChannelRequests(self._channels, self._subscriber).answer)
         pumps = [
             gevent.spawn(pump.client_to_php, self._websocket, self._php_writer, traffic),
             gevent.spawn(pump.php_to_client, php_io, self._websocket,
                          config.buffer_size, back_connection.early_data,
-                         modes.decoder(mode, config.max_message_size), traffic, self.id),
+                         modes.decoder(mode, config.max_message_size), traffic, self.id,
+                         answer_control),
         ]
         heartbeat = None
         endings = list(pumps)  # what may end the connection: the pumps, the heartbeat

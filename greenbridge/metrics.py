@@ -62,6 +62,9 @@ class Metrics:
             "greenbridge_connections_open", "WebSocket connections open now", registry=registry)
         self.php_processes = Gauge(
             "greenbridge_php_processes", "PHP processes running now", registry=registry)
+        self.channels = Gauge(
+            "greenbridge_channels", "Channels with at least one subscriber now",
+            registry=registry)
         self._traffic = _TrafficCollector()
         registry.register(self._traffic)
 
@@ -72,6 +75,7 @@ class Metrics:
             lambda: sum(1 for connection in list(app.connections.values())
                         if connection.php_running))
         self._traffic.connections = app.connections
+        self.channels.set_function(lambda: len(app.channels.channels()))
 
     def watch_certificate(self, holder):
         """With TLS: the served certificate's expiry (a tls.holder.CertificateHolder), at each scrape."""

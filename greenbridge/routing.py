@@ -19,6 +19,7 @@ class Endpoint:
     script: str
     message_mode: str
     subprotocol: Optional[str]
+    envelope: bool = False  # publications wrapped in {"channel": ..., "data": ...}
 
 
 class Router:
@@ -35,7 +36,8 @@ class Router:
             raise Rejected("404 Not Found", "no route for %s" % path)
         accepted = self._subprotocols if route.subprotocols is None else route.subprotocols
         return Endpoint(route.script, route.message_mode or self._message_mode,
-                        select_subprotocol(parse_protocols(offered_protocols), accepted))
+                        select_subprotocol(parse_protocols(offered_protocols), accepted),
+                        route.envelope)
 
 
 def parse_protocols(header_value):

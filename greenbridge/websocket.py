@@ -167,6 +167,13 @@ class BridgeWebSocket(WebSocket):
                 send_all(self._io, payload)
             self._frame_half_sent = False
 
+    def send_frames(self, data):
+        """Send whole frames encoded elsewhere (a channel's publications) under the send
+        lock; WebSocketError once the connection closed."""
+        if self.closed:
+            raise WebSocketError("connection is closed")
+        self._send((data,))
+
     def _send(self, writes):
         with self._send_lock:
             self._frame_half_sent = True

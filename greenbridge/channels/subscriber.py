@@ -18,6 +18,8 @@ from greenbridge.frames import CloseCode
 
 log = logging.getLogger("greenbridge.channels")
 
+# The bytes a subscriber may have waiting (--subscriber-queue-size takes its place).
+DEFAULT_QUEUE_LIMIT = 1024 * 1024
 # At most this much is joined into one write, so one send does not copy a huge backlog.
 _WRITE_BATCH_BYTES = 256 * 1024
 
