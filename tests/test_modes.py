@@ -194,9 +194,10 @@ def test_oversized_control_frame_is_skipped_unheld_then_refused(data, says):
 @pytest.mark.parametrize("data", [b"\x20\x00\x00\x00\x00", b"\x0f\x00\x00\x00\x00",
                                   b"\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00\x00"])
 def test_types_outside_the_control_range_still_end_the_stream(data):
-    events = modes.decoder("framed", 10).feed(data)
-    assert len(events) == 1 and isinstance(events[0], modes.PhpProtocolError)
-    assert events[0].code == 1011 and "unknown type" in str(events[0])
+    events = modes.decoder("framed", 10).feed(b"\x11\x00\x00\x00\x01a" + data)
+    assert request_fields(events[0]) == ("subscribe", "a", b"", None, None)
+    assert len(events) == 2 and isinstance(events[1], modes.PhpProtocolError)
+    assert events[1].code == 1011 and "unknown type" in str(events[1])
 
 
 def test_php_ending_inside_a_skipped_frame_is_an_error():

@@ -221,12 +221,13 @@ def test_malformed_control_frame_is_refused_and_the_stream_goes_on(start_bridge,
 
 
 @pytest.mark.parametrize("sent,extra,complaint", [
-    (php_frame(0x20, b"x"), "", "unknown type 0x20"),
-    (php_frame(0xff, b""), "", "unknown type 0xff"),
+    (php_frame(0x11, b"a") + php_frame(0x20, b"x"), "", "unknown type 0x20"),
+    (php_frame(0x11, b"a") + php_frame(0xff, b""), "", "unknown type 0xff"),
     (struct.pack("!BI", 0x13, 100) + b"\x00\x00", "&exit=1", "PHP ended inside a frame"),
 ], ids=["type-0x20", "type-0xff", "ended-inside"])
 def test_control_stream_that_cannot_be_trusted_ends_with_1011(start_bridge, sent, extra,
                                                                complaint):
+    """A type outside the control range after a good control frame; a control frame cut."""
     bridge = channels_bridge(start_bridge)
     with connect(bridge.url("/raw?hex=%s%s" % (sent.hex(), extra))) as ws:
         assert closed_with(ws) == (1011, "PHP protocol error")
