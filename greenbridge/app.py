@@ -176,12 +176,12 @@ class BridgeApp:
         else:
             connection = Connection(self.config, self.php_inherited_environment,
                                     self.backconnect, request, websocket, self.metrics,
-                                    admission.endpoint)
+                                    admission.endpoint, self.channels, self.broker)
         self.connections[connection.id] = connection
         started = time.monotonic()
         try:
             with member_of(self.channels, connection, websocket, request.token,
-                           self.config.subscriber_queue_size):
+                           self.config.subscriber_queue_size, admission.endpoint.envelope):
                 connection.run()
         finally:
             del self.connections[connection.id]

@@ -5,6 +5,7 @@ connection owns the process, both sockets and both pumps, and closes them all
 in one place (``_teardown``), whatever ended it.
 """
 
+import functools
 import logging
 import time
 import uuid
@@ -14,6 +15,7 @@ from gevent.event import AsyncResult
 
 from greenbridge import modes, pump
 from greenbridge.channels.tokens import without_token
+from greenbridge.php_channels import PhpChannelRequests
 from greenbridge.frames import CloseCode
 from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
@@ -29,7 +31,9 @@ _SPAWN_BACKOFF = (0.1, 0.2, 0.4, 0.8)
 
 class Connection:
     def __init__(self, config, php_inherited_environment, backconnect, request, websocket,
-                 metrics, endpoint):
+                 metrics, endpoint, channels, broker):
+        """`channels` is the process's ChannelHub, where this connection's Subscriber is
+        (app.serve holds it there); PHP's publications go through `broker`."""
         self.id = str(uuid.uuid4())
         self._config = config
         self._php_inherited_environment = php_inherited_environment
@@ -38,6 +42,8 @@ class Connection:
         self._request = request
         self._websocket = websocket
         self._endpoint = endpoint
+        self._channels = channels
+        self._broker = broker
         self._close_request = AsyncResult()
         self._process = None
         self._php_socket = None
@@ -163,11 +169,16 @@ class Connection:
         mode = self._endpoint.message_mode
         php_io = FastIO(self._php_socket)
         self._php_writer = pump.PhpWriter(php_io, mode)
+        answer_control = functools.partial(
+            pump.answer_control, self._php_writer, self._websocket,
+            PhpChannelRequests(self._channels, self._broker,
+                               self._channels.client(self.id)).answer)
         pumps = [
             gevent.spawn(pump.client_to_php, self._websocket, self._php_writer, traffic),
             gevent.spawn(pump.php_to_client, php_io, self._websocket,
                          config.buffer_size, back_connection.early_data,
-                         modes.decoder(mode, config.max_message_size), traffic, self.id),
+                         modes.decoder(mode, config.max_message_size), traffic, self.id,
+                         answer_control),
         ]
         heartbeat = None
         endings = list(pumps)  # what may end the connection: the pumps, the heartbeat

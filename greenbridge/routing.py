@@ -22,6 +22,7 @@ class Endpoint:
     message_mode: Optional[str]
     subprotocol: Optional[str]
     receive_only: bool = False  # a subscribe route: no PHP
+    envelope: bool = False  # publications wrapped in {"channel": ..., "data": ...}
 
 
 class Router:
@@ -42,7 +43,8 @@ class Router:
             raise Rejected("404 Not Found", "no route for %s" % path)
         accepted = self._subprotocols if route.subprotocols is None else route.subprotocols
         return Endpoint(route.script, route.message_mode or self._message_mode,
-                        select_subprotocol(parse_protocols(offered_protocols), accepted))
+                        select_subprotocol(parse_protocols(offered_protocols), accepted),
+                        envelope=route.envelope)
 
 
 def parse_protocols(header_value):

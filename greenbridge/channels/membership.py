@@ -12,9 +12,10 @@ from greenbridge.channels.subscriber import Subscriber
 
 
 @contextmanager
-def member_of(hub, connection, websocket, token, queue_limit):
+def member_of(hub, connection, websocket, token, queue_limit, envelope):
     """Hold `connection` (its ``id``, ``traffic``, ``request_close``) in `hub` for the block,
-    subscribed to the channels of `token` (a ConnectionToken or None); yields its Subscriber."""
+    subscribed to the channels of `token` (a ConnectionToken or None); yields its Subscriber.
+    With `envelope`, publications reach it wrapped in {"channel": ..., "data": ...}."""
     traffic = connection.traffic
 
     def send_frames(data):
@@ -22,7 +23,7 @@ def member_of(hub, connection, websocket, token, queue_limit):
         traffic.to_client += len(data)  # whole frames: what the access log's out= counts
 
     subscriber = Subscriber(connection.id, "" if token is None else token.user,
-                            None if token is None else token.info, False, send_frames,
+                            None if token is None else token.info, envelope, send_frames,
                             connection.request_close, queue_limit)
     hub.add_client(subscriber)
     try:
