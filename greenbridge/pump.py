@@ -18,8 +18,7 @@ import gevent
 from gevent.event import AsyncResult
 from geventwebsocket.exceptions import WebSocketError
 
-from greenbridge import endings
-from greenbridge import modes
+from greenbridge import endings, modes
 from greenbridge.frames import OPCODE_PING
 from greenbridge.logs import connection_fields
 
