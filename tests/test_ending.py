@@ -4,7 +4,7 @@ The pure part is fed what happened; the client's WebSocket (websocket.py) is
 a real one on a loopback TCP connection, fed hand-written frames, and the
 teardown's part is played by calling its ``close`` with what the connection
 would have decided. Expected codes are RFC 6455's and the README's (section
-"What happens when"), written out by hand.
+"What clients see"), written out by hand.
 """
 
 import functools
