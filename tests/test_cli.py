@@ -12,9 +12,8 @@ from websockets.sync.client import connect
 
 from greenbridge import __version__
 from greenbridge.cli import build_parser, load_config, parse_config
-from greenbridge.settings.values import ConfigError
-from support import (ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, readme_option_table,
-                     readme_snippet, run_cli)
+from support import (ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, config_refusal,
+                     readme_option_table, readme_snippet, run_cli)
 
 # Every option of the Rust bridge: flag, short flag, environment variable, default.
 RUST_BRIDGE_OPTIONS = [
@@ -122,19 +121,10 @@ BAD_VALUES = [
 ]
 
 
-def refusal(args, environment=None):
-    """The one-line complaint load_config (parse_config less its exit) makes of `args`."""
-    with pytest.raises(ConfigError) as refused:
-        load_config(args, environment)
-    message = str(refused.value)
-    assert "\n" not in message, message
-    return message
-
-
 @pytest.mark.parametrize("args,message", BAD_VALUES)
 def test_bad_values_are_refused_saying_which_and_why(args, message):
     # Later flags win, so the bad value overrides the good one in REQUIRED.
-    assert message in refusal([*REQUIRED, *args])
+    assert message in config_refusal([*REQUIRED, *args])
 
 
 # How a refusal reaches the user: one of each source (a value's type, the maximum of a
@@ -146,7 +136,7 @@ def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0] == "greenbridge: error: " + refusal([*REQUIRED, *args])
+    assert lines[0] == "greenbridge: error: " + config_refusal([*REQUIRED, *args])
     assert message in lines[0]
     assert "Traceback" not in result.stderr
 
@@ -186,7 +176,7 @@ def test_numbers_over_their_maximum_are_refused_and_the_maximum_serves(start_bri
     # Seconds may be written as floats; the others are integers.
     absurd = "1e300" if maximum == YEAR else "99999999999999999999"
     for value in (str(maximum + 1), absurd):
-        message = refusal([*REQUIRED, *others, flag, value])
+        message = config_refusal([*REQUIRED, *others, flag, value])
         assert flag in message and "maximum" in message and str(maximum) in message, message
     load_config([*REQUIRED, *others, flag, str(maximum)])  # accepted
     if flag != "--workers":
