@@ -37,11 +37,12 @@ def test_the_rfc_masked_hello_is_unmasked_and_echoed(bridge):
 
 # Every violation and its close code is checked on the protocol core
 # (test_protocol.py::test_violations_close_with_their_code and the tests after it);
-# here one of each code a client sees, through a real server.
+# here each kind the README's Reliability table names, through a real server.
 @pytest.mark.parametrize("bad_frame,code", [
     (frame(0x3, b"x"), 1002),                           # reserved opcode
+    (frame(0x1, b"x", rsv=0x40), 1002),                 # reserved bit, no extension
     (frame(0x1, b"\xff\xfe"), 1007),                    # invalid UTF-8 in text
-], ids=["opcode", "utf8"])
+], ids=["opcode", "rsv", "utf8"])
 def test_protocol_errors_close_with_the_right_code(bridge, bad_frame, code):
     client = RawClient(bridge.port)
     try:
