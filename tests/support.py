@@ -733,6 +733,13 @@ def mutated(draw, original):
     return bytes(data)
 
 
+@st.composite
+def split(draw, data):
+    """`data` cut into pieces at random offsets (empty pieces included)."""
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    return [data[start:end] for start, end in zip([0] + cuts, cuts + [len(data)])]
+
+
 # -- README.rst as the tests read it --------------------------------------------
 
 README = os.path.join(REPO, "README.rst")
