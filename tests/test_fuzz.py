@@ -373,6 +373,13 @@ def with_examples(argument, values):
     return decorate
 
 
+def count_outcome(outcomes, close_code, **happened):
+    """Count a stream's ending (a close code or "ended"; a close answered as it came is
+    "answered"), and each of `happened` that is true."""
+    outcomes[{None: "ended", 1002: 1002, 1007: 1007, 1009: 1009}.get(close_code, "answered")] += 1
+    outcomes.update(name for name, true in happened.items() if true)
+
+
 def what_the_core_does(pieces):
     """Feed the protocol core the client's bytes a piece at a time, taking every event before
     the next piece as the transport does. Returns (data messages, pong payloads, the code of
@@ -422,10 +429,7 @@ def test_random_frames_get_what_rfc_6455_asks_of_the_protocol_core():
         assert close_code in endings, (pieces, close_code, endings)
         assert pongs == pings
         assert got_messages == messages
-        outcomes[{None: "ended", 1002: 1002, 1007: 1007, 1009: 1009}.get(close_code,
-                                                                          "answered")] += 1
-        outcomes["messages"] += bool(messages)
-        outcomes["pongs"] += bool(pongs)
+        count_outcome(outcomes, close_code, messages=bool(messages), pongs=bool(pongs))
 
     one_stream()
     print("outcomes of frame streams on the core: %s" % dict(outcomes))
@@ -451,10 +455,7 @@ def test_random_frames_after_the_upgrade_get_what_rfc_6455_asks():
             assert close_code in endings, (data, close_code, endings)
             assert pongs == pings
             assert b"".join(messages).startswith(echoed)
-            outcomes[{None: "ended", 1002: 1002, 1007: 1007, 1009: 1009}.get(close_code,
-                                                                              "answered")] += 1
-            outcomes["echoed"] += bool(echoed)
-            outcomes["pongs"] += bool(pongs)
+            count_outcome(outcomes, close_code, echoed=bool(echoed), pongs=bool(pongs))
 
         one_stream()
     print("outcomes of frame streams: %s" % dict(outcomes))
