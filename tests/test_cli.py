@@ -213,11 +213,11 @@ def start_up_mistakes(tmp_path):
     ]
 
 
-def test_php_binary_and_script_mistakes_stop_start_up_saying_what_to_do(tmp_path):
+def test_php_binary_and_script_mistakes_stop_start_up_saying_what_to_do(tmp_path, monkeypatch):
+    # What the command prints of a refusal: test_bad_values_stop_start_up_with_one_line_...
+    monkeypatch.chdir(REPO)  # where the command starts, as run_cli runs it
     for args, line in start_up_mistakes(tmp_path):
-        result = run_cli(*REQUIRED, *args)
-        assert (result.returncode, result.stdout) == (2, "")
-        assert result.stderr == "greenbridge: error: %s\n" % line
+        assert config_refusal([*REQUIRED, *args]) == line
 
 
 def parse_config_as(user, args):
