@@ -11,7 +11,7 @@ import time
 
 import gevent
 
-from greenbridge import devconsole
+from greenbridge import devconsole, endings
 from greenbridge.channels.broker import LocalBroker
 from greenbridge.channels.hub import ChannelHub
 from greenbridge.channels.membership import member_of
@@ -209,9 +209,9 @@ class BridgeApp:
                             len(self.connections))
                 self.kill_all_processes()
 
-    def close_all(self, code=CloseCode.GOING_AWAY, reason="server shutting down"):
+    def close_all(self):
         for connection in list(self.connections.values()):
-            connection.request_close(code, reason)
+            connection.request_close(endings.SHUTDOWN)
 
     def kill_all_processes(self):
         for connection in list(self.connections.values()):
@@ -252,7 +252,7 @@ class BridgeApp:
         except Rejected as rejection:
             self._count_rejection(environ, rejection)
             code = _REFUSAL_CLOSE_CODES.get(rejection.status[:3], CloseCode.POLICY_VIOLATION)
-            websocket.close(code, rejection.reason)
+            websocket.close(endings.refused(code, rejection.reason))
             return
         with admission:
             self.serve(environ, websocket, admission)

@@ -12,7 +12,7 @@ handshake.py; the checks themselves are upgrade.py's.
 import logging
 from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_NODELAY
 
-from greenbridge.adapters.gevent_websocket import Stream, UpgradeLaterHandler
+from greenbridge.adapters.gevent_websocket import Stream, UpgradeLaterHandler, retire
 from greenbridge.handshake import (MAX_HANDSHAKE_BYTES, UNLIMITED_HANDSHAKES, CappedReader,
                                    HandshakeAborted)
 from greenbridge.logs import format_address
@@ -78,7 +78,7 @@ def adopt_stock_websocket(stock, max_payload_size, message_timeout, socket_buffe
     _tune_client_socket(stock.handler.socket, socket_buffer_size)
     websocket = BridgeWebSocket(stock.environ, stock.stream, stock.handler, max_payload_size,
                                 message_timeout)
-    stock.closed = True
+    retire(stock)
     return websocket
 
 

@@ -23,8 +23,7 @@ the control range means the stream cannot be trusted and ends the client
 
 import struct
 
-from greenbridge.channels.names import MAX_CHANNEL_LENGTH
-from greenbridge.channels.publication import BINARY, JSON, TEXT
+from greenbridge.channel_names import MAX_CHANNEL_LENGTH
 from greenbridge.frames import OPCODE_BINARY, OPCODE_TEXT, CloseCode, valid_close_code
 from greenbridge.settings.values import FRAMED, LINE
 
@@ -44,7 +43,8 @@ _ACTIONS = {TYPE_SUBSCRIBE: SUBSCRIBE, TYPE_UNSUBSCRIBE: UNSUBSCRIBE, TYPE_PUBLI
 # A publish frame's payload: kind (1 byte), channel length (2 bytes), channel, data.
 _PUBLISH_HEAD = struct.Struct("!BH")
 # The kind byte: 0 lets the bridge choose (text when UTF-8, else binary).
-PUBLICATION_KINDS = {0: None, TYPE_TEXT: TEXT, TYPE_BINARY: BINARY, 0x03: JSON}
+# (The kinds of channels/publication.py, by name: this layer does not import channels.)
+PUBLICATION_KINDS = {0: None, TYPE_TEXT: "text", TYPE_BINARY: "binary", 0x03: "json"}
 # A reply's payload: a status byte, then (refused) a one-line UTF-8 reason.
 REPLY_OK, REPLY_REFUSED = 0x00, 0x01
 # The most bytes a channel name can take in UTF-8; longer is skipped unread and refused.

@@ -10,7 +10,7 @@ import logging
 
 from greenbridge import modes
 from greenbridge.channels.hub import SubscriptionError
-from greenbridge.channels.names import ChannelNameError, check_channel
+from greenbridge.channel_names import ChannelNameError, check_channel
 from greenbridge.channels.publication import PublicationError, checked_publication
 from greenbridge.logs import RateLimitedLog, connection_fields
 

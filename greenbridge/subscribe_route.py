@@ -20,14 +20,11 @@ import uuid
 
 import gevent
 
-from greenbridge import pump
+from greenbridge import endings, pump
 from greenbridge.connection import log_access
-from greenbridge.frames import CloseCode
 from greenbridge.logs import connection_fields
 
 log = logging.getLogger("greenbridge.subscribe_route")
-
-RECEIVE_ONLY_REASON = "this route only receives"
 
 
 class _EndRequested(Exception):
@@ -41,7 +38,7 @@ class _NoPhp:
 
 
 class SubscribeRouteConnection:
-    """Same face to the app as connection.Connection (id, traffic, close_code, request_close)."""
+    """Same face to the app as connection.Connection (id, traffic, ending, request_close)."""
 
     php_running = False
 
@@ -51,18 +48,19 @@ class SubscribeRouteConnection:
         self._request = request
         self._websocket = websocket
         self.traffic = pump.Traffic()
-        self._end_request = None  # (code, reason) asked for by another greenlet
+        self._end_request = None  # the Ending another greenlet asked for
         self._greenlet = None
         self._waiting = False  # the greenlet is in the wait on the client
 
     @property
-    def close_code(self):
-        return self._websocket.close_code
+    def ending(self):
+        """How the connection ended (an Ending), once it did."""
+        return self._websocket.ending
 
-    def request_close(self, code, reason):
-        """Ask the connection to end (from another greenlet; never waits)."""
+    def request_close(self, ending):
+        """Ask the connection to end with `ending` (from another greenlet; never waits)."""
         if self._end_request is None:
-            self._end_request = (code, reason)
+            self._end_request = ending
             gevent.get_hub().loop.run_callback(self._interrupt)
 
     def kill_process_now(self):
@@ -78,16 +76,16 @@ class SubscribeRouteConnection:
                                        config.ping_timeout)
             heartbeat.result.rawlink(self._heartbeat_ended)
         try:
-            code, reason = self._wait_for_end()
+            ending = self._wait_for_end()
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
-        self._websocket.close(code, reason)
-        log_access(self.id, self._request, started, self.traffic, self._websocket,
+        self._websocket.close(ending)  # unless the client's ending came first
+        log_access(self.id, self._request, started, self.traffic, self._websocket.ending,
                    "none (subscribe route)")
 
     def _wait_for_end(self):
-        """The close (code, reason): the client's message, its end, or a request to end."""
+        """The Ending: the client's message, its end, or a request to end."""
         websocket = self._websocket
         self._waiting = True
         try:
@@ -101,10 +99,8 @@ class SubscribeRouteConnection:
         if message is not None:
             log.info("the client sent a data message to a subscribe route; closing with 1003",
                      extra=connection_fields(self.id))
-            return CloseCode.UNSUPPORTED_DATA, RECEIVE_ONLY_REASON
-        if websocket.close_code is None:
-            return CloseCode.ABNORMAL, "client disconnected"
-        return websocket.close_code, websocket.close_reason
+            return endings.RECEIVE_ONLY
+        return websocket.ending or endings.CLIENT_LEFT
 
     def _interrupt(self):
         # In the hub, as gevent's Timeout does: the greenlet is parked, so it is either
@@ -113,8 +109,4 @@ class SubscribeRouteConnection:
             self._greenlet.throw(_EndRequested())
 
     def _heartbeat_ended(self, result):
-        ended = result.value
-        if ended == pump.CLIENT_ENDED:  # the ping could not be sent: the client is gone
-            self._websocket.mark_disconnected()
-            ended = CloseCode.ABNORMAL, "client disconnected"
-        self.request_close(*ended)
+        self.request_close(result.value)

@@ -19,7 +19,10 @@ bytes for it and keeps what needs a socket or a clock:
   the core;
 - ``message_timeout``: a fragmented message must end within it (else 1008);
 - the client's TCP state (``client_connected``), the end of its stream (1006),
-  the time of its last receive (for heartbeats) and what the access log says.
+  the time of its last receive (for heartbeats);
+- how the connection ended (``ending``, see endings.py): what the client did,
+  recorded when it happens, else the ending ``close`` was given. The first
+  one recorded stays.
 
 It subclasses gevent-websocket's WebSocket, which the WSGI environ and its
 handler expect (``handler.py`` makes and adopts it).
@@ -33,9 +36,10 @@ from gevent import Timeout
 from gevent.lock import Semaphore
 from geventwebsocket.exceptions import WebSocketError
 
+from greenbridge import endings
 from greenbridge.adapters.gevent_websocket import WebSocket
-from greenbridge.frames import CloseCode, encode_header
-from greenbridge.protocol import COPY_LIMIT, RECEIVE_SIZE, CloseReceived, ServerProtocol
+from greenbridge.frames import encode_header
+from greenbridge.protocol import COPY_LIMIT, RECEIVE_SIZE, ServerProtocol
 from greenbridge.sockets import fast_io, send_all
 
 log = logging.getLogger("greenbridge.websocket")
@@ -49,8 +53,7 @@ _TCP_ESTABLISHED = 1
 class BridgeWebSocket(WebSocket):
     """A server-side WebSocket that reads whole messages as bytes, fast and bounded."""
 
-    __slots__ = ("message_timeout", "_core", "_send_lock", "_frame_half_sent",
-                 "peer_close_code", "peer_close_reason", "close_code", "close_reason",
+    __slots__ = ("message_timeout", "_core", "_send_lock", "_frame_half_sent", "_ending",
                  "_socket", "_io", "_receive", "_receive_into", "last_received")
 
     def __init__(self, environ, stream, handler, max_payload_size, message_timeout):
@@ -70,12 +73,8 @@ class BridgeWebSocket(WebSocket):
         self._send_lock = Semaphore()
         # True while a frame is being sent, and for good once a send was cut.
         self._frame_half_sent = False
-        # What the client sent in its close frame, if it sent one.
-        self.peer_close_code = None
-        self.peer_close_reason = ""
-        # What ended the connection from our side of view (for the access log).
-        self.close_code = None
-        self.close_reason = ""
+        # How the connection ended (an Ending), once it did; ``closed`` is True from then on.
+        self._ending = None
         # When the client last sent a frame of any kind (heartbeats ping after a quiet spell).
         self.last_received = time.monotonic()
 
@@ -89,7 +88,7 @@ class BridgeWebSocket(WebSocket):
         """Return (opcode, payload bytes) for the next data message, or None when it ended.
 
         Protocol errors close the connection with the right code before
-        returning None; ``close_code`` tells what happened.
+        returning None; ``ending`` tells what happened.
         """
         if self.closed:
             return None
@@ -125,8 +124,8 @@ class BridgeWebSocket(WebSocket):
         except Timeout as fired:
             if fired is not timer:
                 raise
-            core.fail(CloseCode.POLICY_VIOLATION,
-                      "message not complete within %gs" % self.message_timeout)
+            too_slow = endings.message_too_slow(self.message_timeout)
+            core.fail(too_slow.code, too_slow.reason)
             return self._ended_by(core.events_received()[0], core.data_to_send())
         except (OSError, WebSocketError):
             # The client vanished without a close frame.
@@ -144,11 +143,7 @@ class BridgeWebSocket(WebSocket):
 
     def _ended_by(self, event, writes):
         """The client closed (CloseReceived) or broke the protocol: send the core's close frame."""
-        if type(event) is CloseReceived:
-            self.peer_close_code, self.peer_close_reason = event.code, event.reason
-            self._end(writes, event.code, event.reason or "client closed")
-        else:
-            self._end(writes, event.code, event.reason)
+        self._end(writes, endings.from_client(event))
         return None
 
     # -- writing ---------------------------------------------------------
@@ -181,26 +176,36 @@ class BridgeWebSocket(WebSocket):
                 send_all(self._io, data)
             self._frame_half_sent = False
 
-    def close(self, code=CloseCode.NORMAL, reason=""):
-        """Send one close frame (if the stream still allows it) and mark the socket closed."""
+    def close(self, ending):
+        """End with `ending` (an Ending) unless the connection ended already: send its
+        close frame, if the stream still allows it."""
         if self.closed:
-            self._mark_closed(code, reason)
-            return
+            return  # what ended it came first
         core = self._core
-        core.send_close(code, reason)
-        self._end(core.data_to_send(), code, reason)
+        core.send_close(ending.code, ending.reason)
+        self._end(core.data_to_send(), ending)
 
-    def _end(self, writes, code, reason):
-        """Record why the connection ends, then send the close frame in `writes`, if it can go."""
+    def _end(self, writes, ending):
+        """Record how the connection ends, then send the close frame in `writes`, if it can go."""
         # Recorded first: a greenlet that sends meanwhile finds the connection closed.
-        self._mark_closed(code, reason)
+        self._record(ending)
         if not writes or self._frame_half_sent:
             return  # a close frame already went, or would follow a frame being sent or cut
         try:
             with Timeout(_CLOSE_FRAME_SEND_TIMEOUT):
                 self._send(writes)
         except (OSError, WebSocketError, Timeout):
-            log.debug("could not send close frame %d", code)
+            log.debug("could not send close frame %d", ending.code)
+
+    @property
+    def ending(self):
+        """How the connection ended (an Ending), or None while it is open."""
+        return self._ending
+
+    @property
+    def close_received(self):
+        """The client's close frame as it came (a protocol.Close), or None."""
+        return self._core.close_received
 
     # -- the client's TCP connection ------------------------------------
 
@@ -216,11 +221,11 @@ class BridgeWebSocket(WebSocket):
         return state == _TCP_ESTABLISHED
 
     def mark_disconnected(self):
-        self._mark_closed(CloseCode.ABNORMAL, "client disconnected without close frame")
+        """The client left without a close frame (found by whoever waited for it)."""
+        self._record(endings.CLIENT_LEFT)
 
-    def _mark_closed(self, code, reason):
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
+    def _record(self, ending):
+        self._ending = endings.first(self._ending, ending)
         self.closed = True
 
 

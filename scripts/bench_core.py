@@ -135,7 +135,7 @@ def today_reader(wire):
     websocket._receive, websocket._receive_into = wire.recv, wire.recv_into
     websocket._send_lock = Semaphore()
     websocket._frame_half_sent = False
-    websocket.close_code = websocket.peer_close_code = None
+    websocket._ending = None
     websocket.last_received = 0.0
     return websocket.receive_message
 

@@ -12,7 +12,7 @@ import gevent.socket
 import pytest
 
 from greenbridge.channels.hub import MAX_SUBSCRIPTIONS_PER_CLIENT, ChannelHub, SubscriptionError
-from greenbridge.channels.names import ChannelNameError, check_channel
+from greenbridge.channel_names import ChannelNameError, check_channel
 from greenbridge.channels.publication import PublicationError, checked_publication
 from greenbridge.channels.subscriber import Subscriber
 
@@ -31,7 +31,7 @@ class Client:
                 end.setsockopt(socket.SOL_SOCKET, option, buffer_size)
         self.endings = []
         self.subscriber = Subscriber(client_id, user, None, envelope, self.server_end.sendall,
-                                     lambda code, reason: self.endings.append((code, reason)),
+                                     self.endings.append,
                                      queue_limit)
         hub.add_client(self.subscriber)
 
@@ -191,7 +191,16 @@ def test_a_subscriber_that_stops_reading_is_ended_and_the_others_get_everything(
         gevent.sleep(0)  # as a server between requests: the writers get to run
     gevent.joinall(reading, raise_error=True)
     assert all(data == frame * 200 for data in received.values())
-    assert stalled.endings == [(1008, "subscriber too slow")]
+    assert [(ending.code, ending.reason) for ending in stalled.endings] \
+        == [(1008, "subscriber too slow")]
     assert hub.subscribers_too_slow == 1
     assert [s.client_id for s in hub.presence("feed")] == ["reader0", "reader1", "reader2"]
     wait_until(lambda: stalled.subscriber.queued_bytes == 0, 5, "the stalled queue dropped")
+
+
+def test_php_control_frames_name_the_publication_kinds_the_hub_knows():
+    # modes.py spells the kinds out rather than import channels: they must stay the same.
+    from greenbridge.modes import PUBLICATION_KINDS
+    assert set(PUBLICATION_KINDS.values()) - {None} == {"text", "binary", "json"}
+    for kind in ("text", "binary", "json"):
+        assert checked_publication("c", b"1", kind).kind == kind

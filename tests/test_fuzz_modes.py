@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from greenbridge import modes
 from support import (LIBRARY_PHP, SENDABLE_CLOSE_CODES, is_utf8, mutated, php_frame, running_bridge,
-                     wait_until)
+                     split, wait_until)
 
 MAX_SIZE = 64  # small, so that oversized frames and lines come up often
 # A close frame may carry 125 bytes whatever the size limit (RFC 6455 5.5; README: "125 for close").
@@ -30,7 +30,9 @@ MAX_CHANNEL_BYTES = 1020
 PUBLICATION_KINDS = {0: None, 1: "text", 2: "binary", 3: "json"}
 FRAME_HEADER_SIZE = 5  # framed mode: a type byte and a 4-byte length (README)
 FUZZ = settings(max_examples=500, deadline=None, derandomize=True)
-FUZZ_END_TO_END = settings(max_examples=100, deadline=None, derandomize=True,
+# End to end, each stream costs a connection and a PHP process: enough streams for every
+# ending to reach a client; the decoders' tests above try far more streams.
+FUZZ_END_TO_END = settings(max_examples=40, deadline=None, derandomize=True,
                            suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -74,13 +76,6 @@ line_streams = st.one_of(
     st.binary(max_size=200),
     st.binary(max_size=200).flatmap(mutated),
 )
-
-
-@st.composite
-def split(draw, data):
-    """`data` cut into pieces at random offsets (empty pieces included)."""
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
-    return [data[start:end] for start, end in zip([0] + cuts, cuts + [len(data)])]
 
 
 # -- what a decoder must make of the bytes, written plainly --------------------------

@@ -279,6 +279,8 @@ def test_a_header_is_acted_on_only_once_it_is_whole(length):
     (frame(0x1, b"\xc0\xaf"), 1007, "invalid UTF-8 in text message"),           # overlong
     (frame(0x1, b"\xf4\x90\x80\x80"), 1007, "invalid UTF-8 in text message"),   # past U+10FFFF
     (frame(0x1, b"ok\xc3"), 1007, "invalid UTF-8 in text message"),             # cut short
+    (frame(0x1, b"ok", fin=False) + frame(0x0, b"\xed\xa0\x80"), 1007,
+     "invalid UTF-8 in text message"),                                       # in the last fragment
     (frame(0x8, b"\x03\xe8\xff"), 1007, "invalid UTF-8 in text message"),       # close reason
 ], ids=lambda value: value if isinstance(value, str) else None)
 def test_violations_close_with_their_code(bad, code, reason):
@@ -300,7 +302,7 @@ def test_bad_headers_are_refused_before_their_payload_comes(header, reason):
     assert_failed(events, data, 1002, reason)
 
 
-@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+@pytest.mark.parametrize("code", [0, 5, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
 def test_invalid_close_codes_are_protocol_errors(code):
     _, events, data = feed(frame(0x8, struct.pack("!H", code)))
     assert_failed(events, data, 1002, "invalid close code %d" % code)

@@ -14,7 +14,7 @@ import time
 
 from greenbridge import __version__
 from greenbridge.channels.hub import SubscriptionError
-from greenbridge.channels.names import ChannelNameError, check_channel
+from greenbridge.channel_names import ChannelNameError, check_channel
 from greenbridge.channels.publication import BINARY, JSON, Publication
 
 # Centrifugo's error codes (https://centrifugal.dev/docs/server/codes).

@@ -6,6 +6,8 @@ nodes. Presence entries are plain dicts in the API's shape
 (``{"client", "user", "conn_info"}``).
 """
 
+from greenbridge import endings
+
 
 class LocalBroker:
     """The channels of this process: the hub itself."""
@@ -28,7 +30,7 @@ class LocalBroker:
     def disconnect(self, user, client_id, keep, code, reason):
         for subscriber in self._clients(user, client_id):
             if subscriber.client_id not in keep:
-                subscriber.disconnect(code, reason)
+                subscriber.disconnect(endings.disconnected(code, reason))
 
     def presence(self, channel):
         return [{"client": subscriber.client_id, "user": subscriber.user,

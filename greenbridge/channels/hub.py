@@ -9,7 +9,7 @@ once for all of them; nothing here waits on a socket.
 
 import fnmatch
 
-from greenbridge.channels.names import check_channel
+from greenbridge.channel_names import check_channel
 
 # Subscriptions one connection may hold: a token or a script cannot make one
 # connection cost the hub without bound.

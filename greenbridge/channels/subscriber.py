@@ -14,7 +14,7 @@ import logging
 import gevent
 from geventwebsocket.exceptions import WebSocketError
 
-from greenbridge.frames import CloseCode
+from greenbridge import endings
 
 log = logging.getLogger("greenbridge.channels")
 
@@ -26,8 +26,8 @@ class Subscriber:
     """One connection that can receive publications.
 
     `send_frames(data)` sends whole encoded frames to the client (raising
-    OSError or WebSocketError once it is gone); `end(code, reason)` asks the
-    connection to end, without waiting (it runs in the publisher's greenlet). `queue_limit` is the bytes that may wait to be sent.
+    OSError or WebSocketError once it is gone); `end(ending)` asks the
+    connection to end with an Ending, without waiting (it runs in the publisher's greenlet). `queue_limit` is the bytes that may wait to be sent.
     """
 
     __slots__ = ("client_id", "user", "conn_info", "envelope", "_send_frames", "_end",
@@ -60,9 +60,9 @@ class Subscriber:
             self._writer = gevent.spawn(self._write_queued)
         return True
 
-    def disconnect(self, code, reason):
-        """Ask the connection to end (the server API's disconnect)."""
-        self._end(code, reason)
+    def disconnect(self, ending):
+        """Ask the connection to end with `ending` (the server API's disconnect)."""
+        self._end(ending)
 
     @property
     def queued_bytes(self):
@@ -100,7 +100,7 @@ class Subscriber:
         log.warning("client %s: subscriber too slow, %d bytes queued (--subscriber-queue-size "
                     "%d); closing it", self.client_id, self._queued_bytes, self._queue_limit)
         self._drop_queue()
-        self._end(CloseCode.POLICY_VIOLATION, "subscriber too slow")
+        self._end(endings.SUBSCRIBER_TOO_SLOW)
 
     def _drop_queue(self):
         self._queue.clear()

@@ -22,7 +22,7 @@ from typing import Any, Tuple
 from urllib.parse import parse_qsl
 
 from greenbridge.channels.hub import MAX_SUBSCRIPTIONS_PER_CLIENT
-from greenbridge.channels.names import ChannelNameError, check_channel
+from greenbridge.channel_names import ChannelNameError, check_channel
 
 QUERY_PARAMETER = "token"
 _BEARER = "bearer "
