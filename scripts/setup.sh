@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 debian_packages=(php-cli)
 # pebble, bind9 (named) and bind9-dnsutils (dig): the ACME tests' CA and DNS servers;
 # composer: the README's Composer recipe, run by tests/test_composer.py.
-debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver composer)
+debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver composer curl)
 python_extras=""
 case "${1:-}" in
     --test)

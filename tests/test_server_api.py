@@ -6,6 +6,8 @@ minted by PyJWT; what they receive is what a browser would.
 
 import base64
 import json
+import os
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -19,7 +21,7 @@ from cent.exceptions import CentApiResponseError, CentUnauthorizedError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import admin_port, stopped_log, wait_until, worker_holding
+from support import admin_port, readme_snippet, stopped_log, wait_until, worker_holding
 
 API_KEY = "the-api-key-of-these-tests"
 TOKEN_SECRET = "the-token-secret-of-these-tests-0123456789"
@@ -72,6 +74,16 @@ def api_post(bridge, method, body, headers=None):
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def test_the_readmes_curl_command_publishes(api_bridge):
+    bridge = api_bridge()
+    command = readme_snippet("api-curl").replace("127.0.0.1:9090", "127.0.0.1:%d"
+                                                 % admin_port(bridge))
+    with subscriber(bridge, "ann", ["news"]) as ann:
+        subprocess.run(["bash", "-c", command], env=dict(os.environ, KEY=API_KEY), check=True,
+                       capture_output=True, timeout=30)
+        assert received(ann) == '{"text":"hello"}'
 
 
 def test_a_publication_reaches_every_subscriber_of_its_channel_as_published(api_bridge):
