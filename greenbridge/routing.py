@@ -26,18 +26,20 @@ class Endpoint:
 
 
 class Router:
-    def __init__(self, routes, default_script, message_mode, subprotocols, subscribe_paths=()):
+    def __init__(self, routes, default_script, message_mode, subprotocols, subscribe_routes=()):
         self._routes = {route.path: route for route in routes}
-        self._subscribe_paths = frozenset(subscribe_paths)
+        self._subscribe_routes = {route.path: route for route in subscribe_routes}
         self._default = Route(None, default_script) if default_script else None
         self._message_mode = message_mode
         self._subprotocols = subprotocols
 
     def endpoint(self, path, offered_protocols):
         """The Endpoint for a request path and its Sec-WebSocket-Protocol value, or Rejected."""
-        if path in self._subscribe_paths:
+        subscribe_route = self._subscribe_routes.get(path)
+        if subscribe_route is not None:
             return Endpoint(None, None, select_subprotocol(parse_protocols(offered_protocols),
-                                                           self._subprotocols), receive_only=True)
+                                                           self._subprotocols),
+                            receive_only=True, envelope=subscribe_route.envelope)
         route = self._routes.get(path, self._default)
         if route is None:
             raise Rejected("404 Not Found", "no route for %s" % path)

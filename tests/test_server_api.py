@@ -98,6 +98,15 @@ def test_a_publication_reaches_every_subscriber_of_its_channel_as_published(api_
         assert nothing_more(bridge, cy, "cy")
 
 
+def test_a_subscribe_route_with_envelope_names_the_channel(api_bridge):
+    bridge = api_bridge("--subscribe-route", "/wrapped,envelope")
+    with connect(bridge.url("/wrapped?token=" + token("ann", ["news", "sport"]))) as ann:
+        bridge.api.publish(PublishRequest(channel="sport", data={"score": [1, 0]}))
+        assert received(ann) == '{"channel":"sport","data":{"score":[1,0]}}'
+        bridge.api.publish(PublishRequest(channel="news", data=None, b64data="AAE="))
+        assert received(ann) == '{"channel":"news","b64data":"AAE="}'
+
+
 def test_publications_arrive_in_order_none_missing_none_twice(api_bridge):
     bridge = api_bridge()
     with subscriber(bridge, "ann", ["feed"]) as ann:

@@ -5,6 +5,7 @@ where a subscribe route may be are checked across options in checks.py.
 """
 
 from greenbridge.settings.declaration import Section, Setting
+from greenbridge.settings.routes import SubscribeRoute
 from greenbridge.settings.values import (MAX_HELD_BYTES, MiB, at_most, choice_of, positive_int,
                                          text_or_none)
 
@@ -18,14 +19,17 @@ TOKEN_ALGORITHMS = HMAC_ALGORITHMS + RSA_ALGORITHMS + tuple(EC_CURVES)
 DEFAULT_SUBSCRIBER_QUEUE_SIZE = MiB
 
 
-def subscribe_path(text):
-    path = text.strip()
+def subscribe_route(text):
+    """``PATH[,envelope]`` -> SubscribeRoute; ValueError when malformed."""
+    path, *options = [part.strip() for part in text.split(",")]
     if not path.startswith("/") or "?" in path or any(character.isspace() for character in path):
         raise ValueError(text)
-    return path
+    if any(option != "envelope" for option in options):
+        raise ValueError(text)
+    return SubscribeRoute(path, bool(options))
 
 
-subscribe_path.__name__ = "path (starting with /)"
+subscribe_route.__name__ = "subscribe route (PATH[,envelope], PATH starting with /)"
 
 
 CHANNELS = Section("channels", (
@@ -55,11 +59,12 @@ CHANNELS = Section("channels", (
             help="refuse with HTTP 401 a connection to a PHP route without a valid token",
             readme="PHP routes too refuse a connection without a valid token (401)"),
     Setting("subscribe_routes", "--subscribe-route", env="WSS_CONFIG_SUBSCRIBE_ROUTES",
-            type=subscribe_path, action="append",
-            help="path of receive-only connections: a valid token is required, they are "
-                 "subscribed to its channels and start no PHP (repeatable)",
-            readme="path of receive-only connections: token required, subscribed to its "
-                   "channels, no PHP"),
+            type=subscribe_route, action="append",
+            help="PATH[,envelope]: path of receive-only connections: a valid token is "
+                 "required, they are subscribed to its channels and start no PHP; envelope "
+                 "wraps publications in {\"channel\": ..., \"data\": ...} (repeatable)",
+            readme="``PATH[,envelope]``: receive-only connections: token required, subscribed "
+                   "to its channels, no PHP; ``envelope`` as for ``--route``"),
     Setting("subscriber_queue_size", "--subscriber-queue-size",
             env="WSS_CONFIG_SUBSCRIBER_QUEUE_SIZE", type=at_most(MAX_HELD_BYTES, positive_int),
             default=DEFAULT_SUBSCRIBER_QUEUE_SIZE,

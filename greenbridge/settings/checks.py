@@ -71,7 +71,7 @@ MIN_RSA_KEY_BITS = 2048
 def channel_values(options):
     """token_key: what connection tokens are verified with (None: tokens are off)."""
     routes = {route.path for route in options.route or ()}
-    for path in options.subscribe_route or ():
+    for path in (route.path for route in options.subscribe_route or ()):
         if path in routes:
             raise ConfigError("--subscribe-route %s: the path is also a --route; a path is "
                               "either PHP's or receive-only" % path)

@@ -21,6 +21,13 @@ class Route:
     envelope: bool = False  # publications as {"channel": ..., "data": ...}
 
 
+@dataclass(frozen=True)
+class SubscribeRoute:
+    """A ``--subscribe-route``: receive-only connections, no script."""
+    path: str
+    envelope: bool = False
+
+
 def parse_route(text):
     """``PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]...[,envelope]`` -> Route; ValueError
     when malformed."""
