@@ -771,6 +771,20 @@ def readme_command(name, replacements=()):
     return os.path.join(os.path.dirname(sys.executable), "greenbridge.py"), [*arguments, "-P", "0"]
 
 
+def output_until(process, wanted, timeout=20):
+    """What `process` (stdout a pipe) printed, read until `wanted` (bytes) is in it, it
+    closed its output or `timeout` passed."""
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in shown and time.monotonic() < deadline:
+        if select.select([process.stdout], [], [], 1)[0]:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            shown += chunk
+    return shown
+
+
 @functools.lru_cache(maxsize=None)
 def readme_option_table():
     """{flag: environment variable} of every row of README.rst's option tables (those with an
