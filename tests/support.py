@@ -802,6 +802,16 @@ def readme_option_table():
     return rows
 
 
+def chat_conf(name):
+    """A setting of conf/chat.conf (the chat tutorial's key and secret), as its reader has it."""
+    with open(os.path.join(REPO, "conf", "chat.conf"), encoding="utf-8") as conf:
+        for line in conf:
+            key, equals, value = line.partition("=")
+            if equals and key.strip() == name:
+                return value.strip()
+    raise AssertionError("conf/chat.conf sets no %s" % name)
+
+
 # -- connection tokens (the reference is PyJWT; these are the ones it would not make) ----
 
 TOKEN_SECRET = "a-secret-of-at-least-32-bytes-for-hs256"

@@ -13,19 +13,9 @@ from cent import Client, PublishRequest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from support import REPO, admin_port, output_until, readme_snippet
+from support import REPO, admin_port, chat_conf, output_until, readme_snippet
 
 CHAT_PAGE = os.path.join(REPO, "conf", "chat.html")
-
-
-def chat_conf(name):
-    """A setting of conf/chat.conf, as the tutorial's reader has it."""
-    with open(os.path.join(REPO, "conf", "chat.conf"), encoding="utf-8") as conf:
-        for line in conf:
-            key, equals, value = line.partition("=")
-            if equals and key.strip() == name:
-                return value.strip()
-    raise AssertionError("conf/chat.conf sets no %s" % name)
 
 
 @pytest.fixture
