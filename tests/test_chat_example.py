@@ -13,9 +13,10 @@ from cent import Client, PublishRequest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from support import REPO, admin_port, chat_conf, output_until, readme_snippet
+from support import PHP, REPO, admin_port, chat_conf, output_until, readme_snippet
 
 CHAT_PAGE = os.path.join(REPO, "conf", "chat.html")
+PHPCENT = os.path.join(REPO, "tests", "php", "phpcent", "Client.php")
 
 
 @pytest.fixture
@@ -131,15 +132,28 @@ def readme_shell(name, bridge):
                             stderr=subprocess.STDOUT, cwd=REPO)
 
 
-def test_tutorial_listener_and_curl_run_as_printed(chat_bridge):
+def run_phpcent_snippet(bridge, tmp_path):
+    """The README's phpcent lines with the real phpcent (tests/php/phpcent) for Composer's
+    autoloader, and the bridge's admin port."""
+    script = tmp_path / "publish.php"
+    script.write_text(readme_snippet("chat-phpcent").replace(
+        "require 'vendor/autoload.php';", "require '%s';" % PHPCENT).replace(
+        ":8081/", ":%d/" % bridge.admin_port))
+    return subprocess.run([PHP, str(script)], capture_output=True, timeout=20)
+
+
+def test_tutorial_listener_curl_and_phpcent_run_as_printed(chat_bridge, tmp_path):
     listener = readme_shell("chat-token", chat_bridge)
     try:
         assert b"Connected to" in output_until(listener, b"Connected to")
-        # Subscribed at the upgrade, before the 101: the publication that follows reaches it.
+        # Subscribed at the upgrade, before the 101: the publications that follow reach it.
         curl = readme_shell("chat-curl", chat_bridge)
         printed = curl.communicate(timeout=20)[0]
         assert printed == b'{"result": {}}'
         assert b'< {"user":"cron","text":"backup done"}' in output_until(listener, b"backup done")
+        phpcent = run_phpcent_snippet(chat_bridge, tmp_path)
+        assert (phpcent.returncode, phpcent.stdout, phpcent.stderr) == (0, b"", b"")
+        assert b'< {"user":"php","text":"hi from PHP"}' in output_until(listener, b"from PHP")
         listener.stdin.write(b"can I talk?\n")
         listener.stdin.flush()
         assert b"1003" in output_until(listener, b"Connection closed")
