@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 debian_packages=(php-cli)
 # pebble, bind9 (named) and bind9-dnsutils (dig): the ACME tests' CA and DNS servers;
 # composer: the README's Composer recipe, run by tests/test_composer.py; php-curl:
-# phpcent (tests/php/phpcent), run by tests/test_chat_example.py.
+# phpcent (tests/php/vendor/phpcent), run by tests/test_chat_example.py.
 debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver composer
                       php-curl)
 python_extras=""

@@ -16,7 +16,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from support import PHP, REPO, admin_port, chat_conf, output_until, readme_snippet
 
 CHAT_PAGE = os.path.join(REPO, "conf", "chat.html")
-PHPCENT = os.path.join(REPO, "tests", "php", "phpcent", "Client.php")
+PHPCENT = os.path.join(REPO, "tests", "php", "vendor", "phpcent", "Client.php")
 
 
 @pytest.fixture
@@ -133,8 +133,8 @@ def readme_shell(name, bridge):
 
 
 def run_phpcent_snippet(bridge, tmp_path):
-    """The README's phpcent lines with the real phpcent (tests/php/phpcent) for Composer's
-    autoloader, and the bridge's admin port."""
+    """The README's phpcent lines, the real phpcent (tests/php/vendor/phpcent) loaded in place
+    of Composer's autoloader, with the bridge's admin port."""
     script = tmp_path / "publish.php"
     script.write_text(readme_snippet("chat-phpcent").replace(
         "require 'vendor/autoload.php';", "require '%s';" % PHPCENT).replace(
