@@ -2,6 +2,7 @@
 the README's command starts a real bridge, real PHP runs the room, the page runs in headless
 Chromium tabs, and the README's curl, PyJWT and websockets commands run as printed."""
 
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +13,9 @@ import pytest
 from cent import Client, PublishRequest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from websockets.sync.client import connect
 
-from support import PHP, REPO, admin_port, chat_conf, output_until, readme_snippet
+from support import PHP, REPO, admin_port, chat_conf, closed_with, output_until, readme_snippet
 
 CHAT_PAGE = os.path.join(REPO, "conf", "chat.html")
 PHPCENT = os.path.join(REPO, "tests", "php", "vendor", "phpcent", "Client.php")
@@ -163,3 +165,14 @@ def test_tutorial_listener_curl_and_phpcent_run_as_printed(chat_bridge, tmp_path
             listener.kill()
     assert chat_bridge.php_processes() == []
     chat_bridge.wait_for_log(r"/live\?token=\.\.\. .* close=1003 .*php=none")
+
+
+def test_a_room_no_channel_can_be_is_refused_and_bytes_are_not_said(chat_bridge):
+    with connect(chat_bridge.url("/chat?room=no%20spaces")) as refused:
+        code, reason = closed_with(refused)
+    assert code == 1008 and "'chat:no spaces' has a character outside" in reason
+    with connect(chat_bridge.url("/chat?name=ann")) as ann:
+        assert json.loads(ann.recv(timeout=10)) == {"joined": "chat:lobby", "user": "ann"}
+        ann.send(b"\xff bytes")
+        ann.send("words")
+        assert json.loads(ann.recv(timeout=10)) == {"user": "ann", "text": "words"}
