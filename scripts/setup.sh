@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 # What greenbridge runs with, and what the test suite adds (real servers and clients).
 debian_packages=(php-cli)
 # pebble, bind9 (named) and bind9-dnsutils (dig): the ACME tests' CA and DNS servers;
-# composer: the README's Composer recipe, run by tests/test_composer.py.
-debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver composer curl)
+# composer: the README's Composer recipe, run by tests/test_composer.py; php-curl:
+# phpcent (tests/php/vendor/phpcent), run by tests/test_chat_example.py; curl: the
+# README's API example.
+debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver composer
+                      php-curl curl)
 python_extras=""
 case "${1:-}" in
     --test)

@@ -790,6 +790,20 @@ def readme_command(name, replacements=()):
     return os.path.join(os.path.dirname(sys.executable), "greenbridge.py"), [*arguments, "-P", "0"]
 
 
+def output_until(process, wanted, timeout=20):
+    """What `process` (stdout a pipe) printed, read until `wanted` (bytes) is in it, it
+    closed its output or `timeout` passed."""
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in shown and time.monotonic() < deadline:
+        if select.select([process.stdout], [], [], 1)[0]:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            shown += chunk
+    return shown
+
+
 @functools.lru_cache(maxsize=None)
 def readme_option_table():
     """{flag: environment variable} of every row of README.rst's option tables (those with an
@@ -805,6 +819,16 @@ def readme_option_table():
             rows.update((cells[0].split()[0], cells[column]) for cells in body
                         if cells[0].startswith("--"))
     return rows
+
+
+def chat_conf(name):
+    """A setting of conf/chat.conf (the chat tutorial's key and secret), as its reader has it."""
+    with open(os.path.join(REPO, "conf", "chat.conf"), encoding="utf-8") as conf:
+        for line in conf:
+            key, equals, value = line.partition("=")
+            if equals and key.strip() == name:
+                return value.strip()
+    raise AssertionError("conf/chat.conf sets no %s" % name)
 
 
 # -- connection tokens (the reference is PyJWT; these are the ones it would not make) ----
