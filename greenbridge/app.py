@@ -1,7 +1,7 @@
 """The WSGI application: admits upgrade requests and runs their connections.
 
 A request is checked and admitted before the 101 answer (see
-``PendingUpgrade`` in websocket.py), so a refused request costs no process;
+``PendingUpgrade`` in handler.py), so a refused request costs no process;
 the connection then runs in the request's own greenlet.
 """
 
@@ -10,23 +10,23 @@ import time
 
 import gevent
 
-from greenbridge import devconsole
+from greenbridge import devconsole, endings
 from greenbridge.connection import Connection
+from greenbridge.frames import CloseCode
+from greenbridge.handler import adopt_stock_websocket
 from greenbridge.handshake import MAX_HANDSHAKE_BYTES, request_head_bytes
 from greenbridge.origin import OriginPolicy
 from greenbridge.php_environment import inherited_environment
 from greenbridge.request import capture_request
 from greenbridge.routing import Router
 from greenbridge.shared import OPEN_CONNECTIONS
-from greenbridge.websocket import (CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG,
-                                   CLOSE_TRY_AGAIN_LATER, Rejected, adopt_stock_websocket,
-                                   rejection_response)
+from greenbridge.upgrade import Rejected, rejection_response
 
 log = logging.getLogger("greenbridge.app")
 
 RETRY_AFTER_SECONDS = "5"
 # How a refusal is told to a client that has its 101 already (gevent-websocket's stock handler).
-_REFUSAL_CLOSE_CODES = {"503": CLOSE_TRY_AGAIN_LATER, "431": CLOSE_TOO_BIG}
+_REFUSAL_CLOSE_CODES = {"503": CloseCode.TRY_AGAIN_LATER, "431": CloseCode.TOO_BIG}
 # After the last close: time for connection greenlets to end their PHP processes.
 _TEARDOWN_SLACK = 5.0
 
@@ -164,9 +164,9 @@ class BridgeApp:
                             len(self.connections))
                 self.kill_all_processes()
 
-    def close_all(self, code=CLOSE_GOING_AWAY, reason="server shutting down"):
+    def close_all(self):
         for connection in list(self.connections.values()):
-            connection.request_close(code, reason)
+            connection.request_close(endings.SHUTDOWN)
 
     def kill_all_processes(self):
         for connection in list(self.connections.values()):
@@ -206,8 +206,8 @@ class BridgeApp:
             admission = self._admit_with_listener(environ)
         except Rejected as rejection:
             self._count_rejection(environ, rejection)
-            websocket.close(_REFUSAL_CLOSE_CODES.get(rejection.status[:3], CLOSE_POLICY_VIOLATION),
-                            rejection.reason)
+            code = _REFUSAL_CLOSE_CODES.get(rejection.status[:3], CloseCode.POLICY_VIOLATION)
+            websocket.close(endings.refused(code, rejection.reason))
             return
         with admission:
             self.serve(environ, websocket, admission)

@@ -3,6 +3,13 @@
 spawn PHP -> wait for its back-connection -> two pumps -> teardown. The
 connection owns the process, both sockets and both pumps, and closes them all
 in one place (``_teardown``), whatever ended it.
+
+How it ends is one Ending (endings.py), decided once in ``run``: from the
+close requested (the server shutting down), else what ended first (a pump,
+the heartbeat, a timeout), else why PHP never connected back. The teardown
+closes the WebSocket with it; what the client did before (its close, a
+protocol error, leaving), which the WebSocket recorded as it happened, stays
+the ending.
 """
 
 import logging
@@ -12,13 +19,12 @@ import uuid
 import gevent
 from gevent.event import AsyncResult
 
+from greenbridge import endings
 from greenbridge import modes, pump
 from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
 from greenbridge.php_environment import CONNECT_BACK_HINT, build_environment
 from greenbridge.process import PhpProcess, describe_exit, explain_early_end
-from greenbridge.websocket import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR,
-                                   CLOSE_NORMAL)
 
 log = logging.getLogger("greenbridge.connection")
 access_log = logging.getLogger("greenbridge.access")
@@ -49,17 +55,18 @@ class Connection:
         return self._traffic
 
     @property
-    def close_code(self):
-        return self._websocket.close_code
+    def ending(self):
+        """How the connection ended (an Ending), once it did."""
+        return self._websocket.ending
 
     @property
     def php_running(self):
         return self._process is not None and self._process.returncode is None
 
-    def request_close(self, code, reason):
-        """Ask the connection to end with this close code (from another greenlet)."""
+    def request_close(self, ending):
+        """Ask the connection to end with this Ending (from another greenlet)."""
         if not self._close_request.ready():
-            self._close_request.set((code, reason))
+            self._close_request.set(ending)
 
     def kill_process_now(self):
         if self._process is not None:
@@ -68,23 +75,21 @@ class Connection:
     def run(self):
         started = time.monotonic()
         pending = self._backconnect.expect(self.id)
-        close = (CLOSE_INTERNAL_ERROR, "internal error")
+        ending = endings.INTERNAL_ERROR
         try:
             back_connection = self._start_php(pending)
             if back_connection is not None:
-                close = self._bridge(back_connection)
+                ending = self._bridge(back_connection)
             elif self._close_request.ready():
-                close = self._close_request.value
-            elif self._websocket.closed:
-                close = self._websocket.close_code, self._websocket.close_reason
-            else:
-                close = CLOSE_INTERNAL_ERROR, "PHP did not connect back"
+                ending = self._close_request.value
+            else:  # unless the client left meanwhile (the WebSocket recorded it)
+                ending = endings.PHP_NOT_CONNECTED
         finally:
             self._backconnect.forget(self.id)
             if self._php_socket is None and pending.ready():
                 # PHP connected back after we stopped waiting.
                 pending.value.socket.close()
-            self._teardown(*close)
+            self._teardown(ending)
             self._log_access(started)
 
     def _start_php(self, pending):
@@ -157,7 +162,7 @@ class Connection:
         return None
 
     def _bridge(self, back_connection):
-        """Pump both ways until one side ends; return the close (code, reason)."""
+        """Pump both ways until one side ends; return the Ending."""
         config = self._config
         traffic = self._traffic
         mode = self._endpoint.message_mode
@@ -170,20 +175,20 @@ class Connection:
                          modes.decoder(mode, config.max_message_size), traffic, self.id),
         ]
         heartbeat = None
-        endings = list(pumps)  # what may end the connection: the pumps, the heartbeat
+        watched = list(pumps)  # what may end the connection: the pumps, the heartbeat
         if config.ping_interval:
             heartbeat = pump.Heartbeat(self._websocket, self._php_writer,
                                        config.ping_interval, config.ping_timeout)
-            endings.append(heartbeat.result)
+            watched.append(heartbeat.result)
         try:
-            return self._wait_for_end(endings)
+            return self._wait_for_end(watched)
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
             gevent.killall(pumps)
             php_io.close()
 
-    def _wait_for_end(self, endings):
+    def _wait_for_end(self, watched):
         """Wait for a pump or the heartbeat to end, a close request or a timeout."""
         config = self._config
         php_started = time.monotonic()
@@ -195,49 +200,39 @@ class Connection:
             if config.connection_timeout:
                 deadlines.append(self._traffic.last_activity + config.connection_timeout)
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            gevent.wait(endings + [self._close_request], timeout=timeout, count=1)
+            gevent.wait(watched + [self._close_request], timeout=timeout, count=1)
 
             if self._close_request.ready():
                 return self._close_request.value
-            for finished in endings:
+            for finished in watched:
                 if finished.ready():
-                    return self._close_after(finished.value)
+                    return self._ending_after(finished.value)
             now = time.monotonic()
             if config.php_timeout and now >= php_started + config.php_timeout:
-                return CLOSE_GOING_AWAY, "PHP timeout (%gs) reached" % config.php_timeout
+                return endings.php_timeout(config.php_timeout)
             if config.connection_timeout and \
                     now >= self._traffic.last_activity + config.connection_timeout:
-                return CLOSE_GOING_AWAY, "connection timeout (%gs idle) reached" % \
-                    config.connection_timeout
+                return endings.idle_timeout(config.connection_timeout)
 
-    def _close_after(self, ended):
-        """The close (code, reason) for what a pump returned."""
-        websocket = self._websocket
-        if isinstance(ended, tuple):
-            return ended
-        if ended == pump.CLIENT_ENDED:
-            if websocket.close_code is None:
-                return CLOSE_ABNORMAL, "client disconnected"
-            return websocket.close_code, websocket.close_reason
-        if ended == pump.PHP_ENDED:
+    def _ending_after(self, ended):
+        """The Ending for what a pump (or the heartbeat) returned."""
+        if ended is pump.PHP_ENDED:
             # PHP closed its socket; its exit status (if it exits now) decides the code.
             status = self._process.wait(timeout=self._config.php_kill_grace)
-            if status:
-                return CLOSE_INTERNAL_ERROR, "PHP %s" % describe_exit(status)
-            return CLOSE_NORMAL, "PHP closed the connection"
-        return CLOSE_INTERNAL_ERROR, "bridge error"
+            return endings.php_ended(describe_exit(status) if status else None)
+        if type(ended) is endings.Ending:
+            return ended
+        return endings.BRIDGE_ERROR  # a pump failed
 
-    def _teardown(self, code, reason):
+    def _teardown(self, ending):
+        """Carry out the ending: the client's close frame, PHP told (framed mode) and its
+        socket closed, the process ended."""
         websocket = self._websocket
-        if not websocket.closed:
-            websocket.close(code, reason)
-        elif websocket.close_code is None:
-            websocket.close_code, websocket.close_reason = code, reason
+        websocket.close(ending)  # what the WebSocket recorded before stays its ending
         if self._php_writer is not None:
-            if websocket.peer_close_code is not None:
-                self._php_writer.finish(websocket.peer_close_code, websocket.peer_close_reason)
-            else:
-                self._php_writer.finish(websocket.close_code, websocket.close_reason)
+            # PHP gets the client's close as it came (its reason may be empty), else the ending.
+            told = websocket.close_received or websocket.ending
+            self._php_writer.finish(told.code, told.reason)
         if self._php_socket is not None:
             self._php_socket.close()
         self._end_process()
@@ -248,12 +243,12 @@ class Connection:
 
     def _log_access(self, started):
         request = self._request
-        websocket = self._websocket
+        ending = self._websocket.ending
         returncode = self._process.returncode if self._process is not None else None
         access_log.info(
             "%s:%d %s %.3fs in=%d out=%d close=%s %r php=%s",
             request.client_ip, request.client_port, request.uri,
             time.monotonic() - started, self._traffic.to_php, self._traffic.to_client,
-            websocket.close_code, websocket.close_reason,
+            ending.code, ending.reason,
             "not started" if self._process is None else describe_exit(returncode),
             extra=connection_fields(self.id))

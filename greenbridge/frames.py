@@ -1,14 +1,14 @@
-"""The WebSocket frame format (RFC 6455 section 5.2), without I/O: the fast data path.
+"""The WebSocket frame format (RFC 6455 section 5), without I/O: the fast data path.
 
-Headers are parsed straight out of a receive buffer and built with one
-``struct.pack``; payloads are unmasked in C; text is checked by the C UTF-8
-codec. No Python code loops over payload bytes.
+The header's bits and opcodes, close codes and the close frame's payload;
+headers are built with one ``struct.pack`` (protocol.py parses them straight
+out of a receive buffer); payloads are unmasked in C; text is checked by the
+C UTF-8 codec. No Python code loops over payload bytes.
 """
 
 import codecs
+import enum
 import struct
-
-from geventwebsocket.exceptions import ProtocolError
 
 try:
     # The websockets library's C helper (word-wide XOR): about 0.1 ms per MiB.
@@ -16,76 +16,39 @@ try:
 except ImportError:  # websockets built without its C extension
     fast_apply_mask = None
 
-_FIN = 0x80
-_RSV_BITS = 0x70
-_OPCODE_BITS = 0x0F
-_MASKED = 0x80
-_LENGTH_BITS = 0x7F
-_LENGTH_16 = 126
-_LENGTH_64 = 127
-_FIRST_CONTROL_OPCODE = 0x8
-_MAX_CONTROL_PAYLOAD = 125
+# The header's bits (RFC 6455 5.2).
+FIN = 0x80
+RSV_BITS = 0x70
+OPCODE_BITS = 0x0F
+MASKED = 0x80
+LENGTH_BITS = 0x7F
+LENGTH_16 = 126
+LENGTH_64 = 127
+MAX_CONTROL_PAYLOAD = 125
 
-_unpack_16 = struct.Struct("!H").unpack_from
-_unpack_64 = struct.Struct("!Q").unpack_from
+OPCODE_CONTINUATION = 0x0
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+OPCODE_CLOSE = 0x8  # this and the higher opcodes are control frames
+OPCODE_PING = 0x9
+OPCODE_PONG = 0xA
+
+_MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
+
+_pack_code = struct.Struct("!H").pack
 _pack_short = struct.Struct("!BB").pack
 _pack_16 = struct.Struct("!BBH").pack
 _pack_64 = struct.Struct("!BBQ").pack
 
 
-class FrameHeader:
-    __slots__ = ("fin", "opcode", "rsv", "length", "mask", "size")
-
-    def __init__(self, fin, opcode, rsv, length, mask, size):
-        self.fin = fin
-        self.opcode = opcode
-        self.rsv = rsv
-        self.length = length
-        self.mask = mask  # the 4-byte key, or None for an unmasked frame
-        self.size = size  # bytes the header takes
-
-
-def parse_header(buffer, offset=0):
-    """The FrameHeader at `offset`, or None while the buffer holds only part of it.
-
-    One call per frame on the data path: finding the header's size and
-    parsing it are one step, not two.
-    """
-    available = len(buffer) - offset
-    if available < 2:
-        return None
-    first, second = buffer[offset], buffer[offset + 1]
-    length = second & _LENGTH_BITS
-    masked = second & _MASKED
-    size = 2 + (2 if length == _LENGTH_16 else 8 if length == _LENGTH_64 else 0) + (4 if masked else 0)
-    if available < size:
-        return None
-    position = offset + 2
-    if length == _LENGTH_16:
-        length = _unpack_16(buffer, position)[0]
-        position += 2
-    elif length == _LENGTH_64:
-        length = _unpack_64(buffer, position)[0]
-        position += 8
-    mask = buffer[position:position + 4] if masked else None
-    opcode = first & _OPCODE_BITS
-    fin = bool(first & _FIN)
-    if opcode >= _FIRST_CONTROL_OPCODE:
-        if not fin:
-            raise ProtocolError("fragmented control frame")
-        if length > _MAX_CONTROL_PAYLOAD:
-            raise ProtocolError("control frame of %d bytes (125 at most)" % length)
-    return FrameHeader(fin, opcode, first & _RSV_BITS, length, mask, size)
-
-
 def encode_header(opcode, length):
     """Header of a final, unmasked (server) frame."""
-    first = _FIN | opcode
-    if length < _LENGTH_16:
+    first = FIN | opcode
+    if length < LENGTH_16:
         return _pack_short(first, length)
     if length < 65536:
-        return _pack_16(first, _LENGTH_16, length)
-    return _pack_64(first, _LENGTH_64, length)
+        return _pack_16(first, LENGTH_16, length)
+    return _pack_64(first, LENGTH_64, length)
 
 
 def unmask_without_c(payload, mask):
@@ -128,3 +91,45 @@ class TextChecker:
                 return
             self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._decoder.decode(fragment, final)
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes (RFC 6455 section 7.4.1 and the IANA registry)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005  # never sent: a close frame without a code
+    ABNORMAL = 1006  # never sent: the connection ended without a close frame
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+
+    # Logged as the number (Python 3.9 and 3.10 would write "CloseCode.NORMAL").
+    __str__ = int.__repr__
+
+
+# Codes a peer may put in a close frame, besides 3000-4999.
+_SENDABLE_CODES = frozenset(code for code in CloseCode
+                            if code not in (CloseCode.NO_STATUS, CloseCode.ABNORMAL))
+
+
+def valid_close_code(code):
+    """May a peer send this close code (RFC 6455 7.4, plus the registered 1012-1014)?"""
+    return code in _SENDABLE_CODES or 3000 <= code <= 4999
+
+
+def encode_close_payload(code, reason):
+    """Code and reason, the reason cut to 123 bytes on a character boundary; 1005: empty."""
+    if code == CloseCode.NO_STATUS:
+        return b""
+    reason_bytes = reason.encode("utf-8")
+    if len(reason_bytes) > _MAX_CLOSE_REASON:
+        reason_bytes = reason_bytes[:_MAX_CLOSE_REASON].decode("utf-8", "ignore").encode("utf-8")
+    return _pack_code(code) + reason_bytes

@@ -26,7 +26,7 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGISe
 
 from greenbridge.handshake import PendingHandshakes
 from greenbridge.logs import format_address
-from greenbridge.websocket import BridgeHandler
+from greenbridge.handler import BridgeHandler
 from greenbridge.wsgi import handshake_limits
 
 CHECKED_AGAINST = {"gunicorn": "27.0.1", "gevent": "26.9.0"}

@@ -26,6 +26,7 @@ import gevent
 from gevent import get_hub
 
 from greenbridge.logs import RateLimitedLog, format_address
+from greenbridge.upgrade import Rejected
 
 log = logging.getLogger("greenbridge.handshake")
 
@@ -33,8 +34,12 @@ log = logging.getLogger("greenbridge.handshake")
 MAX_HANDSHAKE_BYTES = 16 * 1024
 
 
-class HandshakeTooLarge(ValueError):
-    """The request line and headers are over MAX_HANDSHAKE_BYTES."""
+class HandshakeTooLarge(Rejected, ValueError):
+    """The request line and headers are over MAX_HANDSHAKE_BYTES (a ValueError to gevent,
+    which answers it as the client's error)."""
+
+    def __init__(self, reason):
+        super().__init__("431 Request Header Fields Too Large", reason)
 
 
 class HandshakeAborted(BaseException):

@@ -82,7 +82,9 @@ class Metrics:
                             else float("nan"))
 
     def connection_ended(self, connection, duration):
-        self.connections_ended.labels(code=close_code_label(connection.close_code)).inc()
+        ending = connection.ending
+        self.connections_ended.labels(
+            code=close_code_label(ending.code if ending is not None else None)).inc()
         self.connection_seconds.observe(duration)
         self._traffic.add_closed(connection.traffic)
 

@@ -15,9 +15,8 @@ fuzzable) on its own.
 
 import struct
 
+from greenbridge.frames import OPCODE_BINARY, OPCODE_TEXT, CloseCode, valid_close_code
 from greenbridge.settings.values import FRAMED, LINE
-from greenbridge.websocket import (CLOSE_INTERNAL_ERROR, CLOSE_NO_STATUS, CLOSE_TOO_BIG,
-                                   OPCODE_BINARY, OPCODE_TEXT, valid_close_code)
 
 # Frame types of the framed mode; text and binary are the WebSocket opcodes.
 TYPE_TEXT = OPCODE_TEXT
@@ -26,6 +25,8 @@ TYPE_CLOSE = 0x8
 
 _FRAME_HEADER = struct.Struct("!BI")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size
+# The client's close code when PHP breaks its message mode (1011).
+PHP_ERROR = CloseCode.INTERNAL_ERROR
 
 
 class Close:
@@ -51,7 +52,7 @@ class PhpProtocolError(Exception):
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
-        self.client_reason = "message from PHP too big" if code == CLOSE_TOO_BIG \
+        self.client_reason = "message from PHP too big" if code == CloseCode.TOO_BIG \
             else "PHP protocol error"
 
 
@@ -76,7 +77,7 @@ def encode_message(mode, opcode, payload):
 
 def encode_close(code, reason=""):
     """A framed-mode close frame; code 1005 (no status) gives an empty payload."""
-    if code == CLOSE_NO_STATUS or code is None:
+    if code == CloseCode.NO_STATUS or code is None:
         payload = b""
     else:
         payload = struct.pack("!H", code) + reason.encode("utf-8")
@@ -101,7 +102,7 @@ def _ended_inside(what, pending):
     """PHP closed its socket with part of a message sent: the client must not see a clean close."""
     if not pending:
         return []
-    return [PhpProtocolError(CLOSE_INTERNAL_ERROR, "PHP ended inside a %s; %d bytes not delivered"
+    return [PhpProtocolError(PHP_ERROR, "PHP ended inside a %s; %d bytes not delivered"
                              % (what, pending))]
 
 
@@ -142,7 +143,7 @@ class LineDecoder:
         return _ended_inside("line", self.pending)
 
     def _too_long(self):
-        return PhpProtocolError(CLOSE_TOO_BIG, "PHP wrote a line over %d bytes" % self.max_size)
+        return PhpProtocolError(CloseCode.TOO_BIG, "PHP wrote a line over %d bytes" % self.max_size)
 
 
 class FramedDecoder:
@@ -186,11 +187,11 @@ class FramedDecoder:
     def _parse_header(self, buffer):
         frame_type, length = _FRAME_HEADER.unpack_from(buffer)
         if frame_type not in (TYPE_TEXT, TYPE_BINARY, TYPE_CLOSE):
-            raise PhpProtocolError(CLOSE_INTERNAL_ERROR,
+            raise PhpProtocolError(PHP_ERROR,
                                    "PHP sent a frame of unknown type %#04x" % frame_type)
         limit = 125 if frame_type == TYPE_CLOSE else self.max_size
         if length > limit:
-            raise PhpProtocolError(CLOSE_INTERNAL_ERROR, "PHP sent a %s frame of %d bytes (over %d)"
+            raise PhpProtocolError(PHP_ERROR, "PHP sent a %s frame of %d bytes (over %d)"
                                    % (_TYPE_NAMES[frame_type], length, limit))
         return frame_type, length
 
@@ -198,7 +199,7 @@ class FramedDecoder:
     def _event(frame_type, payload):
         if frame_type == TYPE_TEXT:
             if not is_utf8(payload):
-                raise PhpProtocolError(CLOSE_INTERNAL_ERROR, "PHP sent a text frame that is not UTF-8")
+                raise PhpProtocolError(PHP_ERROR, "PHP sent a text frame that is not UTF-8")
             return TYPE_TEXT, payload
         if frame_type == TYPE_BINARY:
             return TYPE_BINARY, payload
@@ -207,16 +208,16 @@ class FramedDecoder:
 
 def _parse_close(payload):
     if not payload:
-        return Close(CLOSE_NO_STATUS)
+        return Close(CloseCode.NO_STATUS)
     if len(payload) < 2:
-        raise PhpProtocolError(CLOSE_INTERNAL_ERROR, "PHP sent a close frame with a 1-byte payload")
+        raise PhpProtocolError(PHP_ERROR, "PHP sent a close frame with a 1-byte payload")
     code = struct.unpack("!H", payload[:2])[0]
     if not valid_close_code(code):
-        raise PhpProtocolError(CLOSE_INTERNAL_ERROR, "PHP sent the invalid close code %d" % code)
+        raise PhpProtocolError(PHP_ERROR, "PHP sent the invalid close code %d" % code)
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise PhpProtocolError(CLOSE_INTERNAL_ERROR,
+        raise PhpProtocolError(PHP_ERROR,
                                "PHP sent a close reason that is not UTF-8") from None
     return Close(code, reason)
 

@@ -15,7 +15,7 @@ Requests without ``Origin`` come from programs, not browsers, and pass.
 from urllib.parse import urlsplit
 
 from greenbridge.settings.origins import DEFAULT_PORTS, OriginPattern, split_host_port
-from greenbridge.websocket import Rejected
+from greenbridge.upgrade import Rejected
 
 # A page's scheme and the one its WebSocket uses to reach the same server.
 _PAGE_SCHEMES = {"ws": "http", "wss": "https"}

@@ -5,8 +5,9 @@ read while its destination is slow, so neither side can make the bridge
 buffer without bound. How messages become bytes and back is the message
 mode's business (modes.py).
 
-A loop returns why it stopped: CLIENT_ENDED, PHP_ENDED, or a (code, reason)
-to close the client with.
+A loop returns why it stopped: an Ending (endings.py), or PHP_ENDED when PHP
+closed its socket (its exit status, which the connection waits for, decides
+the ending).
 """
 
 import logging
@@ -17,14 +18,13 @@ import gevent
 from gevent.event import AsyncResult
 from geventwebsocket.exceptions import WebSocketError
 
-from greenbridge import modes
+from greenbridge import endings, modes
+from greenbridge.frames import OPCODE_PING
 from greenbridge.logs import connection_fields
-from greenbridge.websocket import CLOSE_GOING_AWAY, OPCODE_PING
 
 log = logging.getLogger("greenbridge.pump")
 
-# Why a pump stopped.
-CLIENT_ENDED = "client"
+# A pump stopped because PHP closed its socket.
 PHP_ENDED = "php"
 
 # PHP that does not read must not hold teardown for long.
@@ -79,7 +79,7 @@ def client_to_php(websocket, php_writer, traffic):
     while True:
         message = websocket.receive_message()
         if message is None:
-            return CLIENT_ENDED
+            return websocket.ending
         opcode, payload = message
         try:
             delivered = php_writer.send_message(opcode, payload, websocket.client_connected)
@@ -87,7 +87,7 @@ def client_to_php(websocket, php_writer, traffic):
             return PHP_ENDED
         if not delivered:
             websocket.mark_disconnected()
-            return CLIENT_ENDED
+            return websocket.ending
         traffic.to_php += len(payload)
         traffic.last_activity = time.monotonic()
 
@@ -127,12 +127,12 @@ def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, 
             events += decoder.end()
         for event in events:
             if type(event) is not tuple:  # not an (opcode, payload) message: the end
-                return _close_for(event, connection_id)
+                return _php_ending(event, connection_id)
             opcode, payload = event
             try:
                 websocket.send_frame(payload, opcode)
             except (OSError, WebSocketError):
-                return CLIENT_ENDED
+                return endings.CLIENT_UNREACHABLE  # unless the WebSocket's ending came first
             traffic.to_client += len(payload)
             traffic.last_activity = time.monotonic()
         if ended:
@@ -144,13 +144,12 @@ def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, 
         ended = not data
 
 
-def _close_for(event, connection_id):
-    """The (code, reason) to close the client with for a decoder's Close or PhpProtocolError."""
+def _php_ending(event, connection_id):
+    """The Ending for a decoder's Close or PhpProtocolError (logged: PHP's mistake)."""
     if isinstance(event, modes.PhpProtocolError):
         log.warning("%s; closing with %d", event, event.code,
                     extra=connection_fields(connection_id))
-        return event.code, event.client_reason
-    return event.code, event.reason
+    return endings.from_php(event)
 
 
 class Heartbeat:
@@ -158,15 +157,14 @@ class Heartbeat:
 
     No greenlet waits between checks (each would hold a stack per idle
     connection): a hub timer starts a short greenlet for each check.
-    ``result`` receives what a pump would return when the heartbeat ends the
-    connection.
+    ``result`` receives the Ending when the heartbeat ends the connection.
 
     While PHP is slow to take the client's last message, nobody reads the
     client's frames (pongs included): that is back-pressure, not a dead client.
     """
 
     __slots__ = ("result", "_websocket", "_php_writer", "_interval", "_timeout", "_pinged_at",
-                 "_timer", "_check_greenlet")
+                 "_php_busy_at", "_timer", "_check_greenlet")
 
     def __init__(self, websocket, php_writer, interval, timeout):
         self.result = AsyncResult()
@@ -175,6 +173,8 @@ class Heartbeat:
         self._interval = interval
         self._timeout = timeout
         self._pinged_at = None
+        # When a check last found PHP slow to take a message: the client counts as heard then.
+        self._php_busy_at = 0.0
         self._timer = None
         self._check_greenlet = None
         self._check_in(interval)
@@ -203,13 +203,14 @@ class Heartbeat:
     def _check(self):
         websocket = self._websocket
         if self._php_writer.writing:
-            websocket.last_received = time.monotonic()
+            self._php_busy_at = time.monotonic()
+        heard_at = max(websocket.last_received, self._php_busy_at)
         if self._pinged_at is not None:
-            if websocket.last_received < self._pinged_at:
-                self.result.set((CLOSE_GOING_AWAY, "no pong within %gs" % self._timeout))
+            if heard_at < self._pinged_at:
+                self.result.set(endings.no_pong(self._timeout))
                 return
             self._pinged_at = None
-        idle_for = time.monotonic() - websocket.last_received
+        idle_for = time.monotonic() - heard_at
         if idle_for < self._interval:
             self._check_in(self._interval - idle_for)
             return
@@ -218,9 +219,9 @@ class Heartbeat:
             with gevent.Timeout(self._timeout):
                 websocket.send_frame(b"greenbridge", OPCODE_PING)
         except gevent.Timeout:
-            self.result.set((CLOSE_GOING_AWAY, "no pong within %gs" % self._timeout))
+            self.result.set(endings.no_pong(self._timeout))
             return
         except (OSError, WebSocketError):
-            self.result.set(CLIENT_ENDED)
+            self.result.set(endings.CLIENT_UNREACHABLE)  # unless the WebSocket's ending came first
             return
         self._check_in(max(0.0, self._pinged_at + self._timeout - time.monotonic()))

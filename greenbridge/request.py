@@ -10,7 +10,7 @@ PHP's environment (php_environment.py) all use this one ``Request``.
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Optional
 
-from greenbridge.websocket import Rejected
+from greenbridge.upgrade import Rejected
 
 if TYPE_CHECKING:
     from greenbridge.tls.layer import ClientCertificate

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from greenbridge.settings.routes import Route
-from greenbridge.websocket import Rejected
+from greenbridge.upgrade import Rejected
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from greenbridge.shared import COUNTER_NAMES, SharedCounters
 from greenbridge.systemd import Notifier
 from greenbridge.tls import TLSSetupError
 from greenbridge.workers import Arbiter
-from greenbridge.websocket import BAD_REQUEST_RESPONSE, BridgeHandler
+from greenbridge.handler import BAD_REQUEST_RESPONSE, BridgeHandler
 
 log = logging.getLogger("greenbridge.server")
 admin_log = logging.getLogger("greenbridge.admin")
@@ -268,6 +268,14 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     ws_server = BridgeServer(listeners.websocket, without_body_for_head(app), handshakes, tls=tls,
                              handler_class=BridgeHandler, log=None,
                              error_log=logging.getLogger("greenbridge.wsgi"))
+    notifier = notifier or Notifier("")  # under an arbiter, the arbiter tells systemd
+    # Before anything listens or says it does: a SIGTERM from then on is a clean stop.
+    stop_requested = Event()
+    # Under an arbiter, SIGINT (a Ctrl-C reaching the whole process group)
+    # is the arbiter's to handle; it passes it on as SIGTERM.
+    signals = (signal.SIGINT, signal.SIGTERM) if worker_number is None else (signal.SIGTERM,)
+    _install_signal_handlers(stop_requested, app, signals, notifier, tls)
+    gevent.signal_handler(signal.SIGUSR1, log_status, app, ws_server)
     if tls is not None:
         tls.start_background(renews=worker_number in (None, 1))
         metrics.watch_certificate(tls.holder)
@@ -288,15 +296,7 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     log.info("%s listening on %s://%s:%d (PHP connects back to %s:%d); script %s, "
              "%d route(s), %s mode", who, "ws" if tls is None else "wss", host, port, tcp_host,
              tcp_port, config.script, len(config.routes), config.message_mode)
-    notifier = notifier or Notifier("")  # under an arbiter, the arbiter tells systemd
     notifier.ready("listening on %s:%d" % (host, port))
-
-    stop_requested = Event()
-    # Under an arbiter, SIGINT (a Ctrl-C reaching the whole process group)
-    # is the arbiter's to handle; it passes it on as SIGTERM.
-    signals = (signal.SIGINT, signal.SIGTERM) if worker_number is None else (signal.SIGTERM,)
-    _install_signal_handlers(stop_requested, app, signals, notifier, tls)
-    gevent.signal_handler(signal.SIGUSR1, log_status, app, ws_server)
     stop_requested.wait()
     notifier.stopping()
     _shut_down(ws_server, backconnect, app, config)

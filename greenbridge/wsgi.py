@@ -33,7 +33,7 @@ from greenbridge.logs import configure_logging
 from greenbridge.metrics import Metrics
 from greenbridge.server import warn_about_withheld_variables
 from greenbridge.shared import COUNTER_NAMES, SharedCounters
-from greenbridge.websocket import wants_websocket
+from greenbridge.upgrade import wants_websocket
 
 try:
     # gunicorn (checked with 27.0) prints an AppImportError's message alone and

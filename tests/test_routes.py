@@ -8,8 +8,8 @@ from websockets.sync.client import connect
 
 from greenbridge.cli import parse_config
 from support import (LIBRARY_PHP, LIST_FORMS, SCENARIO_PHP, access_lines,
-                     assert_no_other_connection_ran, list_option_sources, php_environment, run_cli,
-                     stopped_log)
+                     assert_no_other_connection_ran, config_refusal, list_option_sources,
+                     php_environment, run_cli, stopped_log)
 
 
 def refused(bridge, path="/", **options):
@@ -78,11 +78,9 @@ def test_routes_from_config_file_and_environment(tmp_path):
     (["--ping-timeout", "0", "-s", SCENARIO_PHP], "--ping-timeout must be over 0"),
     ([], "--script is required (or at least one --route)"),
 ])
-def test_bad_options_are_one_line_exit_2(args, complaint):
-    result = run_cli("-e", "php", *args)
-    assert result.returncode == 2
-    assert complaint in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_bad_options_are_refused_saying_which(args, complaint):
+    # (test_cli.py runs the command for one refusal of each kind: one line, status 2.)
+    assert complaint in config_refusal(["-e", "php", *args])
 
 
 def test_new_options_are_in_help():
@@ -105,13 +103,6 @@ def test_without_a_list_the_first_offered_subprotocol_is_echoed(start_bridge):
     assert "WSS_SUBPROTOCOL" not in php_environment(bridge.url())
 
 
-def test_the_first_offered_protocol_in_the_list_is_chosen(start_bridge):
-    bridge = start_bridge("--subprotocol", "b", "--subprotocol", "c")
-    environment = php_environment(bridge.url(), subprotocols=["a", "c", "b"])
-    assert environment["WSS_SUBPROTOCOL"] == "c"
-    assert "WSS_SUBPROTOCOL" not in php_environment(bridge.url())  # offering none is fine
-
-
 def test_no_matching_subprotocol_is_400_and_spawns_nothing(start_bridge):
     bridge = start_bridge("--subprotocol", "b")
     status, body = refused(bridge, subprotocols=["a", "x"])
@@ -122,17 +113,10 @@ def test_no_matching_subprotocol_is_400_and_spawns_nothing(start_bridge):
 
 # -- origins -------------------------------------------------------------------
 
+# Which origins each pattern allows: test_origin.py; here one of each answer, through a server.
 @pytest.mark.parametrize("origin,allowed", [
-    ("https://app.example.com", True),
     ("https://deep.app.example.com", True),
-    ("http://app.example.com", True),
-    ("https://example.com", False),           # *.example.com means subdomains only
-    ("https://app.example.com:8443", False),  # a non-default port must be listed
-    ("https://evil.com", False),
     ("https://app.example.com.evil.com", False),
-    ("http://localhost:3000", True),
-    ("http://localhost:3001", False),
-    ("null", False),
 ])
 def test_allow_origin_patterns(start_bridge, origin, allowed):
     bridge = start_bridge("--allow-origin", "*.example.com",
@@ -143,13 +127,6 @@ def test_allow_origin_patterns(start_bridge, origin, allowed):
         assert refused(bridge, origin=origin)[0] == 403
         bridge.wait_for_log("403 Forbidden")
         assert_no_other_connection_ran(bridge)
-
-
-def test_scheme_in_the_pattern_is_enforced(start_bridge):
-    bridge = start_bridge("--allow-origin", "https://*.example.com")
-    origin = "https://a.example.com"
-    assert php_environment(bridge.url(), origin=origin)["WSS_ORIGIN"] == origin
-    assert refused(bridge, origin="http://a.example.com")[0] == 403
 
 
 def test_same_origin_compares_origin_with_host(start_bridge):

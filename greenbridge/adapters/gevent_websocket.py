@@ -22,7 +22,12 @@ from greenbridge.adapters.gevent_pywsgi import BadRequestAnswer
 
 CHECKED_AGAINST = {"gevent-websocket": "0.10.1"}
 
-__all__ = ("Stream", "UpgradeLaterHandler", "WebSocket")
+__all__ = ("Stream", "UpgradeLaterHandler", "WebSocket", "retire")
+
+
+def retire(stock_websocket):
+    """Mark a WebSocket the stock handler upgraded closed: greenbridge's own took it over."""
+    stock_websocket.closed = True
 
 
 class UpgradeLaterHandler(BadRequestAnswer, WebSocketHandler):
