@@ -5,6 +5,7 @@ minted by PyJWT; what they receive is what a browser would.
 """
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -243,11 +244,12 @@ def test_cent_reports_the_error_object(api_bridge):
 
 def test_with_two_workers_a_publication_reaches_subscribers_on_both(api_bridge):
     bridge = api_bridge("--workers", "2")
-    opened = []
-    try:
+    with contextlib.ExitStack() as stack:
         # Open subscribers until both workers hold some (bounded).
+        opened = []
         for _ in range(40):
-            opened.append(subscriber(bridge, "user%d" % len(opened), ["all"]))
+            opened.append(stack.enter_context(subscriber(bridge, "user%d" % len(opened),
+                                                         ["all"])))
             if len({worker_holding(bridge, ws.socket) for ws in opened}) == 2:
                 break
         assert len({worker_holding(bridge, ws.socket) for ws in opened}) == 2
@@ -257,6 +259,3 @@ def test_with_two_workers_a_publication_reaches_subscribers_on_both(api_bridge):
             == len(opened)
         [node] = bridge.api.info(InfoRequest()).nodes
         assert node.num_clients == len(opened)
-    finally:
-        for ws in opened:
-            ws.close()
