@@ -3,29 +3,44 @@
 Every connection (PHP's and a subscribe route's) is one Subscriber of its
 process's hub under its connection ID, subscribed at once to the channels of
 its token. Its subscriptions end with it: the block that runs the connection
-is the one that holds the membership (``member_of``).
+is the one that holds the membership (``with member_of(...)``).
 """
-
-from contextlib import contextmanager
 
 from greenbridge.channels.subscriber import Subscriber
 
 
-@contextmanager
 def member_of(hub, connection, websocket, token, queue_limit):
-    """Hold `connection` (its ``id``, ``traffic``, ``request_close``) in `hub` for the block,
-    subscribed to the channels of `token` (a ConnectionToken or None); yields its Subscriber."""
+    """Hold `connection` (its ``id``, ``traffic``, ``request_close``) in `hub` for a ``with``
+    block, subscribed to the channels of `token` (a ConnectionToken or None); the block gets
+    its Subscriber."""
     subscriber = Subscriber(connection.id, "" if token is None else token.user,
                             None if token is None else token.info, False,
                             _Outlet(websocket, connection.traffic), connection.request_close,
                             queue_limit)
-    hub.add_client(subscriber)
-    try:
-        for channel in () if token is None else token.channels:
-            hub.subscribe(subscriber, channel)  # names and number checked with the token
-        yield subscriber
-    finally:
-        hub.remove_client(subscriber)
+    return _Membership(hub, subscriber, () if token is None else token.channels)
+
+
+class _Membership:
+    # Not a @contextmanager: its generator and frame would stay with every idle connection.
+    __slots__ = ("_hub", "_subscriber", "_channels")
+
+    def __init__(self, hub, subscriber, channels):
+        self._hub = hub
+        self._subscriber = subscriber
+        self._channels = channels
+
+    def __enter__(self):
+        self._hub.add_client(self._subscriber)
+        try:
+            for channel in self._channels:
+                self._hub.subscribe(self._subscriber, channel)  # checked with the token
+        except BaseException:
+            self._hub.remove_client(self._subscriber)
+            raise
+        return self._subscriber
+
+    def __exit__(self, *exc_info):
+        self._hub.remove_client(self._subscriber)
 
 
 class _Outlet:
