@@ -587,9 +587,10 @@ async def _until(condition, timeout, what):
         await asyncio.sleep(0.02)
 
 
-async def client_fanout(url, ready, go, paths, publications, settle):
-    """Subscribe, say ready once every subscription is live, and wait for every publication
-    (at most `settle` seconds more once one subscriber has them all)."""
+async def client_fanout(url, ready, go, paths, publications, settle, received, release):
+    """Subscribe, say ready once every subscription is live, wait for every publication
+    (at most `settle` seconds more once one subscriber has them all), say `received`, and
+    close the subscribers once told (`release`: the server's CPU is measured before)."""
     subscribers = await _open_subscribers(url, paths)
     await _until(lambda: all(subscriber.warm() for subscriber in subscribers), _CLIENT_TIMEOUT,
                  "warm-up publication not received by every subscriber")
@@ -602,6 +603,8 @@ async def client_fanout(url, ready, go, paths, publications, settle):
                      settle, "")
     except TimeoutError:
         pass  # counted as missing below
+    received.set()
+    await asyncio.get_running_loop().run_in_executor(None, _wait, release)
     latencies, missing, disorder, finished = [], 0, 0, []
     for subscriber in subscribers:
         lost, unordered, last_arrival = subscriber.check(publications, latencies)
@@ -790,6 +793,9 @@ def scenario_fanout(server, options, rate=None):
     share = subscribers // processes
     paths = server.subscriber_paths(0, subscribers)
     publisher = server.publisher()
+    context = multiprocessing.get_context("fork")
+    received = [context.Event() for _ in range(processes)]
+    release = context.Event()
     started = {}
 
     def during():
@@ -800,14 +806,19 @@ def scenario_fanout(server, options, rate=None):
                 time.sleep(max(0.0, started["time"] + sequence / rate - time.monotonic()))
             publisher.publish([sequence, time.monotonic()])
         started["published"] = time.monotonic()
-        return {"cpu_before": cpu_before}
+        for event in received:
+            event.wait(_CLIENT_TIMEOUT)  # a client that failed says so in its outcome
+        server_cpu = server.cpu_seconds() - cpu_before  # the subscribers not yet closed
+        release.set()
+        return {"server_cpu": server_cpu}
 
     outcomes, measured = run_clients(
         "fanout", server.url(), [{"paths": paths[number * share:(number + 1) * share],
-                                  "publications": publications, "settle": 10}
+                                  "publications": publications, "settle": 10,
+                                  "received": received[number], "release": release}
                                  for number in range(processes)],
         processes, during, warm=lambda: publisher.publish([-1, time.monotonic()]))
-    server_cpu = server.cpu_seconds() - measured["cpu_before"]
+    server_cpu = measured["server_cpu"]
     publisher.close()
 
     def result():
