@@ -58,21 +58,23 @@ def stalled_subscriber(bridge, channel):
     return sock
 
 
-def server_frames(data):
-    """(opcode, payload) of each whole unmasked frame in `data` (a cut last one left out)."""
-    frames, offset = [], 0
+def server_frames(data, offset=None):
+    """(opcode, payload) of each whole unmasked frame in `data` from `offset` (a cut last one
+    left out); with ``offset`` given, also where the next frame starts."""
+    frames, start = [], offset
+    offset = offset or 0
     while offset + 2 <= len(data):
         opcode, length = data[offset] & 0x0F, data[offset + 1] & 0x7F
-        header = 2
-        if length == 126:
-            (length,), header = struct.unpack_from("!H", data, offset + 2), 4
-        elif length == 127:
-            (length,), header = struct.unpack_from("!Q", data, offset + 2), 10
+        header = {126: 4, 127: 10}.get(length, 2)
+        if offset + header > len(data):
+            break
+        if length >= 126:
+            (length,) = struct.unpack_from("!H" if length == 126 else "!Q", data, offset + 2)
         if offset + header + length > len(data):
             break
-        frames.append((opcode, data[offset + header:offset + header + length]))
+        frames.append((opcode, bytes(data[offset + header:offset + header + length])))
         offset += header + length
-    return frames
+    return frames if start is None else (frames, offset)
 
 
 class Reader:
@@ -205,4 +207,53 @@ def test_publications_from_several_threads_at_once_arrive_once_each_in_each_publ
                                     for number in range(each)]  # each once
         for publisher in range(publishers):  # each publisher's in its order
             assert [number for who, number in received if who == publisher] == list(range(each))
+    bridge.assert_serves()
+
+
+
+def test_publications_and_phps_messages_to_a_slow_client_arrive_as_whole_frames(start_bridge):
+    """A PHP connection subscribed through its token: PHP floods the client (10 MiB) while
+    publications go to it; the client reads 4 KiB at a time, so both are often sent in
+    pieces. Every frame arrives whole: PHP's bytes all there, the publications all in order."""
+    chunks, count = 160, 300
+    bridge = start_api_bridge(start_bridge)
+    client = api(bridge)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", bridge.port))
+    sock.sendall(upgrade_request("/?do=flood&chunks=%d&token=%s" % (chunks, jwt.encode(
+        {"sub": "php-user", "channels": ["mixed"]}, TOKEN_SECRET, algorithm="HS256"))))
+    assert read_response_head(sock).startswith(b"HTTP/1.1 101 ")
+    wait_subscribed(client, "mixed", 1)
+    php_bytes, publications, others = [0], [], []
+
+    def read():
+        buffer, offset = bytearray(), 0
+        while php_bytes[0] < chunks * 65536 or len(publications) < count:
+            chunk = sock.recv(4096)
+            assert chunk, "closed after %d bytes of PHP's" % php_bytes[0]
+            buffer.extend(chunk)
+            frames, offset = server_frames(buffer, offset)
+            for opcode, payload in frames:
+                if opcode == 0x2 and payload.strip(b"z") == b"":
+                    php_bytes[0] += len(payload)
+                elif opcode == 0x1:
+                    publications.append(payload)
+                else:
+                    others.append((opcode, payload[:40]))
+            del buffer[:offset]
+            offset = 0
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    for number in range(count):
+        client.publish(PublishRequest(channel="mixed", data=[number, "p" * 1000]))
+    reader.join(60)
+    assert not reader.is_alive()
+    assert others == []  # no frame but PHP's and the publications: none cut into another
+    assert php_bytes[0] == chunks * 65536
+    assert publications == [json.dumps([number, "p" * 1000], separators=(",", ":")).encode()
+                            for number in range(count)]
+    sock.close()
     bridge.assert_serves()
