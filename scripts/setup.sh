@@ -2,7 +2,8 @@
 # Set up greenbridge on a Debian machine with Python 3:
 #   scripts/setup.sh          Debian packages it runs with (php-cli) + .venv with greenbridge
 #   scripts/setup.sh --test   the same, plus what the test suite needs
-#   scripts/setup.sh --bench  the same, plus what scripts/bench.py needs (websocketd, picows)
+#   scripts/setup.sh --bench  the same, plus what scripts/bench.py needs (websocketd, pushpin,
+#                             picows)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,8 @@ case "${1:-}" in
         debian_packages+=("${debian_test_packages[@]}")
         python_extras="[test]" ;;
     --bench)
-        debian_packages+=(websocketd)
+        # websocketd and pushpin: the reference servers bench.py runs side by side.
+        debian_packages+=(websocketd pushpin)
         python_extras="[bench]" ;;
     "") ;;
     *) echo "usage: scripts/setup.sh [--test | --bench]" >&2; exit 2 ;;

@@ -3,32 +3,66 @@
 Every connection (PHP's and a subscribe route's) is one Subscriber of its
 process's hub under its connection ID, subscribed at once to the channels of
 its token. Its subscriptions end with it: the block that runs the connection
-is the one that holds the membership (``member_of``).
+is the one that holds the membership (``with member_of(...)``).
 """
-
-from contextlib import contextmanager
 
 from greenbridge.channels.subscriber import Subscriber
 
 
-@contextmanager
 def member_of(hub, connection, websocket, token, queue_limit, envelope):
-    """Hold `connection` (its ``id``, ``traffic``, ``request_close``) in `hub` for the block,
-    subscribed to the channels of `token` (a ConnectionToken or None); yields its Subscriber.
-    With `envelope`, publications reach it wrapped in {"channel": ..., "data": ...}."""
-    traffic = connection.traffic
-
-    def send_frames(data):
-        websocket.send_frames(data)
-        traffic.to_client += len(data)  # whole frames: what the access log's out= counts
-
+    """Hold `connection` (its ``id``, ``traffic``, ``request_close``) in `hub` for a ``with``
+    block, subscribed to the channels of `token` (a ConnectionToken or None); the block gets
+    its Subscriber. With `envelope`, publications reach it wrapped in
+    {"channel": ..., "data": ...}."""
     subscriber = Subscriber(connection.id, "" if token is None else token.user,
-                            None if token is None else token.info, envelope, send_frames,
-                            connection.request_close, queue_limit)
-    hub.add_client(subscriber)
-    try:
-        for channel in () if token is None else token.channels:
-            hub.subscribe(subscriber, channel)  # names and number checked with the token
-        yield subscriber
-    finally:
-        hub.remove_client(subscriber)
+                            None if token is None else token.info, envelope,
+                            _Outlet(websocket, connection.traffic), connection.request_close,
+                            queue_limit)
+    return _Membership(hub, subscriber, () if token is None else token.channels)
+
+
+class _Membership:
+    # Not a @contextmanager: its generator and frame would stay with every idle connection.
+    __slots__ = ("_hub", "_subscriber", "_channels")
+
+    def __init__(self, hub, subscriber, channels):
+        self._hub = hub
+        self._subscriber = subscriber
+        self._channels = channels
+
+    def __enter__(self):
+        self._hub.add_client(self._subscriber)
+        try:
+            for channel in self._channels:
+                self._hub.subscribe(self._subscriber, channel)  # checked with the token
+        except BaseException:
+            self._hub.remove_client(self._subscriber)
+            raise
+        return self._subscriber
+
+    def __exit__(self, *exc_info):
+        self._hub.remove_client(self._subscriber)
+
+
+class _Outlet:
+    """The client's websocket as its Subscriber writes to it; what went is counted in the
+    connection's traffic (whole frames: what the access log's out= counts)."""
+
+    __slots__ = ("_websocket", "_traffic")
+
+    def __init__(self, websocket, traffic):
+        self._websocket = websocket
+        self._traffic = traffic
+
+    def send_frames(self, data):
+        self._websocket.send_frames(data)
+        self._traffic.to_client += len(data)
+
+    def send_frames_now(self, data):
+        sent = self._websocket.send_frames_now(data)
+        self._traffic.to_client += sent
+        return sent
+
+    def send_rest(self, data):
+        self._websocket.send_rest(data)
+        self._traffic.to_client += len(data)
