@@ -5,12 +5,17 @@ A request is checked and admitted before the 101 answer (see
 the connection then runs in the request's own greenlet.
 """
 
+import dataclasses
 import logging
 import time
 
 import gevent
 
 from greenbridge import devconsole, endings
+from greenbridge.channels.broker import LocalBroker
+from greenbridge.channels.hub import ChannelHub
+from greenbridge.channels.membership import member_of
+from greenbridge.channels.tokens import TokenError, presented_token
 from greenbridge.connection import Connection
 from greenbridge.frames import CloseCode
 from greenbridge.handler import adopt_stock_websocket
@@ -19,7 +24,8 @@ from greenbridge.origin import OriginPolicy
 from greenbridge.php_environment import inherited_environment
 from greenbridge.request import capture_request
 from greenbridge.routing import Router
-from greenbridge.shared import OPEN_CONNECTIONS
+from greenbridge.shared import OPEN_CONNECTIONS, PHP_PROCESSES
+from greenbridge.subscribe_route import SubscribeRouteConnection
 from greenbridge.upgrade import Rejected, rejection_response
 
 log = logging.getLogger("greenbridge.app")
@@ -48,7 +54,7 @@ class Admission:
         return self
 
     def __exit__(self, *exc_info):
-        self._app.release(self.request.client_ip)
+        self._app.release(self.request.client_ip, self.endpoint)
         return False
 
 
@@ -62,10 +68,16 @@ class BridgeApp:
     (limits) or 1008. Other requests get 426.
     """
 
-    def __init__(self, config, backconnect, counters, metrics, open_backconnect=None):
+    def __init__(self, config, backconnect, counters, metrics, open_backconnect=None,
+                 channels=None, broker=None):
         """`backconnect` is a started listener, or None: then `open_backconnect()`
-        makes one on first use (under a pre-forking WSGI server, after the fork)."""
+        makes one on first use (under a pre-forking WSGI server, after the fork).
+        `channels` is this process's ChannelHub, `broker` what publications from
+        PHP go through (default: this process's channels only)."""
         self.config = config
+        # This process's channels; every connection is a subscriber while it runs.
+        self.channels = channels if channels is not None else ChannelHub()
+        self.broker = broker if broker is not None else LocalBroker(self.channels)
         self.backconnect = backconnect
         self._open_backconnect = open_backconnect
         # Shared with the other workers: the limits hold for all of them together.
@@ -75,12 +87,17 @@ class BridgeApp:
         self.admitted_per_ip = {}
         self.connections = {}
         self.draining = False
+        self.tokens = None
+        if config.token_key is not None:
+            # Only then: PyJWT loads cryptography.
+            from greenbridge.channels.token_verifier import TokenVerifier
+            self.tokens = TokenVerifier(config.token_algorithm, config.token_key)
         metrics.watch(self)
         if config.dev_console:
             log.warning("DEV CONSOLE ON: plain GET requests get a page that can start PHP "
                         "processes; never use --dev-console in production")
         self.router = Router(config.routes, config.script, config.message_mode,
-                             config.subprotocols)
+                             config.subprotocols, config.subscribe_routes)
         self.origin_policy = OriginPolicy(config.allow_origins, config.same_origin)
         # The same for every PHP process of this server: decided once.
         self.php_inherited_environment = inherited_environment(config)
@@ -101,6 +118,7 @@ class BridgeApp:
                                  request.addressed_scheme)
         endpoint = self.router.endpoint(request.path,
                                         request.headers.get("sec-websocket-protocol"))
+        request = dataclasses.replace(request, token=self._verified_token(request, endpoint))
         config = self.config
         per_ip_limit = config.max_connections_per_ip
         from_this_ip = self.admitted_per_ip.get(request.client_ip, 0)
@@ -108,22 +126,42 @@ class BridgeApp:
             raise Rejected("503 Service Unavailable",
                            "connection limit per address (%d) reached" % per_ip_limit,
                            [("Retry-After", RETRY_AFTER_SECONDS)])
-        # Each connection holds one PHP process, so one counter serves both limits.
-        admitted, open_connections = self.counters.add_if_below(
-            OPEN_CONNECTIONS, min(config.max_connections, config.max_processes))
-        if not admitted:
-            if open_connections >= config.max_connections:
-                reason = "connection limit (%d) reached" % config.max_connections
-            else:
-                reason = "PHP process limit (%d) reached" % config.max_processes
-            raise Rejected("503 Service Unavailable", reason,
+        if not self.counters.add_if_below(OPEN_CONNECTIONS, config.max_connections)[0]:
+            raise Rejected("503 Service Unavailable",
+                           "connection limit (%d) reached" % config.max_connections,
+                           [("Retry-After", RETRY_AFTER_SECONDS)])
+        # A subscribe route's connection runs no PHP.
+        if not endpoint.receive_only and \
+                not self.counters.add_if_below(PHP_PROCESSES, config.max_processes)[0]:
+            self.counters.add(OPEN_CONNECTIONS, -1)
+            raise Rejected("503 Service Unavailable",
+                           "PHP process limit (%d) reached" % config.max_processes,
                            [("Retry-After", RETRY_AFTER_SECONDS)])
         self.admitted_per_ip[request.client_ip] = from_this_ip + 1
         return Admission(self, request, endpoint)
 
-    def release(self, client_ip):
+    def _verified_token(self, request, endpoint):
+        """The request's ConnectionToken, None without one, Rejected (401) when it is
+        invalid or missing where one is required (a subscribe route, --require-token)."""
+        if self.tokens is None:
+            return None  # tokens are off: ?token= is the application's own
+        try:
+            token = presented_token(request.query, request.headers.get("authorization"))
+            if token is not None:
+                return self.tokens.verify(token)
+            if endpoint.receive_only or self.config.require_token:
+                raise TokenError("a token is required (?token= or Authorization: Bearer)")
+            return None
+        except TokenError as error:
+            raise Rejected("401 Unauthorized", str(error),
+                           [("WWW-Authenticate", 'Bearer error="invalid_token"')],
+                           kind="token") from None
+
+    def release(self, client_ip, endpoint):
         """Give back the slots an Admission held."""
         self.counters.add(OPEN_CONNECTIONS, -1)
+        if not endpoint.receive_only:
+            self.counters.add(PHP_PROCESSES, -1)
         remaining = self.admitted_per_ip[client_ip] - 1
         if remaining:
             self.admitted_per_ip[client_ip] = remaining
@@ -132,12 +170,19 @@ class BridgeApp:
 
     def serve(self, environ, websocket, admission):
         """Run one connection to its end, in the calling (connection) greenlet."""
-        connection = Connection(self.config, self.php_inherited_environment, self.backconnect,
-                                admission.request, websocket, self.metrics, admission.endpoint)
+        request = admission.request
+        if admission.endpoint.receive_only:
+            connection = SubscribeRouteConnection(self.config, request, websocket)
+        else:
+            connection = Connection(self.config, self.php_inherited_environment,
+                                    self.backconnect, request, websocket, self.metrics,
+                                    admission.endpoint, self.channels, self.broker)
         self.connections[connection.id] = connection
         started = time.monotonic()
         try:
-            connection.run()
+            with member_of(self.channels, connection, websocket, request.token,
+                           self.config.subscriber_queue_size, admission.endpoint.envelope):
+                connection.run()
         finally:
             del self.connections[connection.id]
             self.metrics.connection_ended(connection, time.monotonic() - started)

@@ -7,10 +7,11 @@ what the server derives from them.
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 from greenbridge.acme.settings import AcmeSettings, build_acme_settings
 from greenbridge.settings import checks
+from greenbridge.settings.channels import CHANNELS
 from greenbridge.settings.declaration import dataclass_of, declared_values
 from greenbridge.settings.general import GENERAL
 from greenbridge.settings.tls import TLS
@@ -20,14 +21,18 @@ from greenbridge.settings.values import ConfigError  # noqa: F401 (what every ch
 # never inherits them.
 CONFIG_ENV_PREFIX = "WSS_CONFIG_"
 
-_DECLARED = GENERAL.settings + TLS.settings
+_DECLARED = GENERAL.settings + TLS.settings + CHANNELS.settings
 
 
 @dataclass(frozen=True)
 class Config(dataclass_of("DeclaredSettings", _DECLARED)):
-    """A field for each general and TLS setting (settings/general.py, settings/tls.py), and:"""
+    """A field for each general, TLS and channel setting (settings/general.py, tls.py,
+    channels.py), and:"""
     # --tls-mode automate: everything the ACME side needs, checked.
     acme: Optional[AcmeSettings] = None
+    # What connection tokens are verified with: the --token-secret, or the loaded
+    # --token-public-key; None when tokens are off.
+    token_key: Any = field(default=None, repr=False)
     # The values of every setting declared secret (settings/): PHP never sees
     # them, whatever the variable that holds them is called.
     secret_values: Tuple[str, ...] = field(default=(), repr=False)
@@ -61,6 +66,7 @@ def build_config(options, environment, secret_values=()):
     """
     values = declared_values(_DECLARED, options)
     values.update(checks.general_values(options))
+    values.update(checks.channel_values(options))
     acme = None
     if values["tls_mode"] == "automate":
         # PHP inherits the server's environment; certbot and DNS hooks get it

@@ -12,6 +12,7 @@ protocol error, leaving), which the WebSocket recorded as it happened, stays
 the ending.
 """
 
+import functools
 import logging
 import time
 import uuid
@@ -21,6 +22,8 @@ from gevent.event import AsyncResult
 
 from greenbridge import endings
 from greenbridge import modes, pump
+from greenbridge.channels.tokens import without_token
+from greenbridge.php_channels import PhpChannelRequests
 from greenbridge.logs import connection_fields
 from greenbridge.sockets import FastIO
 from greenbridge.php_environment import CONNECT_BACK_HINT, build_environment
@@ -35,7 +38,9 @@ _SPAWN_BACKOFF = (0.1, 0.2, 0.4, 0.8)
 
 class Connection:
     def __init__(self, config, php_inherited_environment, backconnect, request, websocket,
-                 metrics, endpoint):
+                 metrics, endpoint, channels, broker):
+        """`channels` is the process's ChannelHub, where this connection's Subscriber is
+        (app.serve holds it there); PHP's publications go through `broker`."""
         self.id = str(uuid.uuid4())
         self._config = config
         self._php_inherited_environment = php_inherited_environment
@@ -44,6 +49,8 @@ class Connection:
         self._request = request
         self._websocket = websocket
         self._endpoint = endpoint
+        self._channels = channels
+        self._broker = broker
         self._close_request = AsyncResult()
         self._process = None
         self._php_socket = None
@@ -168,11 +175,16 @@ class Connection:
         mode = self._endpoint.message_mode
         php_io = FastIO(self._php_socket)
         self._php_writer = pump.PhpWriter(php_io, mode)
+        answer_control = functools.partial(
+            pump.answer_control, self._php_writer, self._websocket,
+            PhpChannelRequests(self._channels, self._broker,
+                               self._channels.client(self.id)).answer)
         pumps = [
             gevent.spawn(pump.client_to_php, self._websocket, self._php_writer, traffic),
             gevent.spawn(pump.php_to_client, php_io, self._websocket,
                          config.buffer_size, back_connection.early_data,
-                         modes.decoder(mode, config.max_message_size), traffic, self.id),
+                         modes.decoder(mode, config.max_message_size), traffic, self.id,
+                         answer_control),
         ]
         heartbeat = None
         watched = list(pumps)  # what may end the connection: the pumps, the heartbeat
@@ -242,13 +254,14 @@ class Connection:
             self._process.end(self._config.php_kill_grace)
 
     def _log_access(self, started):
-        request = self._request
-        ending = self._websocket.ending
-        returncode = self._process.returncode if self._process is not None else None
-        access_log.info(
-            "%s:%d %s %.3fs in=%d out=%d close=%s %r php=%s",
-            request.client_ip, request.client_port, request.uri,
-            time.monotonic() - started, self._traffic.to_php, self._traffic.to_client,
-            ending.code, ending.reason,
-            "not started" if self._process is None else describe_exit(returncode),
-            extra=connection_fields(self.id))
+        php = "not started" if self._process is None else describe_exit(self._process.returncode)
+        log_access(self.id, self._request, started, self._traffic, self._websocket.ending, php)
+
+
+def log_access(connection_id, request, started, traffic, ending, php):
+    """The one access line of a connection that ran (`php`: what became of its process)."""
+    access_log.info(
+        "%s:%d %s %.3fs in=%d out=%d close=%s %r php=%s",
+        request.client_ip, request.client_port, without_token(request.uri),
+        time.monotonic() - started, traffic.to_php, traffic.to_client,
+        ending.code, ending.reason, php, extra=connection_fields(connection_id))

@@ -118,6 +118,19 @@ def refused(code, reason):
 
 
 SHUTDOWN = Ending(CloseCode.GOING_AWAY, "server shutting down", By.SHUTDOWN)
+
+
+# -- channels -----------------------------------------------------------------
+
+# A subscriber that fell --subscriber-queue-size bytes behind the publications.
+SUBSCRIBER_TOO_SLOW = Ending(CloseCode.POLICY_VIOLATION, "subscriber too slow", By.SERVER)
+# A data message on a --subscribe-route.
+RECEIVE_ONLY = Ending(CloseCode.UNSUPPORTED_DATA, "this route only receives", By.SERVER)
+
+
+def disconnected(code, reason):
+    """The server API's disconnect, with the code and reason it asked for."""
+    return Ending(code, reason, By.SERVER)
 # The connection's own code failed (a bug): before the bridge, or in a pump.
 INTERNAL_ERROR = Ending(CloseCode.INTERNAL_ERROR, "internal error", By.SERVER)
 BRIDGE_ERROR = Ending(CloseCode.INTERNAL_ERROR, "bridge error", By.SERVER)

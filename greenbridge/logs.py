@@ -111,10 +111,11 @@ def name_worker(number):
 class RateLimitedLog:
     """Logs a recurring problem at most once per `interval` seconds, counting what it held back."""
 
-    def __init__(self, logger, level, interval=1.0):
+    def __init__(self, logger, level, interval=1.0, extra=None):
         self._logger = logger
         self._level = level
         self._interval = interval
+        self._extra = extra  # the log call's ``extra`` (connection_fields)
         self._last = float("-inf")
         self._held_back = 0
 
@@ -127,7 +128,7 @@ class RateLimitedLog:
             message += " (%d more like it not logged)"
             args += (self._held_back,)
         self._last, self._held_back = now, 0
-        self._logger.log(self._level, message, *args)
+        self._logger.log(self._level, message, *args, extra=self._extra)
 
 
 def format_address(address):

@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from greenbridge.channels.api import PATH_PREFIX as API_PATH_PREFIX
+
 log = logging.getLogger("greenbridge.metrics")
 
 # "*_created" timestamps would be one more series per metric and worker, for nothing.
@@ -64,6 +66,8 @@ class Metrics:
             "greenbridge_php_processes", "PHP processes running now", registry=registry)
         self._traffic = _TrafficCollector()
         registry.register(self._traffic)
+        self._channels = _ChannelsCollector()
+        registry.register(self._channels)
 
     def watch(self, app):
         """Read the present state from the application at each scrape."""
@@ -72,6 +76,7 @@ class Metrics:
             lambda: sum(1 for connection in list(app.connections.values())
                         if connection.php_running))
         self._traffic.connections = app.connections
+        self._channels.hub = app.channels
 
     def watch_certificate(self, holder):
         """With TLS: the served certificate's expiry (a tls.holder.CertificateHolder), at each scrape."""
@@ -128,6 +133,34 @@ class _TrafficCollector:
         family.add_metric(["to_php"], to_php)
         family.add_metric(["to_client"], to_client)
         yield family
+
+
+class _ChannelsCollector:
+    """The channels of this process (channels/hub.py), read at each scrape."""
+
+    def __init__(self):
+        self.hub = None
+
+    def collect(self):
+        hub = self.hub
+        if hub is None:
+            return
+        channels = hub.channels()
+        for family, name, documentation, number in (
+                (GaugeMetricFamily, "greenbridge_channels", "Channels with a subscriber now",
+                 len(channels)),
+                (GaugeMetricFamily, "greenbridge_channel_subscriptions",
+                 "Subscriptions now (one connection to one channel)", sum(channels.values())),
+                (GaugeMetricFamily, "greenbridge_channel_subscribers",
+                 "Connections subscribed to at least one channel now", hub.num_subscribed),
+                (CounterMetricFamily, "greenbridge_channel_publications",
+                 "Publications to channels of this process", hub.publications),
+                (CounterMetricFamily, "greenbridge_channel_deliveries",
+                 "Publications queued for a subscriber", hub.deliveries),
+                (CounterMetricFamily, "greenbridge_channel_subscribers_dropped_slow",
+                 "Subscribers closed for falling --subscriber-queue-size behind",
+                 hub.subscribers_too_slow)):
+            yield family(name, documentation, value=number)
 
 
 class MetricsChannel:
@@ -204,19 +237,27 @@ class WorkersMetrics:
         return [workers, *families.values()]
 
 
+_ADMIN_PATHS = ("/metrics", "/healthz", "/readyz")
+
+
 class AdminApp:
     """The admin endpoints, as a WSGI application.
 
     ``metrics.render()`` gives the text of /metrics; ``readiness()`` returns
-    None when ready, else why not (one line).
+    None when ready, else why not (one line); ``api`` serves /api/<method>.
     """
 
-    def __init__(self, metrics, readiness):
+    def __init__(self, metrics, readiness, api=None):
         self._metrics = metrics
         self._readiness = readiness
+        self._api = api  # channels.api.ServerApi, when --api-key is set
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if self._api is not None and path.startswith(API_PATH_PREFIX):
+            return self._api(environ, start_response)
+        if path not in _ADMIN_PATHS:
+            return _answer(start_response, "404 Not Found", b"/metrics, /healthz or /readyz\n")
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _answer(start_response, "405 Method Not Allowed", b"GET only\n")
         if path == "/metrics":
@@ -228,8 +269,7 @@ class AdminApp:
             if problem:
                 return _answer(start_response, "503 Service Unavailable",
                                ("not ready: %s\n" % problem).encode())
-            return _answer(start_response, "200 OK", b"ready\n")
-        return _answer(start_response, "404 Not Found", b"/metrics, /healthz or /readyz\n")
+        return _answer(start_response, "200 OK", b"ready\n")
 
 
 def _answer(start_response, status, body, content_type="text/plain; charset=utf-8"):

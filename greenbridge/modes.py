@@ -10,11 +10,20 @@ fuzzable) on its own.
   message, text when it is valid UTF-8, else binary.
 - ``framed``: ``type`` (1 byte) ``length`` (4 bytes, big-endian) ``payload``,
   both ways. Types: 0x01 text, 0x02 binary, 0x08 close (empty, or a 2-byte
-  close code and a UTF-8 reason).
+  close code and a UTF-8 reason); control frames, 0x10 to 0x1f: PHP asks
+  (0x11 subscribe, 0x12 unsubscribe, 0x13 publish) and the bridge answers each
+  with one reply (0x10). Only a script using them gets replies, so a library
+  that never sends them sees the protocol it always saw.
+
+A control frame PHP gets wrong is refused in its reply (its length says where
+the next frame starts, so the stream stays whole); an unknown type outside
+the control range means the stream cannot be trusted and ends the client
+(1011), as before.
 """
 
 import struct
 
+from greenbridge.channel_names import MAX_CHANNEL_LENGTH
 from greenbridge.frames import OPCODE_BINARY, OPCODE_TEXT, CloseCode, valid_close_code
 from greenbridge.settings.values import FRAMED, LINE
 
@@ -22,6 +31,26 @@ from greenbridge.settings.values import FRAMED, LINE
 TYPE_TEXT = OPCODE_TEXT
 TYPE_BINARY = OPCODE_BINARY
 TYPE_CLOSE = 0x8
+_DATA_TYPES = frozenset((TYPE_TEXT, TYPE_BINARY))
+# Control frames (see ControlRequest): their replies, and what PHP may ask.
+TYPE_REPLY = 0x10
+TYPE_SUBSCRIBE = 0x11
+TYPE_UNSUBSCRIBE = 0x12
+TYPE_PUBLISH = 0x13
+_CONTROL_RANGE = range(0x10, 0x20)  # an unknown type here is refused, not fatal: room to grow
+SUBSCRIBE, UNSUBSCRIBE, PUBLISH = "subscribe", "unsubscribe", "publish"
+_ACTIONS = {TYPE_SUBSCRIBE: SUBSCRIBE, TYPE_UNSUBSCRIBE: UNSUBSCRIBE, TYPE_PUBLISH: PUBLISH}
+# A publish frame's payload: kind (1 byte), channel length (2 bytes), channel, data.
+_PUBLISH_HEAD = struct.Struct("!BH")
+# The kind byte: 0 lets the bridge choose (text when UTF-8, else binary).
+# (The kinds of channels/publication.py, by name: this layer does not import channels.)
+PUBLICATION_KINDS = {0: None, TYPE_TEXT: "text", TYPE_BINARY: "binary", 0x03: "json"}
+# A reply's payload: a status byte, then (refused) a one-line UTF-8 reason.
+REPLY_OK, REPLY_REFUSED = 0x00, 0x01
+# The most bytes a channel name can take in UTF-8; longer is skipped unread and refused.
+_MAX_CHANNEL_BYTES = 4 * MAX_CHANNEL_LENGTH
+# The header of a control frame whose payload is dropped as it comes (see FramedDecoder).
+_SKIPPED = -1
 
 _FRAME_HEADER = struct.Struct("!BI")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size
@@ -56,6 +85,32 @@ class PhpProtocolError(Exception):
             else "PHP protocol error"
 
 
+class ControlRequest:
+    """A control frame from PHP: `action` on `channel` (undecided: names are the hub's to check).
+
+    A publish carries its `data` (bytes) and `kind` (None: the bridge chooses).
+    A frame that cannot be carried out as sent has its reason in `refusal`.
+    """
+
+    __slots__ = ("action", "channel", "data", "kind", "refusal")
+
+    def __init__(self, action, channel="", data=b"", kind=None, refusal=None):
+        self.action = action
+        self.channel = channel
+        self.data = data
+        self.kind = kind
+        self.refusal = refusal
+
+    def __repr__(self):
+        return "ControlRequest(%r, %r, %d bytes, %r, refusal=%r)" % (
+            self.action, self.channel, len(self.data), self.kind, self.refusal)
+
+
+def refused(reason, action=None):
+    """A control frame (of `action`, when known) that cannot be carried out as sent."""
+    return ControlRequest(action, refusal=reason)
+
+
 def is_utf8(data):
     try:
         data.decode("utf-8")
@@ -82,6 +137,15 @@ def encode_close(code, reason=""):
     else:
         payload = struct.pack("!H", code) + reason.encode("utf-8")
     return _FRAME_HEADER.pack(TYPE_CLOSE, len(payload)) + payload
+
+
+def encode_reply(refusal=None):
+    """The bridge's answer to one control frame: ok, or refused with a one-line reason."""
+    if refusal is None:
+        payload = bytes((REPLY_OK,))
+    else:
+        payload = bytes((REPLY_REFUSED,)) + refusal.encode("utf-8", "replace")
+    return _FRAME_HEADER.pack(TYPE_REPLY, len(payload)) + payload
 
 
 # -- PHP -> client ----------------------------------------------------------
@@ -147,12 +211,20 @@ class LineDecoder:
 
 
 class FramedDecoder:
-    """Parses type-length-payload frames; returns (type, payload) messages and Close."""
+    """Parses type-length-payload frames; returns (type, payload) messages, Close and
+    ControlRequest events.
+
+    Text and binary frames cost one set lookup more than nothing: every other
+    type is sorted out off that path. A control frame too long to be what it
+    claims (a publication over the limit) is not held: its bytes are dropped
+    as they arrive, then it is refused.
+    """
 
     def __init__(self, max_size):
         self.max_size = max_size
         self._buffer = bytearray()
         self._header = None  # (type, length) of the frame being read
+        self._skip_refusal = None  # the refused ControlRequest of the frame being skipped
 
     def feed(self, data):
         buffer = self._buffer
@@ -167,6 +239,9 @@ class FramedDecoder:
                     del buffer[:FRAME_HEADER_SIZE]
                 frame_type, length = self._header
                 if len(buffer) < length:
+                    if frame_type == _SKIPPED:  # never held: counted off as it comes
+                        self._header = _SKIPPED, length - len(buffer)
+                        del buffer[:]
                     return events
                 payload = bytes(buffer[:length])
                 del buffer[:length]
@@ -186,24 +261,75 @@ class FramedDecoder:
 
     def _parse_header(self, buffer):
         frame_type, length = _FRAME_HEADER.unpack_from(buffer)
-        if frame_type not in (TYPE_TEXT, TYPE_BINARY, TYPE_CLOSE):
+        if frame_type in _DATA_TYPES:
+            if length > self.max_size:
+                raise PhpProtocolError(PHP_ERROR, "PHP sent a %s frame of %d bytes (over %d)"
+                                       % (_TYPE_NAMES[frame_type], length, self.max_size))
+            return frame_type, length
+        return self._other_header(frame_type, length)
+
+    def _other_header(self, frame_type, length):
+        if frame_type == TYPE_CLOSE:
+            if length > 125:
+                raise PhpProtocolError(PHP_ERROR, "PHP sent a close frame of %d bytes (over 125)"
+                                       % length)
+            return frame_type, length
+        if frame_type not in _CONTROL_RANGE:
             raise PhpProtocolError(PHP_ERROR,
                                    "PHP sent a frame of unknown type %#04x" % frame_type)
-        limit = 125 if frame_type == TYPE_CLOSE else self.max_size
-        if length > limit:
-            raise PhpProtocolError(PHP_ERROR, "PHP sent a %s frame of %d bytes (over %d)"
-                                   % (_TYPE_NAMES[frame_type], length, limit))
+        if frame_type not in _ACTIONS:
+            return self._skip(frame_type, length,
+                              "unknown control frame type %#04x" % frame_type)
+        if frame_type == TYPE_PUBLISH:
+            if length > _PUBLISH_HEAD.size + _MAX_CHANNEL_BYTES + self.max_size:
+                return self._skip(frame_type, length, self._too_big())
+        elif length > _MAX_CHANNEL_BYTES:
+            return self._skip(frame_type, length, "channel name longer than %d characters"
+                              % MAX_CHANNEL_LENGTH)
         return frame_type, length
 
-    @staticmethod
-    def _event(frame_type, payload):
+    def _skip(self, frame_type, length, refusal):
+        self._skip_refusal = refused(refusal, _ACTIONS.get(frame_type))
+        return _SKIPPED, length
+
+    def _too_big(self):
+        return "publication over %d bytes (--max-payload-size)" % self.max_size
+
+    def _event(self, frame_type, payload):
         if frame_type == TYPE_TEXT:
             if not is_utf8(payload):
                 raise PhpProtocolError(PHP_ERROR, "PHP sent a text frame that is not UTF-8")
             return TYPE_TEXT, payload
         if frame_type == TYPE_BINARY:
             return TYPE_BINARY, payload
-        return _parse_close(payload)
+        if frame_type == TYPE_CLOSE:
+            return _parse_close(payload)
+        if frame_type == _SKIPPED:
+            return self._skip_refusal
+        if frame_type == TYPE_PUBLISH:
+            return self._publication(payload)
+        return ControlRequest(_ACTIONS[frame_type], _channel_name(payload))
+
+    def _publication(self, payload):
+        if len(payload) < _PUBLISH_HEAD.size:
+            return refused("publish frame of %d bytes, shorter than its %d-byte head"
+                           % (len(payload), _PUBLISH_HEAD.size), PUBLISH)
+        kind_byte, channel_length = _PUBLISH_HEAD.unpack_from(payload)
+        data_start = _PUBLISH_HEAD.size + channel_length
+        if kind_byte not in PUBLICATION_KINDS:
+            return refused("unknown publication kind %#04x" % kind_byte, PUBLISH)
+        if data_start > len(payload):
+            return refused("publish frame's channel length %d runs past its end"
+                           % channel_length, PUBLISH)
+        if len(payload) - data_start > self.max_size:
+            return refused(self._too_big(), PUBLISH)
+        return ControlRequest(PUBLISH, _channel_name(payload[_PUBLISH_HEAD.size:data_start]),
+                              payload[data_start:], PUBLICATION_KINDS[kind_byte])
+
+
+def _channel_name(raw):
+    # Not UTF-8: the replacement characters make the name one the hub refuses, saying why.
+    return raw.decode("utf-8", "replace")
 
 
 def _parse_close(payload):

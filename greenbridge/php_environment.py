@@ -131,6 +131,12 @@ VARIABLES = (
              "``1`` on a wss:// connection, also when a WSGI server (gunicorn) ended TLS; "
              "absent on ws://",
              lambda facts: "1" if facts.request.tls else None),
+    Variable("WSS_USER", "connection token",
+             "the token's ``sub``, the user (empty: anonymous), only with a valid token",
+             lambda facts: None if facts.request.token is None else facts.request.token.user),
+    Variable("WSS_TOKEN_INFO", "connection token",
+             "the token's ``info`` claim as JSON, only when it has one",
+             lambda facts: _token_info(facts.request.token)),
     _certificate("WSS_CLIENT_CERT_SUBJECT",
                  "its subject (RFC 4514, e.g. ``O=Example,CN=alice``); this and the five "
                  "below only when the client presented a certificate",
@@ -147,6 +153,13 @@ VARIABLES = (
     _certificate("WSS_CLIENT_CERT_PEM", "the certificate, PEM",
                  lambda certificate: certificate.pem),
 )
+
+
+def _token_info(token):
+    if token is None or token.info is None:
+        return None
+    # ASCII: a lone surrogate JSON allows could not be put in an environment.
+    return json.dumps(token.info)
 
 
 def build_environment(inherited, request, connection_id, back_connect_address, endpoint):

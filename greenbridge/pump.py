@@ -10,12 +10,13 @@ closed its socket (its exit status, which the connection waits for, decides
 the ending).
 """
 
+import collections
 import logging
 import socket
 import time
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from geventwebsocket.exceptions import WebSocketError
 
 from greenbridge import endings, modes
@@ -45,7 +46,13 @@ class Traffic:
 
 
 class PhpWriter:
-    """Writes to PHP's socket (through its sockets.FastIO) in the connection's message mode."""
+    """Writes to PHP's socket (through its sockets.FastIO) in the connection's message mode.
+
+    Two greenlets write: the client's messages and the replies to PHP's control
+    frames. A write that finishes at once cannot be interleaved (gevent
+    switches only when one waits); one that waits makes the other wait its
+    turn. That costs a message two attribute checks, not a lock.
+    """
 
     def __init__(self, php_io, mode):
         self.io = php_io
@@ -53,14 +60,24 @@ class PhpWriter:
         self.mode = mode
         # True inside sendall. A pump killed there leaves a cut frame: nothing may follow it.
         self.writing = False
+        self._waiting = collections.deque()  # Events of writers waiting for their turn
 
-    def send_message(self, opcode, payload, client_connected):
-        """Write one message; False if the client left while PHP was not reading it."""
+    def send(self, data, client_connected):
+        """Write whole frames (a message, a reply); False if the client left while PHP was
+        not reading them."""
+        while self.writing:  # the other writer is inside a frame (or cut one: then never)
+            self._wait_for_turn()
         self.writing = True
-        delivered = _send_while_client_connected(
-            self.io, modes.encode_message(self.mode, opcode, payload), client_connected)
+        delivered = _send_while_client_connected(self.io, data, client_connected)
         self.writing = not delivered  # a cut message: nothing may follow it
+        if self._waiting:
+            self._waiting.popleft().set()
         return delivered
+
+    def _wait_for_turn(self):
+        turn = Event()
+        self._waiting.append(turn)
+        turn.wait()
 
     def finish(self, code, reason):
         """Framed mode: tell PHP how the client went (a close frame), then end our side."""
@@ -76,13 +93,14 @@ class PhpWriter:
 
 def client_to_php(websocket, php_writer, traffic):
     """Write each client message to PHP, encoded for the message mode."""
+    encode, mode = modes.encode_message, php_writer.mode
     while True:
         message = websocket.receive_message()
         if message is None:
             return websocket.ending
         opcode, payload = message
         try:
-            delivered = php_writer.send_message(opcode, payload, websocket.client_connected)
+            delivered = php_writer.send(encode(mode, opcode, payload), websocket.client_connected)
         except OSError:
             return PHP_ENDED
         if not delivered:
@@ -117,8 +135,13 @@ def _send_while_client_connected(php_io, data, client_connected):
     return True
 
 
-def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, connection_id):
-    """Send the messages PHP writes to the client, as the message mode cuts them."""
+def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, connection_id,
+                  answer_control):
+    """Send the messages PHP writes to the client, as the message mode cuts them.
+
+    `answer_control(request)` answers PHP's control frames (framed mode):
+    None, or why the connection ends.
+    """
     data = early_data
     ended = False
     while True:
@@ -126,7 +149,12 @@ def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, 
         if ended:
             events += decoder.end()
         for event in events:
-            if type(event) is not tuple:  # not an (opcode, payload) message: the end
+            if type(event) is not tuple:  # not an (opcode, payload) message
+                if type(event) is modes.ControlRequest:
+                    stop = answer_control(event)
+                    if stop is None:
+                        continue
+                    return stop
                 return _php_ending(event, connection_id)
             opcode, payload = event
             try:
@@ -142,6 +170,20 @@ def php_to_client(php_io, websocket, buffer_size, early_data, decoder, traffic, 
         except OSError:
             data = b""
         ended = not data
+
+
+def answer_control(php_writer, websocket, answer, request):
+    """Write PHP the reply `answer(request)` makes; None, or why the connection ends."""
+    try:
+        delivered = php_writer.send(answer(request), websocket.client_connected)
+    except OSError:
+        # PHP closed its socket: what it wrote before still goes to the client,
+        # and its reads tell the end.
+        return None
+    if not delivered:
+        websocket.mark_disconnected()
+        return websocket.ending
+    return None
 
 
 def _php_ending(event, connection_id):

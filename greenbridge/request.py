@@ -3,7 +3,8 @@
 The client's and the server's addresses come from the socket, or from
 ``X-Real-IP`` / ``X-Forwarded-*`` only when the peer is a --trusted-proxy;
 path, query and headers become text; on wss:// the client's certificate is
-read (tls/layer.py). The per-address limit, the origin check, routing and
+read (tls/layer.py); admission adds the verified connection token
+(channels/tokens.py). The per-address limit, the origin check, routing and
 PHP's environment (php_environment.py) all use this one ``Request``.
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Dict, Optional
 from greenbridge.upgrade import Rejected
 
 if TYPE_CHECKING:
+    from greenbridge.channels.tokens import ConnectionToken
     from greenbridge.tls.layer import ClientCertificate
 
 
@@ -33,6 +35,8 @@ class Request:
     # The scheme is known only from a trusted proxy (X-Forwarded-Proto), else None.
     addressed_host: str
     addressed_scheme: Optional[str]
+    # The connection token, once admission verified it (channels/tokens.py); None: no token.
+    token: Optional["ConnectionToken"] = None
 
 
 def capture_request(environ, is_trusted_proxy):

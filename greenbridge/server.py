@@ -10,6 +10,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 
 import gevent
 from gevent.event import Event
@@ -19,6 +20,10 @@ from greenlet import greenlet
 from greenbridge.adapters.gevent_pywsgi import BadRequestAnswer
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
+from greenbridge.channels.api import ServerApi
+from greenbridge.channels.broker import LocalBroker
+from greenbridge.channels.hub import ChannelHub
+from greenbridge.channels.workers import WorkerLinks
 from greenbridge.handshake import PendingHandshakes
 from greenbridge.head import without_body_for_head
 from greenbridge.listening import ADMIN, BACKCONNECT, WEBSOCKET, ListenError, is_loopback, \
@@ -122,24 +127,34 @@ def run(config):
     if config.workers == 1:
         return serve(config, listeners, counters, notifier=notifier, tls=tls)
 
-    # The arbiter holds the one admin listener; a scrape asks every worker.
-    channels = [MetricsChannel() for _ in range(config.workers)]
+    # The arbiter holds the one admin listener; a scrape asks every worker, and
+    # the server API's publications and questions go to every worker.
+    scrapes = [MetricsChannel() for _ in range(config.workers)]
+    links = WorkerLinks(config.max_payload_size)
     admin_server = None
 
     def serve_worker(number):
         if admin_server is not None:
             admin_server.close()  # the arbiter's, inherited through the fork
-        return serve(config, listeners, counters, number, metrics_channel=channels[number - 1],
-                     tls=tls)
+        return serve(config, listeners, counters, number, metrics_channel=scrapes[number - 1],
+                     tls=tls, links=links)
 
-    arbiter = Arbiter(config, listeners, counters, serve_worker, notifier)
+    arbiter = Arbiter(config, listeners, counters, serve_worker, notifier, links)
     if listeners.admin is not None:
         admin_server = start_admin_server(
-            listeners.admin, AdminApp(WorkersMetrics(channels), arbiter.not_ready_because),
+            listeners.admin, AdminApp(WorkersMetrics(scrapes), arbiter.not_ready_because,
+                                      server_api(config, links)),
             config.handshake_timeout)
     notifier.ready("%d workers listening on %s:%d" % ((config.workers,) +
                                                       listeners.websocket.getsockname()[:2]))
     return arbiter.run()
+
+
+def server_api(config, broker):
+    """The server API on the admin listener, when --api-key is set."""
+    if not config.api_key:
+        return None
+    return ServerApi(broker, config.api_key, config.max_payload_size)
 
 
 def tls_layer(config):
@@ -205,6 +220,10 @@ class AdminHandler(BadRequestAnswer):
 
     def handle(self):
         try:
+            # gevent sends an answer's head and its body in two writes: with Nagle's
+            # algorithm the body waits for the client's delayed ACK of the head, 40 ms,
+            # so a keep-alive API client could publish only about 22 times a second.
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             super().handle()
         except ConnectionError as error:  # gone before its answer (or its 400) was written
             self.server.log_refusal("admin client %s: %s", format_address(self.client_address),
@@ -256,14 +275,17 @@ def start_admin_server(listener, admin_app, handshake_timeout):
 
 
 def serve(config, listeners, counters, worker_number=None, notifier=None,
-          metrics_channel=None, tls=None):
-    """Run one server (the only one, or worker `worker_number`) until a signal ends it."""
+          metrics_channel=None, tls=None, links=None):
+    """Run one server (the only one, or worker `worker_number`, linked to the
+    other workers' channels through `links`) until a signal ends it."""
     index = (worker_number or 1) - 1
     counters.use_row(index)
     metrics = Metrics()
     backconnect = BackConnectListener(listeners.backconnect[index], config.write_buffer_size,
                                       config.max_processes, metrics)
-    app = BridgeApp(config, backconnect, counters, metrics)
+    channels = ChannelHub()
+    broker = LocalBroker(channels) if links is None else links.in_worker(worker_number, channels)
+    app = BridgeApp(config, backconnect, counters, metrics, channels=channels, broker=broker)
     handshakes = PendingHandshakes(config.max_pending_handshakes, config.handshake_timeout)
     ws_server = BridgeServer(listeners.websocket, without_body_for_head(app), handshakes, tls=tls,
                              handler_class=BridgeHandler, log=None,
@@ -284,7 +306,8 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     admin_server = None
     if worker_number is None and listeners.admin is not None:
         admin_server = start_admin_server(
-            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app, tls)),
+            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app, tls),
+                                      server_api(config, broker)),
             config.handshake_timeout)
     if metrics_channel is not None:
         metrics_channel.answer_scrapes(metrics)

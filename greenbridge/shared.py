@@ -20,7 +20,8 @@ import gevent
 
 # What the workers count together. Each is one column; every worker has a row.
 OPEN_CONNECTIONS = "open_connections"
-COUNTER_NAMES = (OPEN_CONNECTIONS,)
+PHP_PROCESSES = "php_processes"  # slots of admitted connections that run PHP
+COUNTER_NAMES = (OPEN_CONNECTIONS, PHP_PROCESSES)
 
 _ITEM_SIZE = 8  # signed 64-bit integers
 # Pause between attempts to take the lock another worker holds (for microseconds).

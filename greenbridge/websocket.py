@@ -162,6 +162,39 @@ class BridgeWebSocket(WebSocket):
                 send_all(self._io, payload)
             self._frame_half_sent = False
 
+    def send_frames(self, data):
+        """Send whole frames encoded elsewhere (a publication's, built once for all its
+        subscribers) as they are; WebSocketError once the connection closed."""
+        if self.closed:
+            raise WebSocketError("connection is closed")
+        self._send((data,))
+
+    def send_frames_now(self, data):
+        """Start sending whole frames without waiting; the number of bytes that went.
+
+        0 when nothing could go at once (another greenlet is sending, the
+        socket is full, or it is a TLS socket). When only a part went, the send
+        lock stays held and the rest must follow through ``send_rest``.
+        """
+        if self.closed:
+            raise WebSocketError("connection is closed")
+        send_now = getattr(self._io, "send_now", None)  # a plain socket's FastIO
+        if send_now is None or self._send_lock.locked():
+            return 0
+        sent = send_now(data)
+        if 0 < sent < len(data):
+            self._send_lock.acquire(blocking=False)  # free: checked above, nothing ran since
+            self._frame_half_sent = True
+        return sent
+
+    def send_rest(self, data):
+        """The rest of frames that ``send_frames_now`` started, under the lock it kept."""
+        try:
+            send_all(self._io, data)
+            self._frame_half_sent = False
+        finally:
+            self._send_lock.release()
+
     def _send(self, writes):
         with self._send_lock:
             self._frame_half_sent = True

@@ -16,6 +16,7 @@ table of medians and ratios, writes the raw results as JSON and a PNG chart
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -33,7 +34,12 @@ import psutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANDLER = os.path.join(REPO, "scripts", "bench", "handler.php")
-SERVERS = ("greenbridge", "websocketd")
+ORIGIN = os.path.join(REPO, "scripts", "bench", "pushpin_origin.py")
+# The channel scenarios: one channel, subscribers on a subscribe route with tokens.
+CHANNEL = "fan"
+SUBSCRIBE_ROUTE = "/live"
+API_KEY = "bench-api-key"
+TOKEN_SECRET = "bench-token-secret-0123456789abcdef"
 KIB, MIB = 1024, 1024 * 1024
 _START_TIMEOUT = 20.0
 _CLIENT_TIMEOUT = 600.0
@@ -50,33 +56,24 @@ def free_port():
 class Server:
     """One server process on loopback; its own CPU and memory (PHP excluded)."""
 
-    def __init__(self, name, php, workers, log_dir, message_mode="raw"):
-        self.name = name
-        self.port = free_port()
-        if name == "greenbridge":
-            command = [sys.executable, "-m", "greenbridge", "-H", "127.0.0.1", "-P", str(self.port),
-                       "-e", php, "-s", HANDLER, "--workers", workers,
-                       "--message-mode", message_mode,
-                       "--max-connections", "5000", "--max-processes", "5000",
-                       "--shutdown-timeout", "2"]
-        else:
-            command = ["websocketd", "--port=%d" % self.port, "--address=127.0.0.1",
-                       "--binary=true", php, HANDLER]
-        self.log = open(os.path.join(log_dir, "%s.log" % name), "ab")
-        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_connectable()
+    name = None
+    process = None
 
-    def url(self, query=""):
-        return "ws://127.0.0.1:%d/%s" % (self.port, "?" + query if query else "")
+    def _start(self, command, log_dir, name=None):
+        self.log = open(os.path.join(log_dir, "%s.log" % (name or self.name)), "ab")
+        return subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
+                                stdout=self.log, stderr=subprocess.STDOUT)
 
-    def _wait_connectable(self):
+    def url(self, path=""):
+        return "ws://127.0.0.1:%d/%s" % (self.port, path)
+
+    def _wait_connectable(self, port):
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("%s exited at start-up" % self.name)
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 time.sleep(0.5)  # workers up too
                 return
             except OSError:
@@ -119,13 +116,160 @@ class Server:
         return total
 
     def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        _stop(self.process)
         self.log.close()
+
+
+def _stop(process):
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+class Greenbridge(Server):
+    """greenbridge with --workers; in the channel scenarios, its API and a subscribe route."""
+
+    name = "greenbridge"
+
+    def __init__(self, options, log_dir, message_mode="raw", channels=False):
+        self.port = free_port()
+        command = [sys.executable, "-m", "greenbridge", "-H", "127.0.0.1", "-P", str(self.port),
+                   "-e", options.php, "-s", HANDLER, "--workers", options.workers,
+                   "--message-mode", message_mode,
+                   "--max-connections", "5000", "--max-processes", "5000",
+                   "--shutdown-timeout", "2"]
+        if channels:
+            self.admin_port = free_port()
+            command += ["--admin-port", str(self.admin_port), "--api-key", API_KEY,
+                        "--token-secret", TOKEN_SECRET, "--subscribe-route", SUBSCRIBE_ROUTE]
+        self.process = self._start(command, log_dir)
+        self._wait_connectable(self.port)
+
+    def subscriber_paths(self, first, count):
+        """A path with its own token (user "subscriber-N", the channel) per subscriber."""
+        import jwt
+
+        return ["%s?token=%s" % (SUBSCRIBE_ROUTE[1:], jwt.encode(
+            {"sub": "subscriber-%d" % number, "channels": [CHANNEL]}, TOKEN_SECRET,
+            algorithm="HS256")) for number in range(first, first + count)]
+
+    def publisher(self):
+        """Publications through the server API (Centrifugo's shape), as cent sends them."""
+        return Publisher(self.admin_port, "/api/publish", {"X-API-Key": API_KEY},
+                         lambda data: {"channel": CHANNEL, "data": data})
+
+
+class Websocketd(Server):
+    name = "websocketd"
+
+    def __init__(self, options, log_dir, message_mode="raw"):
+        self.port = free_port()
+        self.process = self._start(["websocketd", "--port=%d" % self.port,
+                                    "--address=127.0.0.1", "--binary=true", options.php,
+                                    HANDLER], log_dir)
+        self._wait_connectable(self.port)
+
+
+class Pushpin(Server):
+    """Pushpin (its runner, condure, zurl, proxy and handler) in front of the smallest
+    origin, which subscribes every WebSocket to the channel (scripts/bench/pushpin_origin.py).
+
+    Its limits are raised so that it delivers everything: message_rate (deliveries
+    a second, 2,500 by default) and message_hwm (deliveries waiting for that
+    rate, 25,000) would otherwise slow and then drop the fan-out.
+    """
+
+    name = "pushpin"
+
+    def __init__(self, options, log_dir):
+        self.port, origin_port, self.publish_port = free_port(), free_port(), free_port()
+        self.home = tempfile.mkdtemp(prefix="pushpin-", dir=log_dir)
+        zmq_ports = [free_port() for _ in range(3)]
+        with open(os.path.join(self.home, "routes"), "w") as routes:
+            routes.write("* 127.0.0.1:%d,over_http\n" % origin_port)
+        with open(os.path.join(self.home, "pushpin.conf"), "w") as config:
+            config.write(PUSHPIN_CONFIG.format(
+                home=self.home, port=self.port, publish_port=self.publish_port,
+                push_port=zmq_ports[0], sub_port=zmq_ports[1], command_port=zmq_ports[2]))
+        self.origin = self._start([sys.executable, ORIGIN, str(origin_port), CHANNEL], log_dir,
+                                  "pushpin-origin")
+        self.process = self._start(["pushpin", "--config",
+                                    os.path.join(self.home, "pushpin.conf")], log_dir)
+        self._wait_connectable(self.port)
+        self._wait_connectable(self.publish_port)
+
+    def subscriber_paths(self, first, count):
+        return [SUBSCRIBE_ROUTE[1:]] * count
+
+    def publisher(self):
+        """Publications through the GRIP publish API, as a WebSocket message each."""
+        return Publisher(self.publish_port, "/publish/", {}, lambda data: {"items": [
+            {"channel": CHANNEL, "formats": {"ws-message": {
+                "content": json.dumps(data, separators=(",", ":"))}}}]})
+
+    def stop(self):
+        super().stop()
+        _stop(self.origin)
+
+
+# Pushpin's own pushpin.conf (Debian's) with everything in a directory of this run, zurl
+# started by the runner (Debian expects a system zurl) and the limits raised.
+PUSHPIN_CONFIG = """\
+[global]
+include={{libdir}}/internal.conf
+rundir={home}
+ipc_prefix=pushpin-
+[runner]
+services=condure,zurl,pushpin-proxy,pushpin-handler
+http_port=127.0.0.1:{port}
+logdir={home}
+log_level=1
+client_maxconn=50000
+condure_bin=condure
+zurl_bin=zurl
+[proxy]
+routesfile=routes
+zurl_out_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in
+zurl_out_stream_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in-stream
+zurl_in_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-out
+sig_key=bench
+updates_check=off
+[handler]
+push_in_spec=tcp://127.0.0.1:{push_port}
+push_in_sub_specs=tcp://127.0.0.1:{sub_port}
+push_in_http_addr=127.0.0.1
+push_in_http_port={publish_port}
+stats_spec=ipc://{{rundir}}/{{ipc_prefix}}stats
+command_spec=tcp://127.0.0.1:{command_port}
+message_rate=10000000
+message_hwm=10000000
+"""
+
+
+class Publisher:
+    """POSTs publications over one keep-alive HTTP connection, each when the last was answered."""
+
+    def __init__(self, port, path, headers, body_of):
+        import http.client
+
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self._path = path
+        self._headers = {"Content-Type": "application/json", **headers}
+        self._body_of = body_of
+
+    def publish(self, data):
+        self._connection.request("POST", self._path, json.dumps(self._body_of(data)),
+                                 self._headers)
+        reply = self._connection.getresponse()
+        answer = reply.read()
+        if reply.status != 200 or b'"error"' in answer:
+            raise RuntimeError("publish refused: %d %r" % (reply.status, answer[:200]))
+
+    def close(self):
+        self._connection.close()
 
 
 # -- the client (runs in its own processes) ----------------------------------
@@ -353,25 +497,171 @@ async def client_stream(url, ready, go, seconds):
     return {"started": started, "finished": finished, "bytes": received}
 
 
+class _Subscriber:
+    """A picows connection that receives publications ``[sequence, time published]``.
+
+    Each frame's payload and arrival time are kept as they come (the least work per
+    frame, so the client is not what is measured) and checked once it is over:
+    every sequence number once, in order. Sequence -1 is the warm-up publication
+    that tells the subscription is live.
+    """
+
+    def __init__(self):
+        from picows import WSListener, WSMsgType
+
+        subscriber = self
+        self.payloads, self.times = [], []
+        self.warmed = False
+        self.close_code = None
+        clock = time.monotonic  # CLOCK_MONOTONIC: one clock for every process of the host
+
+        class Listener(WSListener):
+            def on_ws_frame(self, transport, frame):
+                if frame.msg_type == WSMsgType.TEXT:
+                    subscriber.payloads.append(frame.get_payload_as_bytes())
+                    subscriber.times.append(clock())
+                elif frame.msg_type == WSMsgType.CLOSE:
+                    subscriber.close_code = frame.get_close_code()
+                    transport.disconnect()
+
+        self.listener_class = Listener
+        self.transport = None
+
+    async def open(self, url):
+        from picows import ws_connect
+
+        self.transport, _ = await ws_connect(lambda: self.listener_class(), url,
+                                             websocket_handshake_timeout=60)
+        return self
+
+    def warm(self):
+        """True once a warm-up publication came (the payloads so far are let go)."""
+        if not self.warmed and self.payloads:
+            self.warmed = True
+            del self.payloads[:], self.times[:]
+        return self.warmed
+
+    def got_last(self, last):
+        return bool(self.payloads) and self.payloads[-1].startswith(b"[%d," % last)
+
+    def check(self, publications, latencies):
+        """(missing, out of order or twice, last arrival) of publications 0..n-1; the
+        latency of each one received in order goes to `latencies`."""
+        expected, received, disorder = 0, 0, 0
+        for payload, arrived in zip(self.payloads, self.times):
+            sequence, published = payload[1:-1].split(b",")
+            sequence = int(sequence)
+            if sequence < 0:
+                continue  # a late warm-up
+            if sequence < expected:
+                disorder += 1
+                continue
+            latencies.append(arrived - float(published))
+            received += 1
+            expected = sequence + 1
+        return publications - received, disorder, self.times[-1] if self.times else None
+
+    def close(self):
+        from picows import WSCloseCode
+
+        if self.close_code is None:
+            self.transport.send_close(WSCloseCode.OK)
+            self.transport.disconnect()
+
+
+async def _open_subscribers(url, paths, parallel=32):
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(path):
+        async with gate:
+            return await _Subscriber().open(url + path)
+
+    return await asyncio.gather(*(one(path) for path in paths))
+
+
+async def _until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.02)
+
+
+async def client_fanout(url, ready, go, paths, publications, settle, received, release):
+    """Subscribe, say ready once every subscription is live, wait for every publication
+    (at most `settle` seconds more once one subscriber has them all), say `received`, and
+    close the subscribers once told (`release`: the server's CPU is measured before)."""
+    subscribers = await _open_subscribers(url, paths)
+    await _until(lambda: all(subscriber.warm() for subscriber in subscribers), _CLIENT_TIMEOUT,
+                 "warm-up publication not received by every subscriber")
+    ready.set()
+    last = publications - 1
+    await _until(lambda: any(subscriber.got_last(last) for subscriber in subscribers),
+                 _CLIENT_TIMEOUT, "the last publication never came")
+    try:
+        await _until(lambda: all(subscriber.got_last(last) for subscriber in subscribers),
+                     settle, "")
+    except TimeoutError:
+        pass  # counted as missing below
+    received.set()
+    await asyncio.get_running_loop().run_in_executor(None, _wait, release)
+    latencies, missing, disorder, finished = [], 0, 0, []
+    for subscriber in subscribers:
+        lost, unordered, last_arrival = subscriber.check(publications, latencies)
+        missing += lost
+        disorder += unordered
+        if last_arrival is not None:
+            finished.append(last_arrival)
+        subscriber.close()
+    return {"deliveries": len(latencies), "missing": missing, "disorder": disorder,
+            "closed": sum(subscriber.close_code is not None for subscriber in subscribers),
+            "finished": max(finished) if finished else None, "latencies": latencies}
+
+
+async def client_idle_subscribers(url, ready, go, paths, warmup, phase, all_open, done):
+    """`warmup` subscribers (then `ready`), the rest of `paths` once told (`phase`; then
+    `all_open`), each once it got the warm-up publication; they hold until `done`."""
+    opened = await _open_subscribers(url, paths[:warmup])
+    await _until(lambda: all(subscriber.warm() for subscriber in opened), _CLIENT_TIMEOUT,
+                 "warm-up publication not received")
+    ready.set()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, _wait, phase)
+    opened += await _open_subscribers(url, paths[warmup:])
+    await _until(lambda: all(subscriber.warm() for subscriber in opened), _CLIENT_TIMEOUT,
+                 "warm-up publication not received")
+    all_open.set()
+    await loop.run_in_executor(None, _wait, done)
+    dropped = sum(subscriber.close_code is not None for subscriber in opened)
+    for subscriber in opened:
+        subscriber.close()
+    return {"dropped": dropped}
+
+
 CLIENT_SCENARIOS = {
     "pingpong": client_pingpong, "concurrent": client_concurrent, "churn": client_churn,
     "large": client_large, "idle": client_idle, "stream": client_stream,
+    "fanout": client_fanout, "idle-subscribers": client_idle_subscribers,
 }
 
 
-def run_clients(scenario, url, arguments, processes, during=None):
-    """Run `processes` client processes; `during(server)` runs once they all started."""
+def run_clients(scenario, url, arguments, processes, during=None, warm=None):
+    """Run `processes` client processes (`arguments`: one dict for all, or a list of one
+    per process); `warm()` runs every 0.2 s until they are ready; `during(server)` once
+    they all started."""
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     readies = [context.Event() for _ in range(processes)]
     go = context.Event()
+    if isinstance(arguments, dict):
+        arguments = [arguments] * processes
     workers = [context.Process(target=_client_main,
-                               args=(scenario, url, arguments, ready, go, results))
-               for ready in readies]
+                               args=(scenario, url, process_arguments, ready, go, results))
+               for ready, process_arguments in zip(readies, arguments)]
     for worker in workers:
         worker.start()
     for ready in readies:
-        if not ready.wait(_CLIENT_TIMEOUT) and results.empty():
+        if not _wait_warming(ready, warm) and results.empty():
             raise RuntimeError("%s: clients not ready" % scenario)
     go.set()
     measured = during() if during else None
@@ -379,6 +669,16 @@ def run_clients(scenario, url, arguments, processes, during=None):
     for worker in workers:
         worker.join(30)
     return outcomes, measured
+
+
+def _wait_warming(event, warm, timeout=_CLIENT_TIMEOUT):
+    """Wait for `event`, calling `warm()` every 0.2 s meanwhile; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while not event.wait(0.2 if warm else timeout):
+        if time.monotonic() > deadline:
+            return False
+        warm()
+    return True
 
 
 # -- the scenarios (in the parent: start clients, measure the server) -------
@@ -486,12 +786,109 @@ def scenario_stream(server, options):
     return outcomes, result
 
 
+def scenario_fanout(server, options, rate=None):
+    """1,000 subscribers of one channel, 200 publications as fast as the API takes them
+    (or `rate` a second); every delivery checked, publish-to-delivery latency."""
+    subscribers, publications, processes = options.fanout_subscribers, 200, 2
+    share = subscribers // processes
+    paths = server.subscriber_paths(0, subscribers)
+    publisher = server.publisher()
+    context = multiprocessing.get_context("fork")
+    received = [context.Event() for _ in range(processes)]
+    release = context.Event()
+    started = {}
+
+    def during():
+        cpu_before = server.cpu_seconds()
+        started["time"] = time.monotonic()
+        for sequence in range(publications):
+            if rate:
+                time.sleep(max(0.0, started["time"] + sequence / rate - time.monotonic()))
+            publisher.publish([sequence, time.monotonic()])
+        started["published"] = time.monotonic()
+        for event in received:
+            event.wait(_CLIENT_TIMEOUT)  # a client that failed says so in its outcome
+        server_cpu = server.cpu_seconds() - cpu_before  # the subscribers not yet closed
+        release.set()
+        return {"server_cpu": server_cpu}
+
+    outcomes, measured = run_clients(
+        "fanout", server.url(), [{"paths": paths[number * share:(number + 1) * share],
+                                  "publications": publications, "settle": 10,
+                                  "received": received[number], "release": release}
+                                 for number in range(processes)],
+        processes, during, warm=lambda: publisher.publish([-1, time.monotonic()]))
+    server_cpu = measured["server_cpu"]
+    publisher.close()
+
+    def result():
+        latencies = [value for outcome in outcomes for value in outcome["latencies"]]
+        finished = max(outcome["finished"] or 0 for outcome in outcomes)
+        deliveries = len(latencies)
+        return {"deliveries": deliveries,
+                "missing": sum(outcome["missing"] for outcome in outcomes),
+                "disorder": sum(outcome["disorder"] for outcome in outcomes),
+                "closed": sum(outcome["closed"] for outcome in outcomes),
+                "publications_per_s": publications / (started["published"] - started["time"]),
+                "deliveries_per_s": deliveries / (finished - started["time"]),
+                "p50_ms": percentile(latencies, 0.50) * 1000,
+                "p99_ms": percentile(latencies, 0.99) * 1000,
+                "server_cpu_us_per_delivery": server_cpu / max(deliveries, 1) * 1e6}
+    return outcomes, result
+
+
+def scenario_fanout_paced(server, options):
+    return scenario_fanout(server, options, rate=100)
+
+
+def scenario_idle_subscribers(server, options):
+    """Server memory per subscriber that only listens: RSS after 200 subscribers, then
+    after `--idle-subscribers` more (each one warmed by a publication)."""
+    warmup, count = 200, options.idle_subscribers
+    paths = server.subscriber_paths(0, warmup + count)
+    publisher = server.publisher()
+    context = multiprocessing.get_context("fork")
+    phase, all_open, done = context.Event(), context.Event(), context.Event()
+    warm = lambda: publisher.publish([-1, time.monotonic()])  # noqa: E731
+
+    def during():
+        time.sleep(1)  # what the warm-up subscribers left behind is let go
+        before = server.rss()
+        phase.set()
+        if not _wait_warming(all_open, warm):
+            raise RuntimeError("idle subscribers not all subscribed")
+        time.sleep(1)
+        after = server.rss()
+        done.set()
+        return {"before": before, "after": after}
+
+    outcomes, held = run_clients("idle-subscribers", server.url(),
+                                 {"paths": paths, "warmup": warmup, "phase": phase,
+                                  "all_open": all_open, "done": done}, 1, during, warm)
+    publisher.close()
+
+    def result():
+        return {"subscribers": count, "dropped": sum(outcome["dropped"] for outcome in outcomes),
+                "kib_per_subscriber": (held["after"] - held["before"]) / count / KIB,
+                "server_rss_mib": held["after"] / MIB}
+    return outcomes, result
+
+
 SCENARIOS = {
     "pingpong": scenario_pingpong, "concurrent": scenario_concurrent,
     "churn": scenario_churn, "large": scenario_large, "idle": scenario_idle,
     "stream": scenario_stream,
     "framed-pingpong": scenario_pingpong, "framed-concurrent": scenario_concurrent,
+    "fanout": scenario_fanout, "fanout-paced": scenario_fanout_paced,
+    "idle-subscribers": scenario_idle_subscribers,
 }
+# Publications to subscribers without PHP: greenbridge's channels against Pushpin's.
+CHANNEL_SCENARIOS = ("fanout", "fanout-paced", "idle-subscribers")
+
+
+def servers_of(scenario):
+    """greenbridge and the server it is compared with in `scenario`."""
+    return ("greenbridge", "pushpin" if scenario in CHANNEL_SCENARIOS else "websocketd")
 # What the table shows for each scenario: (metric, label, higher is better).
 HEADLINES = {
     "pingpong": [("rate", "round trips/s", True), ("p50_ms", "p50 ms", False),
@@ -508,6 +905,18 @@ HEADLINES = {
              ("bridge_rss_mib", "server RSS MiB", False), ("php_uss_mib", "PHP USS MiB", False)],
     "stream": [("mb_per_s", "MB/s", True), ("bridge_cpu_s_per_gb", "server CPU s per GB", False)],
 }
+HEADLINES["fanout"] = [
+    ("deliveries_per_s", "deliveries/s", True), ("p50_ms", "p50 publish-to-delivery ms", False),
+    ("p99_ms", "p99 publish-to-delivery ms", False), ("missing", "missing", False),
+    ("disorder", "out of order or twice", False),
+    ("publications_per_s", "publications/s accepted", True),
+    ("server_cpu_us_per_delivery", "server CPU us per delivery", False)]
+HEADLINES["fanout-paced"] = [
+    ("p99_ms", "p99 ms at 100 publications/s", False), ("p50_ms", "p50 ms", False),
+    ("missing", "missing", False), ("disorder", "out of order or twice", False)]
+HEADLINES["idle-subscribers"] = [
+    ("kib_per_subscriber", "server KiB per idle subscriber", False),
+    ("server_rss_mib", "server RSS MiB", False), ("dropped", "dropped", False)]
 HEADLINES["framed-pingpong"] = HEADLINES["pingpong"]
 HEADLINES["framed-concurrent"] = HEADLINES["concurrent"]
 
@@ -517,7 +926,12 @@ def run_once(scenario, name, options, log_dir):
     # The framed- scenarios run greenbridge in framed mode with the PHP
     # library; websocketd (which has no such mode) runs the same as before.
     mode = "framed" if scenario.startswith("framed-") else "raw"
-    server = Server(name, options.php, options.workers, log_dir, mode)
+    if name == "pushpin":
+        server = Pushpin(options, log_dir)
+    elif name == "websocketd":
+        server = Websocketd(options, log_dir)
+    else:
+        server = Greenbridge(options, log_dir, mode, channels=scenario in CHANNEL_SCENARIOS)
     try:
         cpu_before = server.cpu_seconds()
         wall_before = time.monotonic()
@@ -544,14 +958,16 @@ def median_of(runs, metric):
 
 
 def print_table(results):
-    rows = [("scenario", "metric", "greenbridge", "websocketd", "gb / wsd")]
+    rows = [("scenario (against)", "metric", "greenbridge", "other", "gb / other")]
     for scenario, by_server in results["scenarios"].items():
+        servers = servers_of(scenario)
         for metric, label, _higher in HEADLINES[scenario]:
-            ours = median_of(by_server["greenbridge"], metric)
-            theirs = median_of(by_server["websocketd"], metric)
+            ours = median_of(by_server[servers[0]], metric)
+            theirs = median_of(by_server[servers[1]], metric)
             ratio = "%.2f" % (ours / theirs) if ours is not None and theirs else "-"
-            rows.append((scenario, label, _format(ours), _format(theirs), ratio))
-        for name in SERVERS:
+            rows.append(("%s (%s)" % (scenario, servers[1]), label, _format(ours),
+                         _format(theirs), ratio))
+        for name in servers:
             for key in ("errors", "failure_examples", "1MiB_failure", "16MiB_failure"):
                 seen = [str(run[key]) for run in by_server[name] if run.get(key)]
                 if seen:
@@ -588,17 +1004,19 @@ def draw_chart(results, path):
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     for axis, (scenario, metric, label) in zip(axes.flat, panels):
         by_server = results["scenarios"][scenario]
+        servers = servers_of(scenario)
         values = [[run[metric] for run in by_server[name]
-                   if isinstance(run.get(metric), (int, float))] for name in SERVERS]
+                   if isinstance(run.get(metric), (int, float))] for name in servers]
         medians = [statistics.median(found) if found else 0 for found in values]
-        axis.bar(SERVERS, medians, color=["#2e7d32", "#1565c0"])
+        axis.bar(servers, medians, color=["#2e7d32", "#1565c0"])
         for position, found in enumerate(values):
             axis.scatter([position] * len(found), found, color="black", s=8, zorder=3)
         axis.set_title("%s: %s" % (scenario, label), fontsize=9)
         axis.tick_params(labelsize=8)
     for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
-    figure.suptitle("greenbridge (--workers %s) vs websocketd, same PHP, %s; bars: medians, dots: runs"
+    figure.suptitle("greenbridge (--workers %s) vs websocketd (same PHP) and Pushpin (channels), "
+                    "%s; bars: medians, dots: runs"
                     % (results["workers"], results["machine"]["summary"]), fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title
     figure.savefig(path, dpi=110)
@@ -627,6 +1045,9 @@ def main():
     parser.add_argument("--idle-repetitions", type=int, default=1)
     parser.add_argument("--idle-connections", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--fanout-subscribers", type=int, default=1000)
+    parser.add_argument("--idle-subscribers", type=int, default=2000,
+                        help="subscribers added after 200 in the idle-subscribers scenario")
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma list of scenarios: " + ", ".join(SCENARIOS))
     parser.add_argument("--workers", default="auto", help="greenbridge --workers")
@@ -635,11 +1056,12 @@ def main():
     parser.add_argument("--update", action="store_true",
                         help="replace only the scenarios run in the existing results.json")
     options = parser.parse_args()
-    if shutil.which("websocketd") is None:
-        parser.error("websocketd is not installed (scripts/setup.sh --bench)")
-    try:
-        import picows  # noqa: F401 (the client processes import it; without it they die silently)
-    except ImportError:
+    scenarios = options.only.split(",")
+    for needed in {name for scenario in scenarios for name in servers_of(scenario)[1:]}:
+        if shutil.which(needed) is None:
+            parser.error("%s is not installed (scripts/setup.sh --bench)" % needed)
+    # The client processes import picows; without it they would die silently.
+    if importlib.util.find_spec("picows") is None:
         parser.error("picows is not installed (scripts/setup.sh --bench)")
     os.makedirs(options.output, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix="greenbridge-bench-")
@@ -650,17 +1072,19 @@ def main():
     if options.update and os.path.exists(results_path):
         with open(results_path) as existing:
             results["scenarios"] = json.load(existing)["scenarios"]
-    for scenario in options.only.split(","):
+    for scenario in scenarios:
         repetitions = options.idle_repetitions if scenario == "idle" else options.repetitions
-        runs = results["scenarios"][scenario] = {name: [] for name in SERVERS}
+        servers = servers_of(scenario)
+        runs = results["scenarios"][scenario] = {name: [] for name in servers}
         for repetition in range(repetitions):
-            order = SERVERS if repetition % 2 == 0 else SERVERS[::-1]
+            order = servers if repetition % 2 == 0 else servers[::-1]
             for name in order:
                 run = run_once(scenario, name, options, log_dir)
                 runs[name].append(run)
                 print("%-10s %-11s #%d %s" % (scenario, name, repetition + 1,
                                               json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
-                                                          for k, v in run.items()})), flush=True)
+                                                          for k, v in run.items()
+                                                          if k != "latencies"})), flush=True)
     loads = [run[key] for by_server in results["scenarios"].values() for runs in by_server.values()
              for run in runs for key in ("load_before", "load_after")]
     results["load_average_1min"] = {"min": min(loads), "median": statistics.median(loads),

@@ -5,7 +5,7 @@
     .venv/bin/python scripts/readme_tables.py --check  # exit 1 when README.rst differs
 
 Each table stands between the comment lines ``.. option-table: NAME`` (NAME: a
-section of the declarations: general, tls, acme) and ``.. end of option-table``.
+section of the declarations: general, tls, acme, channels) and ``.. end of option-table``.
 A row: the long flag (repeatable ones say so), the short flag (a column only
 where a section has one), the default as a reader wants it (``readme_default``,
 else the declared one), the WSS_CONFIG_* variable and the README meaning

@@ -2,7 +2,8 @@
 # Set up greenbridge on a Debian machine with Python 3:
 #   scripts/setup.sh          Debian packages it runs with (php-cli) + .venv with greenbridge
 #   scripts/setup.sh --test   the same, plus what the test suite needs
-#   scripts/setup.sh --bench  the same, plus what scripts/bench.py needs (websocketd, picows)
+#   scripts/setup.sh --bench  the same, plus what scripts/bench.py needs (websocketd, pushpin,
+#                             picows)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,15 +11,19 @@ cd "$(dirname "$0")/.."
 # What greenbridge runs with, and what the test suite adds (real servers and clients).
 debian_packages=(php-cli)
 # pebble, bind9 (named) and bind9-dnsutils (dig): the ACME tests' CA and DNS servers;
-# composer: the README's Composer recipe, run by tests/test_composer.py.
-debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver composer)
+# composer: the README's Composer recipe, run by tests/test_composer.py; php-curl:
+# phpcent (tests/php/vendor/phpcent), run by tests/test_chat_example.py; curl: the
+# README's API example.
+debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver composer
+                      php-curl curl)
 python_extras=""
 case "${1:-}" in
     --test)
         debian_packages+=("${debian_test_packages[@]}")
         python_extras="[test]" ;;
     --bench)
-        debian_packages+=(websocketd)
+        # websocketd and pushpin: the reference servers bench.py runs side by side.
+        debian_packages+=(websocketd pushpin)
         python_extras="[bench]" ;;
     "") ;;
     *) echo "usage: scripts/setup.sh [--test | --bench]" >&2; exit 2 ;;

@@ -1,5 +1,7 @@
 """The pytest fixtures; the helpers the tests share live in support.py."""
 
+import shutil
+
 import pytest
 
 from support import PHP, REPO, SCENARIO_PHP, Bridge, readme_command
@@ -35,6 +37,29 @@ def start_readme_bridge():
 
     yield start
     _kill_running(started)
+
+
+# Chromium must not try to reach the internet (closed here) nor need a GPU or sandbox (root).
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                  "--window-size=1100,800"]
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """A headless Chromium driven by selenium (the browser tests: the dev console, the chat)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in CHROMIUM_FLAGS + ["--user-data-dir=%s" % (tmp_path / "profile")]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
 
 
 def _kill_running(bridges):

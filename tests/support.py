@@ -4,6 +4,7 @@ clients (hand-written HTTP and WebSocket bytes, TLS), and the CLI run as a proce
 Pytest fixtures live in conftest.py; everything else the test modules share lives here,
 once, and test modules import from here, never from each other."""
 
+import base64
 import functools
 import json
 import os
@@ -25,6 +26,7 @@ from contextlib import ExitStack, contextmanager
 import psutil
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, hmac
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
@@ -788,6 +790,20 @@ def readme_command(name, replacements=()):
     return os.path.join(os.path.dirname(sys.executable), "greenbridge.py"), [*arguments, "-P", "0"]
 
 
+def output_until(process, wanted, timeout=20):
+    """What `process` (stdout a pipe) printed, read until `wanted` (bytes) is in it, it
+    closed its output or `timeout` passed."""
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in shown and time.monotonic() < deadline:
+        if select.select([process.stdout], [], [], 1)[0]:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            shown += chunk
+    return shown
+
+
 @functools.lru_cache(maxsize=None)
 def readme_option_table():
     """{flag: environment variable} of every row of README.rst's option tables (those with an
@@ -803,3 +819,34 @@ def readme_option_table():
             rows.update((cells[0].split()[0], cells[column]) for cells in body
                         if cells[0].startswith("--"))
     return rows
+
+
+def chat_conf(name):
+    """A setting of conf/chat.conf (the chat tutorial's key and secret), as its reader has it."""
+    with open(os.path.join(REPO, "conf", "chat.conf"), encoding="utf-8") as conf:
+        for line in conf:
+            key, equals, value = line.partition("=")
+            if equals and key.strip() == name:
+                return value.strip()
+    raise AssertionError("conf/chat.conf sets no %s" % name)
+
+
+# -- connection tokens (the reference is PyJWT; these are the ones it would not make) ----
+
+TOKEN_SECRET = "a-secret-of-at-least-32-bytes-for-hs256"
+
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hand_made_token(header, payload, sign_with=None):
+    """A JWT written by hand: any header, any payload text, an HMAC-SHA256 signature with
+    `sign_with` (bytes) or none."""
+    signing_input = "%s.%s" % (_b64url(json.dumps(header).encode()), _b64url(payload.encode()))
+    signature = b""
+    if sign_with is not None:
+        mac = hmac.HMAC(sign_with, hashes.SHA256())
+        mac.update(signing_input.encode())
+        signature = mac.finalize()
+    return signing_input + "." + _b64url(signature)

@@ -1,34 +1,19 @@
 """--dev-console in a real headless Chromium: the page connects through the bridge to PHP."""
 
-import shutil
+import json
 import urllib.error
 import urllib.request
 
+import jwt
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from cent import Client, PublishRequest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from websockets.sync.client import connect
 
-from support import assert_head_matches_get, stopped_log
+from support import admin_port, assert_head_matches_get, chat_conf, stopped_log
 
-# Chromium must not try to reach the internet (closed here) nor need a GPU or sandbox (root).
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                  "--window-size=1100,800"]
-
-
-@pytest.fixture
-def chromium(tmp_path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in CHROMIUM_FLAGS + ["--user-data-dir=%s" % (tmp_path / "profile")]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+CHAT_API_KEY, CHAT_TOKEN_SECRET = chat_conf("api-key"), chat_conf("token-secret")
 
 
 def log_entries(driver):
@@ -79,3 +64,42 @@ def test_console_is_off_by_default(start_bridge):
 def test_head_of_the_console_page_has_no_body(start_bridge):
     bridge = start_bridge("--dev-console")
     assert_head_matches_get(bridge.port, "/", 200)
+
+
+def test_console_watches_the_channels_of_a_pasted_token(start_bridge, chromium, tmp_path):
+    # conf/chat.conf: the chat on /chat, a subscribe route on /live, tokens, the server API.
+    bridge = start_bridge("-c", "conf/chat.conf", "--dev-console", "--admin-port", "0",
+                          script=None)
+    api = Client("http://127.0.0.1:%d/api" % admin_port(bridge), CHAT_API_KEY)
+    chromium.get("http://127.0.0.1:%d/" % bridge.port)
+    assert chromium.find_element(By.ID, "watch-url").get_attribute("value") == \
+        "ws://127.0.0.1:%d/live" % bridge.port
+
+    forged = jwt.encode({"sub": "dev", "channels": ["chat:lobby"]}, "not-" + CHAT_TOKEN_SECRET,
+                        algorithm="HS256")
+    chromium.find_element(By.ID, "watch-token").send_keys(forged)
+    chromium.find_element(By.ID, "watch").click()
+    wait_for_entry(chromium, "watching channels chat:lobby as \"dev\"")
+    wait_for_entry(chromium, "watch closed: code 1006")  # the browser is not shown the 401
+    bridge.wait_for_log(r"GET /live from 127\.0\.0\.1: 401 Unauthorized \(bad token signature\)")
+
+    token = jwt.encode({"sub": "dev", "channels": ["chat:lobby"]}, CHAT_TOKEN_SECRET,
+                       algorithm="HS256")
+    chromium.find_element(By.ID, "watch-token").clear()
+    chromium.find_element(By.ID, "watch-token").send_keys(token)
+    chromium.find_element(By.ID, "watch").click()
+    wait_for_entry(chromium, "watch open")
+
+    # What a chat client says in the room and what the API publishes both reach the watch.
+    with connect(bridge.url("/chat?name=ann")) as ann:
+        assert json.loads(ann.recv(timeout=10)) == {"joined": "chat:lobby", "user": "ann"}
+        ann.send("hi from ann")
+        wait_for_entry(chromium, "\u21d0 text " + json.dumps(json.dumps(
+            {"user": "ann", "text": "hi from ann"}, separators=(",", ":"))))
+    api.publish(PublishRequest(channel="chat:lobby", data={"text": "from the API"}))
+    wait_for_entry(chromium, "\u21d0 text " + json.dumps('{"text":"from the API"}'))
+    chromium.save_screenshot(str(tmp_path / "dev-console-watch.png"))
+    print("screenshot:", tmp_path / "dev-console-watch.png")
+    chromium.find_element(By.ID, "unwatch").click()
+    wait_for_entry(chromium, "watch closed: code 1000")
+    bridge.wait_for_log(r"/live\?token=\.\.\. .* close=1000 .*php=none")

@@ -249,8 +249,8 @@ def test_php_lib_flag_prints_the_library_path():
 
 # -- the shipped examples --------------------------------------------------------
 
-def test_json_chat_example(start_bridge):
-    bridge = start_bridge("--message-mode", "framed", script=os.path.join(EXAMPLES, "chat.php"))
+def test_json_rpc_example(start_bridge):
+    bridge = start_bridge("--message-mode", "framed", script=os.path.join(EXAMPLES, "rpc.php"))
     with connect(bridge.url("/chat")) as ws:
         assert json.loads(ws.recv(timeout=10))["path"] == "/chat"
         ws.send(json.dumps({"id": 7, "method": "add", "params": [2, 3]}))

@@ -128,3 +128,80 @@ def test_php_ending_inside_a_frame_or_line_is_an_error():
     assert error.code == 1011 and str(error) == "PHP ended inside a line; 10 bytes not delivered"
     assert modes.decoder("framed", 100).end() == modes.decoder("line", 100).end() == []
     assert modes.decoder("raw", 100).end() == []
+
+
+# -- control frames (README, "Message modes": type, length, payload written out by hand) ----
+
+def request_fields(event):
+    assert isinstance(event, modes.ControlRequest), event
+    return event.action, event.channel, event.data, event.kind, event.refusal
+
+
+def test_replies_for_php():
+    assert modes.encode_reply() == b"\x10\x00\x00\x00\x01\x00"
+    assert modes.encode_reply("no: é") == b"\x10\x00\x00\x00\x07\x01no: \xc3\xa9"
+
+
+@pytest.mark.parametrize("data,fields", [
+    (b"\x11\x00\x00\x00\x04chat", ("subscribe", "chat", b"", None, None)),
+    (b"\x12\x00\x00\x00\x04chat", ("unsubscribe", "chat", b"", None, None)),
+    (b"\x13\x00\x00\x00\x09\x00\x00\x04chat\xff\x00",
+     ("publish", "chat", b"\xff\x00", None, None)),
+    (b"\x13\x00\x00\x00\x08\x01\x00\x01ahi\xc3\xa9", ("publish", "a", b"hi\xc3\xa9", "text", None)),
+    (b"\x13\x00\x00\x00\x06\x02\x00\x01a{}", ("publish", "a", b"{}", "binary", None)),
+    (b"\x13\x00\x00\x00\x06\x03\x00\x01a{}", ("publish", "a", b"{}", "json", None)),
+    (b"\x13\x00\x00\x00\x04\x00\x00\x01a", ("publish", "a", b"", None, None)),
+    (b"\x11\x00\x00\x00\x02\xff\xfe", ("subscribe", "\ufffd\ufffd", b"", None, None)),
+])
+def test_control_frames_decoded(data, fields):
+    for events in (modes.decoder("framed", 100).feed(data),
+                   feed_bytewise(modes.decoder("framed", 100), data)):
+        assert len(events) == 1 and request_fields(events[0]) == fields
+
+
+@pytest.mark.parametrize("data,action,says", [
+    (b"\x1f\x00\x00\x00\x01x", None, "unknown control frame type 0x1f"),
+    (b"\x10\x00\x00\x00\x01\x00", None, "unknown control frame type 0x10"),
+    (b"\x13\x00\x00\x00\x02\x00\x00", "publish", "shorter than its 3-byte head"),
+    (b"\x13\x00\x00\x00\x04\x04\x00\x01a", "publish", "unknown publication kind 0x04"),
+    (b"\x13\x00\x00\x00\x05\x00\x00\x03ab", "publish", "channel length 3 runs past its end"),
+    (b"\x13\x00\x00\x00\x0f\x00\x00\x01a" + b"x" * 11, "publish", "publication over 10 bytes"),
+])
+def test_malformed_control_frames_refused(data, action, says):
+    events = modes.decoder("framed", 10).feed(data + b"\x01\x00\x00\x00\x02ok")
+    assert request_fields(events[0])[0] == action and says in events[0].refusal
+    assert events[1:] == [(0x1, b"ok")]  # the stream goes on behind it
+
+
+@pytest.mark.parametrize("data,says", [
+    (b"\x13" + struct.pack("!I", 3 + 1020 + 10 + 1), "publication over 10 bytes"),
+    (b"\x11" + struct.pack("!I", 1021), "channel name longer than 255 characters"),
+    (b"\x1e" + struct.pack("!I", 300000), "unknown control frame type 0x1e"),
+])
+def test_oversized_control_frame_is_skipped_unheld_then_refused(data, says):
+    length = struct.unpack("!I", data[1:])[0]
+    decoder = modes.decoder("framed", 10)
+    assert decoder.feed(data) == []
+    fed = 0
+    while length - fed > 65536:
+        assert decoder.feed(b"\x00" * 65536) == []
+        fed += 65536
+        assert decoder.pending <= modes.FRAME_HEADER_SIZE  # nothing of it held
+    events = decoder.feed(b"\x00" * (length - fed) + b"\x02\x00\x00\x00\x01!")
+    assert events[0].refusal is not None and says in events[0].refusal
+    assert events[1:] == [(0x2, b"!")]
+
+
+@pytest.mark.parametrize("data", [b"\x20\x00\x00\x00\x00", b"\x0f\x00\x00\x00\x00",
+                                  b"\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00\x00"])
+def test_types_outside_the_control_range_still_end_the_stream(data):
+    events = modes.decoder("framed", 10).feed(b"\x11\x00\x00\x00\x01a" + data)
+    assert request_fields(events[0]) == ("subscribe", "a", b"", None, None)
+    assert len(events) == 2 and isinstance(events[1], modes.PhpProtocolError)
+    assert events[1].code == 1011 and "unknown type" in str(events[1])
+
+
+def test_php_ending_inside_a_skipped_frame_is_an_error():
+    decoder = modes.decoder("framed", 10)
+    assert decoder.feed(b"\x13\x00\x01\x00\x00" + b"\x00" * 100) == []
+    assert isinstance(decoder.end()[0], modes.PhpProtocolError)

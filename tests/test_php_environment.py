@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from websockets.sync.client import connect
 
 from certs import make_ca
+from greenbridge.channels.tokens import ConnectionToken
 from greenbridge.php_environment import (CONNECT_BACK, VARIABLES, build_environment,
                                          inherited_environment, withheld_for_secrets)
 from greenbridge.request import Rejected, capture_request
@@ -37,6 +38,8 @@ DECLARED = [variable.name for variable in VARIABLES]
 TLS_VARIABLES = {"WSS_TLS", "WSS_CLIENT_CERT_SUBJECT", "WSS_CLIENT_CERT_ISSUER",
                  "WSS_CLIENT_CERT_SERIAL", "WSS_CLIENT_CERT_FINGERPRINT",
                  "WSS_CLIENT_CERT_VERIFIED", "WSS_CLIENT_CERT_PEM"}
+# Given only with a valid connection token (WSS_TOKEN_INFO only when it has an info claim).
+TOKEN_VARIABLES = {"WSS_USER", "WSS_TOKEN_INFO"}
 
 
 def never_trusted(address):
@@ -62,7 +65,8 @@ def test_every_declared_variable_of_a_known_wss_request_with_a_client_certificat
         "HTTP_X_NAME": "J\xc3\xbcrgen",  # UTF-8 bytes as WSGI hands them over
     })
     request = dataclasses.replace(request, tls=True, client_certificate=ClientCertificate(
-        "CN=alice", "CN=CA", 0xBEEF01, b"DER bytes", "-----BEGIN...", True))
+        "CN=alice", "CN=CA", 0xBEEF01, b"DER bytes", "-----BEGIN...", True),
+        token=ConnectionToken("alice", ("news",), {"name": "Jürgen", "id": [1, None]}))
     inherited = {"PATH": "/usr/bin", "WSS_ENABLED": "inherited, then replaced"}
     environment = build_environment(inherited, request, "0b9d-id", ("127.0.0.1", 40001),
                                     Endpoint("/srv/chat.php", "framed", "chat.v1"))
@@ -93,6 +97,8 @@ def test_every_declared_variable_of_a_known_wss_request_with_a_client_certificat
         "WSS_HOST": "ws.example.test",
         "WSS_X_FORWARDED_FOR": "203.0.113.9",
         "WSS_X_REAL_IP": "203.0.113.10",
+        "WSS_USER": "alice",
+        "WSS_TOKEN_INFO": '{"name": "J\\u00fcrgen", "id": [1, null]}',
         "WSS_TLS": "1",
         "WSS_CLIENT_CERT_SUBJECT": "CN=alice",
         "WSS_CLIENT_CERT_ISSUER": "CN=CA",
@@ -109,7 +115,7 @@ def test_what_a_ws_request_did_not_send_is_left_out_and_an_empty_header_is_given
     inherited = {"WSS_SUBPROTOCOL": "from the server's environment"}
     environment = build_environment(inherited, request, "id", ("::1", 1),
                                     Endpoint("/srv/a.php", "raw", None))
-    given = set(DECLARED) - TLS_VARIABLES - {
+    given = set(DECLARED) - TLS_VARIABLES - TOKEN_VARIABLES - {
         "WSS_SUBPROTOCOL", "WSS_SEC_WEBSOCKET_PROTOCOL", "WSS_SEC_WEBSOCKET_VERSION",
         "WSS_USER_AGENT", "WSS_HOST", "WSS_X_FORWARDED_FOR", "WSS_X_REAL_IP"}
     assert set(environment) == given | {"WSS_SUBPROTOCOL"}
@@ -319,7 +325,8 @@ def test_the_library_exposes_what_the_contract_declares_for_a_known_request(star
         "WSS_X_REAL_IP": "203.0.113.10",
     }
     # Every variable PHP got is declared; on ws:// all but the TLS ones.
-    assert set(environment) - set(inherited_wss_variables()) == set(DECLARED) - TLS_VARIABLES
+    assert set(environment) - set(inherited_wss_variables()) == \
+        set(DECLARED) - TLS_VARIABLES - TOKEN_VARIABLES
     assert_library_agrees_with_its_environment(report)
 
 
@@ -338,7 +345,7 @@ def test_the_library_exposes_the_declared_tls_variables_on_wss(start_bridge, tmp
     environment = report["environment"]
     assert set(environment) - set(inherited_wss_variables()) == set(DECLARED) - {
         "WSS_SUBPROTOCOL", "WSS_SEC_WEBSOCKET_PROTOCOL", "WSS_ORIGIN", "WSS_X_FORWARDED_FOR",
-        "WSS_X_REAL_IP"}  # what this client did not send or get
+        "WSS_X_REAL_IP", *TOKEN_VARIABLES}  # what this client did not send or get
     certificate = alice.certificate
     assert {name: environment[name] for name in TLS_VARIABLES} == {
         "WSS_TLS": "1",

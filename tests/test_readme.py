@@ -2,17 +2,14 @@
 tutorial's commands and handler run as printed (read from README.rst, not copied here)."""
 
 import json
-import os
 import re
-import select
 import subprocess
 import sys
-import time
 
 import docutils.nodes
 from websockets.sync.client import connect
 
-from support import README, readme_command, readme_document, readme_snippet
+from support import README, output_until, readme_document, readme_snippet
 
 # Characters RST allows for section adornments.
 _ADORNMENT = re.compile(r"([=\-`:'\"~^_*+#<>.])\1{2,}")
@@ -37,7 +34,7 @@ def test_every_title_written_in_the_readme_renders_as_a_section():
 def test_the_readme_goes_from_first_commands_to_tutorial_to_how_tos_to_reference_to_figures():
     titles = section_titles()
     order = [titles.index(title) for title in (
-        "Tutorial: five minutes",                                  # after the two commands
+        "Tutorial: five minutes", "Tutorial: a chat in five more minutes",  # after the two commands
         "wss:// (TLS)", "Automatic certificates (ACME)", "Deployment",   # how-tos
         "Configuration", "The environment given to PHP", "What clients see",  # reference
         "Performance", "Reliability")]                               # figures
@@ -59,14 +56,7 @@ def test_tutorial_client_talks_to_the_first_command(start_readme_bridge):
     try:
         client.stdin.write(b"hello\n")
         client.stdin.flush()
-        shown = b""
-        deadline = time.monotonic() + 20
-        while b"< hello" not in shown and time.monotonic() < deadline:
-            if select.select([client.stdout], [], [], 1)[0]:
-                chunk = os.read(client.stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                shown += chunk
+        shown = output_until(client, b"< hello")
         assert b"< hello" in shown, shown  # the interactive client prints what came back
         client.stdin.close()
         assert client.wait(10) == 0

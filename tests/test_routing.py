@@ -4,6 +4,7 @@ an Endpoint or a refusal out. test_routes.py keeps each answer through a real se
 import pytest
 
 from greenbridge.routing import Endpoint, Router
+from greenbridge.settings.channels import subscribe_route
 from greenbridge.settings.routes import Route
 from greenbridge.upgrade import Rejected
 
@@ -71,3 +72,19 @@ def test_route_subprotocols_replace_the_global_list():
     assert refusal(router, "/chat", "global.v1")[0] == "400 Bad Request"
     assert router.endpoint("/", "global.v1").subprotocol == "global.v1"
     assert refusal(router, "/", "chat.v1")[0] == "400 Bad Request"
+
+
+def test_a_subscribe_route_receives_only_and_may_wrap_publications():
+    router = Router([CHAT], "default.php", "raw", (),
+                    [subscribe_route("/live"), subscribe_route("/wrapped,envelope")])
+    assert router.endpoint("/live", None) == Endpoint(None, None, None, receive_only=True)
+    assert router.endpoint("/wrapped", None) == Endpoint(None, None, None, receive_only=True,
+                                                         envelope=True)
+    assert router.endpoint("/chat", None).receive_only is False
+
+
+@pytest.mark.parametrize("text", ["live", "/live,enveloped", "/live,envelope=1", "/li ve",
+                                  "/live?x=1", ""])
+def test_a_malformed_subscribe_route_is_refused(text):
+    with pytest.raises(ValueError):
+        subscribe_route(text)

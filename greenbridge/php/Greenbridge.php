@@ -12,7 +12,11 @@
  * Works in every message mode (WSS_MESSAGE_MODE): `framed` keeps message
  * boundaries, types and close codes exactly; `line` carries one message per
  * line (no "\n" inside); `raw` is a byte stream (messages are whatever one read
- * returns, and go out as binary).
+ * returns, and go out as binary). In framed mode a script can also subscribe
+ * its connection to channels and publish to them:
+ *
+ *     $client->subscribe('chat') or error_log($client->lastError());
+ *     $client->publish('chat', json_encode(['said' => 'hi']), 'json');
  */
 
 namespace Greenbridge;
@@ -60,6 +64,14 @@ final class Connection
     const TYPE_TEXT = 0x01;
     const TYPE_BINARY = 0x02;
     const TYPE_CLOSE = 0x08;
+    // Control frames: the script asks, the bridge replies to each (a status byte, then a reason).
+    const TYPE_REPLY = 0x10;
+    const TYPE_SUBSCRIBE = 0x11;
+    const TYPE_UNSUBSCRIBE = 0x12;
+    const TYPE_PUBLISH = 0x13;
+    const REPLY_OK = "\x00";
+    // A publish frame's kind byte; 0: the bridge chooses (text when valid UTF-8, else binary).
+    const PUBLICATION_KINDS = ['' => 0, 'text' => 1, 'binary' => 2, 'json' => 3];
     const FRAME_HEADER_SIZE = 5;
 
     const READ_SIZE = 262144;
@@ -85,6 +97,12 @@ final class Connection
     private $closeCode = null;
     /** @var string */
     private $closeReason = '';
+    /** @var Message[] messages read while waiting for a reply, returned first by receive() */
+    private $held = [];
+    /** @var string|null the payload of the bridge's last reply, until it is taken */
+    private $reply = null;
+    /** @var string */
+    private $lastError = '';
 
     /**
      * Connect back to the bridge and send the connection ID.
@@ -145,6 +163,13 @@ final class Connection
     public function mode(): string
     {
         return $this->mode;
+    }
+
+    /** The user the client's connection token names (WSS_USER), or null without one. */
+    public function user(): ?string
+    {
+        $user = $this->env('USER');
+        return $user === '' ? null : $user;
     }
 
     /** The subprotocol the bridge agreed with the client, or null. */
@@ -218,6 +243,9 @@ final class Connection
      */
     public function receive(?float $timeoutSeconds = null): ?Message
     {
+        if ($this->held) {
+            return array_shift($this->held);
+        }
         $deadline = $timeoutSeconds === null ? null : microtime(true) + $timeoutSeconds;
         while (true) {
             $message = $this->takeMessage();
@@ -311,7 +339,7 @@ final class Connection
 
     private function takeFrame(int $available): ?Message
     {
-        if ($available >= self::FRAME_HEADER_SIZE) {
+        while ($available >= self::FRAME_HEADER_SIZE) {
             $header = unpack('Ctype/Nlength', $this->buffer, $this->offset);
             $size = self::FRAME_HEADER_SIZE + $header['length'];
             if ($available < $size) {
@@ -325,8 +353,13 @@ final class Connection
                 $this->disconnect();
                 return null;
             }
-            $type = $header['type'] === self::TYPE_TEXT ? Message::TEXT : Message::BINARY;
-            return $this->take($type, $size, 0, $payload);
+            if ($header['type'] !== self::TYPE_REPLY) {
+                $type = $header['type'] === self::TYPE_TEXT ? Message::TEXT : Message::BINARY;
+                return $this->take($type, $size, 0, $payload);
+            }
+            $this->reply = $payload;
+            $this->take('', $size, 0);
+            $available = strlen($this->buffer) - $this->offset;
         }
         return null;
     }
@@ -389,9 +422,7 @@ final class Connection
             if ($type === Message::TEXT && !self::isUtf8($data)) {
                 throw new \InvalidArgumentException('a text message must be valid UTF-8');
             }
-            $header = pack('CN', $type === Message::TEXT ? self::TYPE_TEXT : self::TYPE_BINARY, strlen($data));
-            return strlen($data) <= 65536 ? $this->write($header . $data)
-                : $this->write($header) && $this->write($data);
+            return $this->writeFrame($type === Message::TEXT ? self::TYPE_TEXT : self::TYPE_BINARY, $data);
         }
         if ($this->mode === self::MODE_LINE) {
             if (strpos($data, "\n") !== false) {
@@ -414,6 +445,90 @@ final class Connection
             $this->write(pack('CN', self::TYPE_CLOSE, strlen($payload)) . $payload);
         }
         $this->disconnect();
+    }
+
+    /** One framed-mode frame whose payload is $head then $body (a large body is not copied). */
+    private function writeFrame(int $type, string $body, string $head = ''): bool
+    {
+        $header = pack('CN', $type, strlen($head) + strlen($body)) . $head;
+        return strlen($body) <= 65536 ? $this->write($header . $body)
+            : $this->write($header) && $this->write($body);
+    }
+
+    // -- channels (framed mode) -----------------------------------------------
+
+    /**
+     * Subscribe this connection to $channel: from now on the client receives
+     * what is published there. True when subscribed (or it was already), false
+     * when refused: lastError() says why.
+     */
+    public function subscribe(string $channel): bool
+    {
+        return $this->control(self::TYPE_SUBSCRIBE, $channel);
+    }
+
+    /** End this connection's subscription to $channel (true also when there was none). */
+    public function unsubscribe(string $channel): bool
+    {
+        return $this->control(self::TYPE_UNSUBSCRIBE, $channel);
+    }
+
+    /**
+     * Publish $data to every client subscribed to $channel, as $type ('text',
+     * 'json' or 'binary') or, without one, as text when it is valid UTF-8 and
+     * binary otherwise. False when refused (a bad channel name, data over the
+     * size limit, text that is not UTF-8, JSON that does not parse): lastError() says why.
+     */
+    public function publish(string $channel, string $data, ?string $type = null): bool
+    {
+        if (!isset(self::PUBLICATION_KINDS[$type ?? ''])) {
+            throw new \InvalidArgumentException("publication type must be 'text', 'json' or 'binary', not '$type'");
+        }
+        if (strlen($channel) > 0xFFFF) {
+            $this->lastError = 'channel name longer than 65535 bytes';
+            return false;
+        }
+        return $this->control(self::TYPE_PUBLISH, $data, pack('Cn', self::PUBLICATION_KINDS[$type ?? ''], strlen($channel)) . $channel);
+    }
+
+    /** Why the last subscribe(), unsubscribe() or publish() returned false ('' after a success). */
+    public function lastError(): string
+    {
+        return $this->lastError;
+    }
+
+    /** Send one control frame and wait for its reply; client messages read meanwhile are held for receive(). */
+    private function control(int $type, string $body, string $head = ''): bool
+    {
+        $this->lastError = '';
+        if ($this->mode !== self::MODE_FRAMED) {
+            $this->lastError = "channels need the framed message mode, not {$this->mode}";
+            return false;
+        }
+        $this->reply = null;
+        if ($this->socket === null || !$this->writeFrame($type, $body, $head)) {
+            $this->lastError = 'the connection is closed';
+            return false;
+        }
+        while ($this->reply === null) {
+            $message = $this->takeMessage();
+            if ($message !== null) {
+                $this->held[] = $message;
+            } elseif ($this->reply !== null) {
+                break;
+            } elseif ($this->socket === null) {
+                $this->lastError = 'the connection closed before the bridge replied';
+                return false;
+            } else {
+                $this->readMore(null);
+            }
+        }
+        [$reply, $this->reply] = [$this->reply, null];
+        if (strncmp($reply, self::REPLY_OK, 1) === 0) {
+            return true;
+        }
+        $this->lastError = (string)substr($reply, 1) ?: 'refused';
+        return false;
     }
 
     private function write(string $data): bool

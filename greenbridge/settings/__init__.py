@@ -3,8 +3,8 @@
 - ``declaration.py``: ``Setting``, one option's whole declaration (flags, WSS_CONFIG_*
   variable, value type, default, help, README row, secret or not), and the
   dataclass of a list of them.
-- ``general.py``, ``tls.py``, ``acme.py``: the declarations, one module per
-  section (the README's three option tables).
+- ``general.py``, ``tls.py``, ``acme.py``, ``channels.py``: the declarations, one module per
+  section (the README's four option tables).
 - ``values.py``: the value types that refuse a bad value, their limits, ``ConfigError``.
 - ``routes.py``, ``origins.py``: the values of ``--route`` and ``--allow-origin``.
 - ``parser.py``: the command line and ``--help``, built from the declarations.

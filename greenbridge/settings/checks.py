@@ -13,6 +13,7 @@ import shutil
 
 from greenbridge.settings.acme import (ACME_KEY_TYPES, PROVIDER_PARAMETERS, TSIG_ALGORITHMS,
                                        dns_params, port_number)
+from greenbridge.settings.channels import EC_CURVES, HMAC_ALGORITHMS, RSA_ALGORITHMS
 from greenbridge.settings.values import (DEFAULT_MAX_WRITE_BUFFER_SIZE, ConfigError, flattened)
 
 
@@ -61,6 +62,70 @@ def _check_tls(options):
                           % options.tls_client_auth)
     if options.tls_client_auth_ca:
         _existing_file("--tls-client-auth-ca", options.tls_client_auth_ca)
+
+
+# NIST SP 800-131A: shorter RSA keys are not safe any more.
+MIN_RSA_KEY_BITS = 2048
+
+
+def channel_values(options):
+    """token_key: what connection tokens are verified with (None: tokens are off)."""
+    routes = {route.path for route in options.route or ()}
+    for path in (route.path for route in options.subscribe_route or ()):
+        if path in routes:
+            raise ConfigError("--subscribe-route %s: the path is also a --route; a path is "
+                              "either PHP's or receive-only" % path)
+    algorithm = options.token_algorithm
+    secret, key_file = options.token_secret, options.token_public_key
+    if secret and key_file:
+        raise ConfigError("--token-secret and --token-public-key: give one, the one "
+                          "--token-algorithm %s needs" % algorithm)
+    if not secret and not key_file:
+        for needs_tokens in ("--subscribe-route", "--require-token"):
+            if getattr(options, needs_tokens[2:].replace("-", "_")):
+                raise ConfigError("%s needs connection tokens: set --token-secret or "
+                                  "--token-public-key" % needs_tokens)
+        return dict(token_key=None)
+    if algorithm in HMAC_ALGORITHMS:
+        if key_file:
+            raise ConfigError("--token-algorithm %s signs with a shared secret: set "
+                              "--token-secret, not --token-public-key" % algorithm)
+        # RFC 7518 3.2: an HMAC key at least as long as the hash; shorter ones can be guessed.
+        needed = int(algorithm[2:]) // 8
+        if len(secret.encode("utf-8")) < needed:
+            raise ConfigError("--token-secret is %d bytes; %s needs at least %d (RFC 7518 3.2)"
+                              % (len(secret.encode("utf-8")), algorithm, needed))
+        return dict(token_key=secret)
+    if secret:
+        raise ConfigError("--token-algorithm %s verifies with a public key: set "
+                          "--token-public-key, not --token-secret" % algorithm)
+    return dict(token_key=_public_key(algorithm, key_file))
+
+
+def _public_key(algorithm, path):
+    """The public key in PEM file `path`, checked to be of `algorithm`'s family."""
+    path = _existing_file("--token-public-key", path)
+    # Loaded only when a key is configured: parsing the options needs no cryptography.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    try:
+        with open(path, "rb") as pem:
+            key = load_pem_public_key(pem.read())
+    except (ValueError, TypeError, OSError, UnsupportedAlgorithm):
+        raise ConfigError("--token-public-key: %r is not a PEM public key (-----BEGIN PUBLIC "
+                          "KEY-----)" % path) from None
+    if algorithm in RSA_ALGORITHMS:
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ConfigError("--token-public-key: %r is not an RSA key, which --token-algorithm "
+                              "%s needs" % (path, algorithm))
+        if key.key_size < MIN_RSA_KEY_BITS:
+            raise ConfigError("--token-public-key: %r is a %d-bit RSA key; at least %d bits"
+                              % (path, key.key_size, MIN_RSA_KEY_BITS))
+    elif not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != EC_CURVES[algorithm]:
+        raise ConfigError("--token-public-key: %r is not an EC key on curve %s, which "
+                          "--token-algorithm %s needs" % (path, EC_CURVES[algorithm], algorithm))
+    return key
 
 
 def acme_values(options, domains, key_type):

@@ -164,11 +164,12 @@ GENERAL = Section("general", (
                  "message) or framed (type, length, payload)",
             readme="``raw``, ``line`` or ``framed`` (see Message modes)"),
     Setting("routes", "--route", env="WSS_CONFIG_ROUTES", type=parse_route, action="append",
-            help="PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]: a path with its own script, "
-                 "and optionally its own mode and subprotocols (repeatable; in the environment "
-                 "or config file as a JSON list)",
-            readme="``PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]...``; a JSON list in the "
-                   "environment and config file"),
+            help="PATH=SCRIPT[,mode=MODE][,subprotocol=NAME][,envelope]: a path with its own "
+                 "script, and optionally its own mode and subprotocols; envelope: channel "
+                 "publications as JSON {channel, data} (repeatable; in the environment or "
+                 "config file as a JSON list)",
+            readme="``PATH=SCRIPT[,mode=MODE][,subprotocol=NAME]...[,envelope]``; a JSON list "
+                   "in the environment and config file"),
     Setting("subprotocols", "--subprotocol", env="WSS_CONFIG_SUBPROTOCOLS",
             type=comma_separated(subprotocol), action="append", value=flattened,
             help="subprotocol the bridge accepts, in order of preference (repeatable or "

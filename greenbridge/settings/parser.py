@@ -8,10 +8,11 @@ import configargparse
 
 from greenbridge import __version__
 from greenbridge.settings.acme import ACME
+from greenbridge.settings.channels import CHANNELS
 from greenbridge.settings.general import GENERAL
 from greenbridge.settings.tls import TLS
 
-SECTIONS = (GENERAL, TLS, ACME)
+SECTIONS = (GENERAL, TLS, ACME, CHANNELS)
 
 
 def declared_settings():

@@ -127,9 +127,10 @@ def log_format(text):
 log_format.__name__ = "log format (text, json)"
 
 
-def choice_of(choices):
+def choice_of(choices, case=str.lower):
+    """One of `choices`, whatever the case the value was written in."""
     def parse(text):
-        value = text.strip().lower()
+        value = case(text.strip())
         if value not in choices:
             raise ValueError(text)
         return value

@@ -1,0 +1,15 @@
+"""Channels kept by the bridge: a publication reaches every subscribed client's socket.
+
+- ``publication.py``: one publication and its frames, built once per form;
+- ``subscriber.py``: a connection's side (its bounded outgoing queue);
+- ``hub.py``: the channels and subscribers of one process;
+  ``membership.py`` holds a connection in it from start to teardown;
+- ``broker.py``: what the API and PHP ask of all the channels, whichever
+  process holds them (``LocalBroker``); ``workers.py`` relays between the
+  workers of one host through the arbiter;
+- ``api.py`` and ``api_methods.py``: the server API (Centrifugo's shape);
+- ``tokens.py`` and ``token_verifier.py``: connection tokens (JWT).
+
+Channel names are checked by ``greenbridge/channel_names.py``, a leaf that
+PHP's control frames (modes.py) use too.
+"""

@@ -1,0 +1,173 @@
+"""The server API's methods, in the shape of Centrifugo v5's HTTP API.
+
+Each method takes the request's JSON object and returns the ``result``
+object, or raises ApiError with Centrifugo's code; ``api.py`` does the HTTP.
+Field checks say which field is wrong and why, in one line.
+"""
+
+import base64
+import binascii
+import json
+import os
+import socket
+import time
+
+from greenbridge import __version__
+from greenbridge.channels.hub import SubscriptionError
+from greenbridge.channel_names import ChannelNameError, check_channel
+from greenbridge.channels.publication import BINARY, JSON, Publication
+
+# Centrifugo's error codes (https://centrifugal.dev/docs/server/codes).
+INTERNAL = 100
+UNKNOWN_CHANNEL = 102
+METHOD_NOT_FOUND = 104
+LIMIT_EXCEEDED = 106
+BAD_REQUEST = 107
+
+# The close code a disconnect sends unless the request names one.
+DEFAULT_DISCONNECT = (1000, "disconnected by the server API")
+
+
+class ApiError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def bad_request(message):
+    return ApiError(BAD_REQUEST, "bad request: " + message)
+
+
+class ServerApiMethods:
+    def __init__(self, broker, max_payload_size, node_name=None):
+        self._broker = broker
+        self._max_payload_size = max_payload_size
+        self._node_uid = os.urandom(8).hex()
+        self._node_name = node_name or "%s_%d" % (socket.gethostname(), os.getpid())
+        self._started = time.monotonic()
+        self.by_name = {
+            "publish": self.publish, "broadcast": self.broadcast,
+            "subscribe": self.subscribe, "unsubscribe": self.unsubscribe,
+            "disconnect": self.disconnect, "presence": self.presence,
+            "presence_stats": self.presence_stats, "channels": self.channels, "info": self.info,
+        }
+
+    # -- publishing --------------------------------------------------------
+
+    def publish(self, request):
+        self._broker.publish(self._publication(_channel(request), request))
+        return {}
+
+    def broadcast(self, request):
+        channels = _field(request, "channels", list)
+        if not channels:
+            raise bad_request("channels must name at least one channel")
+        responses = []
+        for channel in channels:
+            try:
+                self.publish(dict(request, channel=channel))
+            except ApiError as error:
+                responses.append({"error": {"code": error.code, "message": error.message}})
+            else:
+                responses.append({"result": {}})
+        return {"responses": responses}
+
+    def _publication(self, channel, request):
+        if request.get("b64data") is not None:
+            encoded = _field(request, "b64data", str)
+            try:
+                data, kind = base64.b64decode(encoded, validate=True), BINARY
+            except (binascii.Error, ValueError):
+                raise bad_request("b64data is not base64") from None
+        elif "data" in request:
+            data = json.dumps(request["data"], ensure_ascii=False, separators=(",", ":"),
+                              allow_nan=False).encode("utf-8")
+            kind = JSON
+        else:
+            raise bad_request("data or b64data is required")
+        if len(data) > self._max_payload_size:
+            raise ApiError(LIMIT_EXCEEDED, "limit exceeded: %d bytes of data, more than "
+                           "--max-payload-size %d" % (len(data), self._max_payload_size))
+        return Publication(channel, data, kind)
+
+    # -- a user's connections ---------------------------------------------
+
+    def subscribe(self, request):
+        channel = _channel(request)
+        try:
+            self._broker.subscribe(_field(request, "user", str), channel, _client(request))
+        except SubscriptionError as error:
+            raise ApiError(LIMIT_EXCEEDED, "limit exceeded: %s" % error) from None
+        return {}
+
+    def unsubscribe(self, request):
+        self._broker.unsubscribe(_field(request, "user", str), _channel(request),
+                                 _client(request))
+        return {}
+
+    def disconnect(self, request):
+        code, reason = DEFAULT_DISCONNECT
+        if request.get("disconnect") is not None:
+            disconnect = _field(request, "disconnect", dict)
+            code = _field(disconnect, "code", int, "disconnect.code", default=code)
+            reason = _field(disconnect, "reason", str, "disconnect.reason", default=reason)
+            if not (code == 1000 or 3000 <= code <= 4999):
+                raise bad_request("disconnect.code must be 1000 or 3000-4999 (a WebSocket "
+                                  "close code an application may send)")
+            if len(reason.encode("utf-8")) > 123:
+                raise bad_request("disconnect.reason is longer than a close frame holds "
+                                  "(123 bytes)")
+        keep = _field(request, "whitelist", list, default=[])
+        self._broker.disconnect(_field(request, "user", str), _client(request),
+                                frozenset(str(client_id) for client_id in keep), code, reason)
+        return {}
+
+    # -- what is there ------------------------------------------------------
+
+    def presence(self, request):
+        return {"presence": {entry["client"]: entry
+                             for entry in self._broker.presence(_channel(request))}}
+
+    def presence_stats(self, request):
+        entries = self._broker.presence(_channel(request))
+        return {"num_clients": len(entries),
+                "num_users": len({entry["user"] for entry in entries})}
+
+    def channels(self, request):
+        pattern = _field(request, "pattern", str, default=None)
+        return {"channels": {channel: {"num_clients": count}
+                             for channel, count in self._broker.channels(pattern or None).items()}}
+
+    def info(self, request):
+        return {"nodes": [dict(self._broker.counts(), uid=self._node_uid, name=self._node_name,
+                               version=__version__,
+                               uptime=int(time.monotonic() - self._started))]}
+
+
+_MISSING = object()
+
+
+def _field(request, name, kind, label=None, default=_MISSING):
+    value = request.get(name, _MISSING)
+    if value is _MISSING or (value is None and default is not _MISSING):
+        if default is _MISSING:
+            raise bad_request("%s is required" % (label or name))
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise bad_request("%s must be %s" % (label or name, _KIND_NAMES[kind]))
+    return value
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def _client(request):
+    return _field(request, "client", str, default=None)
+
+
+def _channel(request):
+    try:
+        return check_channel(_field(request, "channel", str))
+    except ChannelNameError as error:
+        raise ApiError(UNKNOWN_CHANNEL, "unknown channel: %s" % error) from None
