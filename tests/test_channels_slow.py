@@ -81,7 +81,7 @@ class Reader:
     """A python-websockets subscriber read by a thread of its own, until `count` messages."""
 
     def __init__(self, bridge, user, channel, count):
-        self.ws = connect(bridge.url(live_path(user, [channel])), max_size=None)
+        self.ws = connect(bridge.url(live_path(user, [channel])), max_size=None, legacy=True)
         self.messages = []
         self.error = None
         self._count = count

@@ -89,7 +89,7 @@ class Subscriber:
             writer.kill(block=False)
         self._drop_queue()
 
-    def _write_now(self):
+    def write_due(self):
         """In the event loop: send what is queued, as far as the socket takes it at once."""
         self._due = False
         queue = self._queue
@@ -173,7 +173,7 @@ class _WritesDue:
     def _write(self):
         subscribers, self._subscribers = self._subscribers, []
         for subscriber in subscribers:
-            subscriber._write_now()
+            subscriber.write_due()
 
 
 _writes_due = _WritesDue()
