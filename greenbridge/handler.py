@@ -43,6 +43,8 @@ class PendingUpgrade:
     application sees ordinary WSGI calls.
     """
 
+    __slots__ = ("_handler",)
+
     def __init__(self, handler):
         self._handler = handler
 
