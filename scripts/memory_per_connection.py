@@ -51,9 +51,20 @@ def dump(signum, frame):
     import greenlet
     stacks = [g._stack_saved for g in gc.get_objects() if isinstance(g, greenlet.greenlet)]
     snapshot = tracemalloc.take_snapshot() if frames else None
+    # A greenlet's Python frames live in a stack of its own (16 KiB chunks, used
+    # from their start): about what its frames take there (3.11's frame layout).
+    frame_stack = 0
+    for g in gc.get_objects():
+        if isinstance(g, greenlet.greenlet):
+            frame = g.gr_frame
+            while frame is not None:
+                code = frame.f_code
+                frame_stack += 80 + 8 * (code.co_nlocals + len(code.co_cellvars)
+                                         + len(code.co_freevars) + code.co_stacksize)
+                frame = frame.f_back
     with open(dump_path + ".tmp", "wb") as out:
         pickle.dump({"snapshot": snapshot, "greenlets": len(stacks),
-                     "stack_saved": sum(stacks)}, out)
+                     "stack_saved": sum(stacks), "frame_stack": frame_stack}, out)
     import os
     os.rename(dump_path + ".tmp", dump_path)
 
@@ -237,6 +248,8 @@ def report(name, count, before_rss, after_rss, before, after, options):
     greenlets = (after["greenlets"] - before["greenlets"]) / count
     stacks = (after["stack_saved"] - before["stack_saved"]) / count
     print("  greenlets: %.2f each, C stack saved: %.0f bytes each" % (greenlets, stacks))
+    print("  Python frames in greenlets' frame stacks: about %.0f bytes each" % (
+        (after["frame_stack"] - before["frame_stack"]) / count))
     if after["snapshot"] is None:
         return
     differences = after["snapshot"].compare_to(before["snapshot"], "traceback")
