@@ -6,12 +6,18 @@ of read_request to the private (gevent calls it experimental)
 then closes; run_application calls it for a bad body and answers 400 itself.
 gevent's own prints a traceback for some client errors.
 
+BaseServer.do_handle spawns each connection's greenlet on
+``_handle_and_close_when_done(handle, close, args)``, whose ``handle(*args)``
+nests a second interpreter loop in C: its stack stays saved with every parked
+connection. ``HandleInOneLoop`` spawns (through the server's ``_spawn``) a
+function that calls ``handle(sock, address)`` directly, then ``do_close``.
+
 Once a response is sent, WSGIHandler reads none of ``requestline`` (its log
 line takes None), ``path``, ``headers`` (the parsed header section) and
 ``response_headers`` (``forget_parsed_request``).
 """
 
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
 CHECKED_AGAINST = {"gevent": "26.9.0"}
 
@@ -31,3 +37,23 @@ def forget_parsed_request(handler):
     """Let go of what `handler` parsed of its request and of its response's headers (sent)."""
     handler.requestline = handler.path = handler.headers = None
     handler.response_headers = []
+
+
+class HandleInOneLoop(WSGIServer):
+    """A WSGIServer whose connection greenlets keep 0.75 KiB less C stack (see the docstring)."""
+
+    def do_handle(self, sock, address):
+        spawn = self._spawn
+        if spawn is None:  # handled in the accepting greenlet: nothing kept
+            return super().do_handle(sock, address)
+        try:
+            spawn(self._handle_and_close, sock, address)
+        except BaseException:
+            self.do_close(sock, address)
+            raise
+
+    def _handle_and_close(self, sock, address):
+        try:
+            self.handle(sock, address)
+        finally:
+            self.do_close(sock, address)
