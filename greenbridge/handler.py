@@ -72,9 +72,9 @@ class PendingUpgrade:
         return websocket
 
 
-# What middleware around the application may still read once it returns.
-_ENVIRON_KEPT = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "SERVER_PROTOCOL",
-                 "REMOTE_ADDR", "REMOTE_PORT", "wsgi.websocket")
+# What middleware around the application may still read once it returns (up to five
+# keys: a dict's smallest table).
+_ENVIRON_KEPT = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "REMOTE_ADDR", "wsgi.websocket")
 
 
 def forget_request(handler, websocket):

@@ -14,12 +14,19 @@ function that calls ``handle(sock, address)`` directly, then ``do_close``.
 
 Once a response is sent, WSGIHandler reads none of ``requestline`` (its log
 line takes None), ``path``, ``headers`` (the parsed header section) and
-``response_headers`` (``forget_parsed_request``).
+``response_headers``, of ``rfile`` only ``closed``, and its Input
+(``wsgi_input``) reads nothing from its ``rfile`` at ``_discard`` when the
+request had no body (``forget_parsed_request``).
 """
+
+import io
 
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 CHECKED_AGAINST = {"gevent": "26.9.0"}
+
+_CLOSED_READER = io.BytesIO()
+_CLOSED_READER.close()
 
 
 class BadRequestAnswer(WSGIHandler):
@@ -34,9 +41,14 @@ class BadRequestAnswer(WSGIHandler):
 
 
 def forget_parsed_request(handler):
-    """Let go of what `handler` parsed of its request and of its response's headers (sent)."""
+    """Let go of what `handler` parsed of its request and of its response's headers (sent),
+    and of its reader, which the caller closed."""
     handler.requestline = handler.path = handler.headers = None
     handler.response_headers = []
+    handler.rfile = _CLOSED_READER
+    body = handler.wsgi_input
+    if not (body.content_length or body.chunked_input):
+        body.rfile = None
 
 
 class HandleInOneLoop(WSGIServer):
