@@ -15,7 +15,7 @@ from greenbridge import devconsole, endings
 from greenbridge.channels.broker import LocalBroker
 from greenbridge.channels.hub import ChannelHub
 from greenbridge.channels.membership import member_of
-from greenbridge.channels.tokens import TokenError, presented_token
+from greenbridge.channels.tokens import TokenError, presented_token, without_token
 from greenbridge.connection import Connection
 from greenbridge.frames import CloseCode
 from greenbridge.handler import adopt_stock_websocket
@@ -39,6 +39,8 @@ _TEARDOWN_SLACK = 5.0
 
 class Admission:
     """One connection slot and one process slot, held until the connection ends."""
+
+    __slots__ = ("_app", "request", "endpoint")
 
     def __init__(self, app, request, endpoint):
         self._app = app
@@ -138,6 +140,10 @@ class BridgeApp:
                            "PHP process limit (%d) reached" % config.max_processes,
                            [("Retry-After", RETRY_AFTER_SECONDS)])
         self.admitted_per_ip[request.client_ip] = from_this_ip + 1
+        if endpoint.receive_only:
+            # No PHP is given its headers or query: it keeps what its access line shows.
+            request = dataclasses.replace(request, headers={}, query="",
+                                          uri=without_token(request.uri))
         return Admission(self, request, endpoint)
 
     def _verified_token(self, request, endpoint):

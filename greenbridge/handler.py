@@ -12,7 +12,9 @@ handshake.py; the checks themselves are upgrade.py's.
 import logging
 from socket import IPPROTO_TCP, SO_SNDBUF, SOL_SOCKET, TCP_NODELAY
 
-from greenbridge.adapters.gevent_websocket import Stream, UpgradeLaterHandler, retire
+from greenbridge.adapters.gevent_pywsgi import forget_parsed_request
+from greenbridge.adapters.gevent_websocket import (Stream, UpgradeLaterHandler, forget_stream,
+                                                    retire)
 from greenbridge.handshake import (MAX_HANDSHAKE_BYTES, UNLIMITED_HANDSHAKES, CappedReader,
                                    HandshakeAborted)
 from greenbridge.logs import format_address
@@ -41,6 +43,8 @@ class PendingUpgrade:
     application sees ordinary WSGI calls.
     """
 
+    __slots__ = ("_handler",)
+
     def __init__(self, handler):
         self._handler = handler
 
@@ -64,7 +68,30 @@ class PendingUpgrade:
         handler.start_response("101 Switching Protocols", headers)
         handler.write(b"")
         handler.handshakes.end()
+        forget_request(handler, websocket)
         return websocket
+
+
+# What middleware around the application may still read once it returns (up to five
+# keys: a dict's smallest table).
+_ENVIRON_KEPT = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "REMOTE_ADDR", "wsgi.websocket")
+
+
+def forget_request(handler, websocket):
+    """Let go of the request once it is answered with 101: the connection's greenlet keeps
+    the handler, its environ and the websocket for as long as the connection lasts.
+
+    The application took what it needs (request.py's Request); the environ
+    keeps what a WSGI middleware may log after the application returned,
+    without the headers or the query (a connection token); gevent's handler
+    reads none of what goes here after the response was sent.
+    """
+    environ = handler.environ
+    kept = {key: environ[key] for key in _ENVIRON_KEPT if key in environ}
+    environ.clear()  # frees its table, which a deletion of keys would not
+    environ.update(kept)
+    forget_parsed_request(handler)
+    forget_stream(websocket)
 
 
 def adopt_stock_websocket(stock, max_payload_size, message_timeout, socket_buffer_size):

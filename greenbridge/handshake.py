@@ -20,7 +20,6 @@ may have been replaced by a TLS one meanwhile (gevent's ssl under gunicorn).
 import logging
 import socket
 from collections import OrderedDict
-from contextlib import contextmanager
 
 import gevent
 from gevent import get_hub
@@ -116,6 +115,35 @@ class _Budget:
             self.timer = None
 
 
+class _BudgetBlock:
+    """``with register.budget(...)`` (see PendingHandshakes.budget).
+
+    Not a @contextmanager: its generator and frame would stay with every open connection.
+    """
+
+    __slots__ = ("_register", "_sock", "_address", "_phase", "_owner")
+
+    def __init__(self, register, sock, address, phase):
+        self._register = register
+        self._sock = sock
+        self._address = address
+        self._phase = phase
+        self._owner = False  # this block began the budget (not an outer block)
+
+    def __enter__(self):
+        outer = self._register.counted()
+        if outer is not None:
+            return outer
+        budget = self._register.begin(self._sock, self._address, self._phase)
+        self._owner = True
+        self._sock = self._address = None  # the budget holds what it needs
+        return budget
+
+    def __exit__(self, *exc_info):
+        if self._owner:
+            self._register.end()
+
+
 class PendingHandshakes:
     """The connections that are not WebSockets yet, each with its budget, oldest first.
 
@@ -143,25 +171,22 @@ class PendingHandshakes:
     def __len__(self):
         return len(self._pending)
 
-    @contextmanager
     def budget(self, sock, address, phase=None):
-        """Count the calling greenlet's connection while the block runs, or until ``end``.
+        """Count the calling greenlet's connection while the ``with`` block runs, or until ``end``.
 
         `phase` names where it is in log lines ("in the TLS handshake") until
         ``phase_over``. Inside an outer block (the TLS layer's) the outer budget goes on.
-        Yields the budget: its ``aborted`` tells whether the register shut the socket down.
+        The block gets the budget: its ``aborted`` tells whether the register shut the socket
+        down.
         """
-        outer = self._pending.get(gevent.getcurrent())
-        if outer is not None:
-            yield outer
-            return
-        budget = self._begin(sock, address, phase)
-        try:
-            yield budget
-        finally:
-            self.end()
+        return _BudgetBlock(self, sock, address, phase)
 
-    def _begin(self, sock, address, phase):
+    def counted(self):
+        """The calling greenlet's budget while it is counted, else None."""
+        return self._pending.get(gevent.getcurrent())
+
+    def begin(self, sock, address, phase):
+        """Count the calling greenlet's connection (``budget`` does, for a ``with`` block)."""
         deadline = get_hub().loop.now() + self._timeout if self._timeout else None
         budget = _Budget(sock, address, deadline, phase)
         self._count(gevent.getcurrent(), budget)

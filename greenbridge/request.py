@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from greenbridge.tls.layer import ClientCertificate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per connection, kept for its life
 class Request:
     """What PHP is told about the WebSocket request, and what the origin check needs."""
     client_ip: str

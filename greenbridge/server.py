@@ -17,7 +17,7 @@ from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 from greenlet import greenlet
 
-from greenbridge.adapters.gevent_pywsgi import BadRequestAnswer
+from greenbridge.adapters.gevent_pywsgi import BadRequestAnswer, HandleInOneLoop
 from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
 from greenbridge.channels.api import ServerApi
@@ -47,7 +47,7 @@ EXIT_BAD_CONFIG = 2
 _ADMIN_MAX_PENDING = 16
 
 
-class BridgeServer(WSGIServer):
+class BridgeServer(HandleInOneLoop):
     """A WSGIServer that rides out running out of descriptors.
 
     gevent's own server prints a traceback for every failed accept; this one

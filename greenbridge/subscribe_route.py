@@ -40,6 +40,9 @@ class _NoPhp:
 class SubscribeRouteConnection:
     """Same face to the app as connection.Connection (id, traffic, ending, request_close)."""
 
+    __slots__ = ("id", "_config", "_request", "_websocket", "traffic", "_end_request",
+                 "_greenlet", "_waiting")
+
     php_running = False
 
     def __init__(self, config, request, websocket):
