@@ -38,7 +38,7 @@ _TEARDOWN_SLACK = 5.0
 
 
 class Admission:
-    """One connection slot and one process slot, held until the connection ends."""
+    """A connection slot (and, on a PHP route, a process slot), held until the connection ends."""
 
     __slots__ = ("_app", "request", "endpoint")
 
