@@ -13,9 +13,10 @@ debian_packages=(php-cli)
 # pebble, bind9 (named) and bind9-dnsutils (dig): the ACME tests' CA and DNS servers;
 # composer: the README's Composer recipe, run by tests/test_composer.py; php-curl:
 # phpcent (tests/php/vendor/phpcent), run by tests/test_chat_example.py; curl: the
-# README's API example; openssl: s_client, the TLS tests' second client.
+# README's API example; openssl: s_client, the TLS tests' second client; redis-server:
+# the Redis the several-node tests start.
 debian_test_packages=(procps nginx pebble bind9 bind9-dnsutils chromium chromium-driver composer
-                      php-curl curl openssl)
+                      php-curl curl openssl redis-server)
 python_extras=""
 case "${1:-}" in
     --test)

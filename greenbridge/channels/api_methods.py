@@ -8,11 +8,7 @@ Field checks say which field is wrong and why, in one line.
 import base64
 import binascii
 import json
-import os
-import socket
-import time
 
-from greenbridge import __version__
 from greenbridge.channels.hub import SubscriptionError
 from greenbridge.channel_names import ChannelNameError, check_channel
 from greenbridge.channels.publication import BINARY, JSON, Publication
@@ -40,12 +36,9 @@ def bad_request(message):
 
 
 class ServerApiMethods:
-    def __init__(self, broker, max_payload_size, node_name=None):
+    def __init__(self, broker, max_payload_size):
         self._broker = broker
         self._max_payload_size = max_payload_size
-        self._node_uid = os.urandom(8).hex()
-        self._node_name = node_name or "%s_%d" % (socket.gethostname(), os.getpid())
-        self._started = time.monotonic()
         self.by_name = {
             "publish": self.publish, "broadcast": self.broadcast,
             "subscribe": self.subscribe, "unsubscribe": self.unsubscribe,
@@ -140,9 +133,7 @@ class ServerApiMethods:
                              for channel, count in self._broker.channels(pattern or None).items()}}
 
     def info(self, request):
-        return {"nodes": [dict(self._broker.counts(), uid=self._node_uid, name=self._node_name,
-                               version=__version__,
-                               uptime=int(time.monotonic() - self._started))]}
+        return {"nodes": self._broker.nodes()}
 
 
 _MISSING = object()

@@ -1,19 +1,73 @@
-"""The broker: what the server API (and later PHP publications) ask of "all the channels".
+"""The broker: what the server API and PHP publications ask of "all the channels".
 
 One small interface, so that nothing above it knows whether the channels live
-in this process (``LocalBroker``), in the workers of one host, or on several
-nodes. Presence entries are plain dicts in the API's shape
-(``{"client", "user", "conn_info"}``).
+in this process (``LocalBroker``), in the workers of one host
+(``workers.WorkerLinks``), or on several nodes over Redis
+(``redis_broker.RedisBroker``). Presence entries are plain dicts in the API's
+shape (``{"client", "user", "conn_info"}``).
+
+The interface:
+
+- ``publish(publication)``: a StreamPosition when the channel keeps history,
+  else None; BrokerUnavailable when nobody could receive it;
+- ``subscribe/unsubscribe(user, channel, client_id=None)`` and
+  ``disconnect(user, client_id, keep, code, reason)``: act on a user's
+  connections wherever they are;
+- ``presence(channel)``, ``channels(pattern)``, ``nodes()`` (``info``'s entries);
+- ``history(channel, limit, since, reverse)``: a HistoryPage, or
+  UnrecoverablePosition when `since` is from another epoch;
+  ``history_remove(channel)``;
+- ``not_ready_because()``: None, or why /readyz must not say ready;
+- ``close()``.
 """
 
 from greenbridge import endings
+from greenbridge.channels.node import Node
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot do it now (Redis down or too slow); the message is one line."""
+
+
+class UnrecoverablePosition(Exception):
+    """A `since` position this channel's history cannot continue from (another epoch)."""
+
+
+class StreamPosition:
+    """Where a channel's stream is: the offset of its last publication and the epoch
+    that offsets count in (a new epoch when the history was lost and began again)."""
+
+    __slots__ = ("offset", "epoch")
+
+    def __init__(self, offset, epoch):
+        self.offset = offset
+        self.epoch = epoch
+
+    def __eq__(self, other):
+        return isinstance(other, StreamPosition) and \
+            (self.offset, self.epoch) == (other.offset, other.epoch)
+
+    def __repr__(self):
+        return "StreamPosition(%d, %r)" % (self.offset, self.epoch)
+
+
+class HistoryPage:
+    """What ``history`` answers: publications (each with its offset and epoch), oldest
+    first unless asked in reverse, and the stream's current position."""
+
+    __slots__ = ("publications", "position")
+
+    def __init__(self, publications, position):
+        self.publications = publications
+        self.position = position
 
 
 class LocalBroker:
     """The channels of this process: the hub itself."""
 
-    def __init__(self, hub):
+    def __init__(self, hub, node=None):
         self._hub = hub
+        self._node = node or Node()
 
     def publish(self, publication):
         self._hub.publish(publication)
@@ -39,11 +93,21 @@ class LocalBroker:
     def channels(self, pattern=None):
         return self._hub.channels(pattern)
 
+    def nodes(self):
+        """``info``'s entries: this node only."""
+        return [self._node.entry(self.counts())]
+
     def counts(self):
         """This node's numbers for ``info``."""
         channels = self._hub.channels()
         return {"num_clients": self._hub.num_clients, "num_users": self._hub.num_users,
                 "num_channels": len(channels), "num_subs": sum(channels.values())}
+
+    def not_ready_because(self):
+        return None
+
+    def close(self):
+        pass
 
     def _clients(self, user, client_id):
         if client_id is None:

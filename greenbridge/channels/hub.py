@@ -21,7 +21,14 @@ class SubscriptionError(ValueError):
 
 
 class ChannelHub:
-    def __init__(self):
+    """`watcher`, when given, hears of every subscription made and ended:
+    ``subscribed(subscriber, channel, first)`` and ``unsubscribed(subscriber, channel,
+    last)``, where `first`/`last` say the channel just got its first subscriber here or
+    lost its last (a broker across nodes follows channels and presence with them). It
+    must not wait: it is called from whatever greenlet subscribes."""
+
+    def __init__(self, watcher=None):
+        self.watcher = watcher
         self._subscribers_of = {}  # channel -> {Subscriber: None}, in subscription order
         self._channels_of = {}  # Subscriber -> set of channels
         self._clients = {}  # client ID -> Subscriber
@@ -76,7 +83,10 @@ class ChannelHub:
             raise SubscriptionError("client %s has %d subscriptions, the most one connection "
                                     "may hold" % (subscriber.client_id, len(channels)))
         channels.add(channel)
-        self._subscribers_of.setdefault(channel, {})[subscriber] = None
+        subscribers = self._subscribers_of.setdefault(channel, {})
+        subscribers[subscriber] = None
+        if self.watcher is not None:
+            self.watcher.subscribed(subscriber, channel, len(subscribers) == 1)
         return True
 
     def unsubscribe(self, subscriber, channel):
@@ -93,6 +103,8 @@ class ChannelHub:
         del subscribers[subscriber]
         if not subscribers:
             del self._subscribers_of[channel]
+        if self.watcher is not None:
+            self.watcher.unsubscribed(subscriber, channel, not subscribers)
 
     def channels_of(self, subscriber):
         return frozenset(self._channels_of.get(subscriber, ()))

@@ -23,13 +23,17 @@ class PublicationError(ValueError):
 
 
 class Publication:
-    __slots__ = ("channel", "data", "kind", "_plain_frame", "_envelope_frame")
+    __slots__ = ("channel", "data", "kind", "offset", "epoch", "_plain_frame",
+                 "_envelope_frame")
 
-    def __init__(self, channel, data, kind):
-        """`data` is bytes; `kind` one of KINDS, checked by ``checked_publication``."""
+    def __init__(self, channel, data, kind, offset=0, epoch=None):
+        """`data` is bytes; `kind` one of KINDS, checked by ``checked_publication``.
+        `offset` and `epoch` place it in its channel's history (0 and None: none kept)."""
         self.channel = channel
         self.data = data
         self.kind = kind
+        self.offset = offset
+        self.epoch = epoch
         self._plain_frame = None
         self._envelope_frame = None
 

@@ -27,6 +27,7 @@ from gevent.event import AsyncResult
 
 from greenbridge.channels.broker import LocalBroker
 from greenbridge.channels.hub import SubscriptionError
+from greenbridge.channels.node import Node
 from greenbridge.channels.publication import KINDS, Publication
 
 log = logging.getLogger("greenbridge.channels")
@@ -136,6 +137,7 @@ class WorkerLinks:
         self._links = {}  # worker number -> _Link in the arbiter
         self._question_numbers = itertools.count()
         self._waiting = {}  # question number -> AsyncResult
+        self._node = Node()  # the workers of one host are one node
 
     # -- around each fork (workers.Arbiter) ----------------------------------
 
@@ -202,6 +204,12 @@ class WorkerLinks:
             for channel, count in answer["result"].items():
                 merged[channel] = merged.get(channel, 0) + count
         return merged
+
+    def nodes(self):
+        return [self._node.entry(self.counts())]
+
+    def not_ready_because(self):
+        return None
 
     def counts(self):
         answers = self._ask_all("counts")
