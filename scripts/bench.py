@@ -11,7 +11,9 @@ processes using picows (a Cython WebSocket client); each reports its own CPU
 time, so a client-bound run shows. Runs are interleaved: every repetition of
 a scenario starts each server afresh, alternating which goes first. Prints a
 table of medians and ratios, writes the raw results as JSON and a PNG chart
-(scripts/bench-results/ by default).
+(scripts/bench-results/ by default). The channel scenarios compare
+greenbridge's fan-out with Pushpin's; the fanout-cluster ones run it across
+two greenbridge nodes over one redis-server, against one node.
 """
 
 import argparse
@@ -134,7 +136,8 @@ class Greenbridge(Server):
 
     name = "greenbridge"
 
-    def __init__(self, options, log_dir, message_mode="raw", channels=False):
+    def __init__(self, options, log_dir, message_mode="raw", channels=False, broker=None,
+                 name=None):
         self.port = free_port()
         command = [sys.executable, "-m", "greenbridge", "-H", "127.0.0.1", "-P", str(self.port),
                    "-e", options.php, "-s", HANDLER, "--workers", options.workers,
@@ -145,7 +148,9 @@ class Greenbridge(Server):
             self.admin_port = free_port()
             command += ["--admin-port", str(self.admin_port), "--api-key", API_KEY,
                         "--token-secret", TOKEN_SECRET, "--subscribe-route", SUBSCRIBE_ROUTE]
-        self.process = self._start(command, log_dir)
+        if broker:
+            command += ["--broker", broker]
+        self.process = self._start(command, log_dir, name)
         self._wait_connectable(self.port)
 
     def subscriber_paths(self, first, count):
@@ -160,6 +165,53 @@ class Greenbridge(Server):
         """Publications through the server API (Centrifugo's shape), as cent sends them."""
         return Publisher(self.admin_port, "/api/publish", {"X-API-Key": API_KEY},
                          lambda data: {"channel": CHANNEL, "data": data})
+
+
+class Cluster(Server):
+    """Two greenbridge nodes over one Redis (redis-server, no persistence): subscribers
+    split over the nodes, publications through the first node's API."""
+
+    name = "greenbridge-2-nodes"
+
+    def __init__(self, options, log_dir):
+        self.redis_port = free_port()
+        self.process = self._start(["redis-server", "--port", str(self.redis_port),
+                                    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                   log_dir, "redis")
+        self.port = self.redis_port
+        self._wait_connectable(self.redis_port)
+        broker = "redis://127.0.0.1:%d/0" % self.redis_port
+        self.nodes = []
+        try:
+            for number in (1, 2):
+                self.nodes.append(Greenbridge(options, log_dir, channels=True, broker=broker,
+                                              name="greenbridge-node-%d" % number))
+        except BaseException:
+            self.stop()
+            raise
+
+    def url(self, path=""):
+        return ""  # the subscriber paths are whole addresses, on either node
+
+    def subscriber_paths(self, first, count):
+        """The first half on node 1, the second on node 2 (a client process each)."""
+        half = count // 2
+        return [node.url() + path for node, paths in (
+            (self.nodes[0], self.nodes[0].subscriber_paths(first, half)),
+            (self.nodes[1], self.nodes[1].subscriber_paths(first + half, count - half)))
+            for path in paths]
+
+    def publisher(self):
+        return self.nodes[0].publisher()
+
+    def own_processes(self):
+        return [process for node in self.nodes for process in node.own_processes()] + \
+            [psutil.Process(self.process.pid)]
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
+        super().stop()
 
 
 class Websocketd(Server):
@@ -881,13 +933,19 @@ SCENARIOS = {
     "framed-pingpong": scenario_pingpong, "framed-concurrent": scenario_concurrent,
     "fanout": scenario_fanout, "fanout-paced": scenario_fanout_paced,
     "idle-subscribers": scenario_idle_subscribers,
+    # The fan-out across two nodes over Redis (or on one node, to compare).
+    "fanout-cluster": scenario_fanout, "fanout-cluster-paced": scenario_fanout_paced,
 }
 # Publications to subscribers without PHP: greenbridge's channels against Pushpin's.
 CHANNEL_SCENARIOS = ("fanout", "fanout-paced", "idle-subscribers")
+# The same fan-out across two nodes over Redis, against one node (its in-process broker).
+CLUSTER_SCENARIOS = ("fanout-cluster", "fanout-cluster-paced")
 
 
 def servers_of(scenario):
-    """greenbridge and the server it is compared with in `scenario`."""
+    """What is measured in `scenario` and what it is compared with."""
+    if scenario in CLUSTER_SCENARIOS:
+        return (Cluster.name, "greenbridge")
     return ("greenbridge", "pushpin" if scenario in CHANNEL_SCENARIOS else "websocketd")
 # What the table shows for each scenario: (metric, label, higher is better).
 HEADLINES = {
@@ -917,6 +975,8 @@ HEADLINES["fanout-paced"] = [
 HEADLINES["idle-subscribers"] = [
     ("kib_per_subscriber", "server KiB per idle subscriber", False),
     ("server_rss_mib", "server RSS MiB", False), ("dropped", "dropped", False)]
+HEADLINES["fanout-cluster"] = HEADLINES["fanout"]
+HEADLINES["fanout-cluster-paced"] = HEADLINES["fanout-paced"]
 HEADLINES["framed-pingpong"] = HEADLINES["pingpong"]
 HEADLINES["framed-concurrent"] = HEADLINES["concurrent"]
 
@@ -928,10 +988,13 @@ def run_once(scenario, name, options, log_dir):
     mode = "framed" if scenario.startswith("framed-") else "raw"
     if name == "pushpin":
         server = Pushpin(options, log_dir)
+    elif name == Cluster.name:
+        server = Cluster(options, log_dir)
     elif name == "websocketd":
         server = Websocketd(options, log_dir)
     else:
-        server = Greenbridge(options, log_dir, mode, channels=scenario in CHANNEL_SCENARIOS)
+        server = Greenbridge(options, log_dir, mode,
+                             channels=scenario in CHANNEL_SCENARIOS + CLUSTER_SCENARIOS)
     try:
         cpu_before = server.cpu_seconds()
         wall_before = time.monotonic()
@@ -1057,7 +1120,9 @@ def main():
                         help="replace only the scenarios run in the existing results.json")
     options = parser.parse_args()
     scenarios = options.only.split(",")
-    for needed in {name for scenario in scenarios for name in servers_of(scenario)[1:]}:
+    programs = {"pushpin": "pushpin", "websocketd": "websocketd", Cluster.name: "redis-server"}
+    for needed in {programs[name] for scenario in scenarios for name in servers_of(scenario)
+                   if name in programs}:
         if shutil.which(needed) is None:
             parser.error("%s is not installed (scripts/setup.sh --bench)" % needed)
     # The client processes import picows; without it they would die silently.
