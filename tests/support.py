@@ -94,6 +94,29 @@ def stop_process(process, timeout=10):
             process.wait(timeout)
 
 
+def start_nginx(directory, site, port):
+    """nginx as our own process, serving `site` (the text of a site file listening on
+    `port`), with everything it writes in `directory`; the process, once it listens."""
+    (directory / "site.conf").write_text(site)
+    (directory / "nginx.conf").write_text(
+        "pid %(d)s/nginx.pid;\nerror_log %(d)s/error.log info;\nworker_processes 1;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n access_log %(d)s/access.log;\n client_body_temp_path %(d)s/body;\n"
+        " proxy_temp_path %(d)s/proxy;\n fastcgi_temp_path %(d)s/fastcgi;\n"
+        " uwsgi_temp_path %(d)s/uwsgi;\n scgi_temp_path %(d)s/scgi;\n"
+        " include %(d)s/site.conf;\n}\n" % {"d": directory})
+    process = subprocess.Popen(
+        ["nginx", "-c", str(directory / "nginx.conf"), "-p", str(directory), "-e",
+         str(directory / "error.log"), "-g", "daemon off;"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process, "nginx", timeout=15)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
+
+
 class LoggedProcess:
     """A process we started; its output (stdout and stderr) is collected line by line as it runs."""
 

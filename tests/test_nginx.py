@@ -4,7 +4,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import threading
 
 import pytest
@@ -12,9 +11,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from support import (REPO, access_lines, assert_no_other_connection_ran, free_port,
-                     php_environment, read_response_head, read_until_closed, stop_process,
-                     stopped_log, upgrade_request,
-                     wait_for_port)
+                     php_environment, read_response_head, read_until_closed, start_nginx,
+                     stop_process, stopped_log, upgrade_request)
 
 NGINX_SITE = os.path.join(REPO, "conf", "nginx.conf")
 # nginx listens here; the client connects from another loopback address, so
@@ -108,20 +106,7 @@ def nginx(tmp_path):
         for old, new in replacements:
             assert old in site, "conf/nginx.conf no longer has %r" % old
             site = site.replace(old, new)
-        (tmp_path / "site.conf").write_text(site)
-        (tmp_path / "nginx.conf").write_text(
-            "pid %(d)s/nginx.pid;\nerror_log %(d)s/error.log info;\nworker_processes 1;\n"
-            "events { worker_connections 64; }\n"
-            "http {\n access_log %(d)s/access.log;\n client_body_temp_path %(d)s/body;\n"
-            " proxy_temp_path %(d)s/proxy;\n fastcgi_temp_path %(d)s/fastcgi;\n"
-            " uwsgi_temp_path %(d)s/uwsgi;\n scgi_temp_path %(d)s/scgi;\n"
-            " include %(d)s/site.conf;\n}\n" % {"d": tmp_path})
-        process = subprocess.Popen(
-            ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e",
-             str(tmp_path / "error.log"), "-g", "daemon off;"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        started.append(process)
-        wait_for_port(port, process, "nginx", timeout=15)
+        started.append(start_nginx(tmp_path, site, port))
         return port
 
     yield start
