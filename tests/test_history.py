@@ -12,7 +12,10 @@ from cent import (BroadcastRequest, HistoryRemoveRequest, HistoryRequest, Publis
 from cent.exceptions import CentApiResponseError
 
 from support import REQUIRED, run_cli, stopped_log, wait_until
-from test_server_api import api_bridge, api_post  # noqa: F401 (a fixture)
+import test_server_api
+from test_server_api import api_post
+
+api_bridge = test_server_api.api_bridge  # the fixture: a bridge with the API and cent
 
 
 def history(bridge, channel, **fields):
