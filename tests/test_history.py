@@ -96,7 +96,7 @@ def test_history_keeps_the_last_history_size_publications(api_bridge):
 
 def test_history_expires_history_ttl_after_the_last_publication_but_the_position_stays(
         api_bridge):
-    bridge = api_bridge("--history-size", "10", "--history-ttl", "1")
+    bridge = api_bridge("--history-size", "10", "--history-ttl", "0.5")
     epoch = publish(bridge, "brief", "a").epoch
     publish(bridge, "brief", "b")
     assert offsets(history(bridge, "brief", limit=-1)) == [1, 2]

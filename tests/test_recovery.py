@@ -146,7 +146,7 @@ def test_a_position_trimmed_out_of_history_is_told(recovery_bridge):
 
 
 def test_history_expired_after_the_ttl_is_told(recovery_bridge):
-    bridge = recovery_bridge("--history-size", "10", "--history-ttl", "1")
+    bridge = recovery_bridge("--history-size", "10", "--history-ttl", "0.5")
     position = publish(bridge, "a")
     publish(bridge, "b")
 

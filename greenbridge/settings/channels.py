@@ -6,8 +6,9 @@ where a subscribe route may be are checked across options in checks.py.
 
 from greenbridge.settings.declaration import Section, Setting
 from greenbridge.settings.routes import SubscribeRoute
-from greenbridge.settings.values import (MAX_COUNT, MAX_HELD_BYTES, MAX_SECONDS, MiB, at_most,
-                                         choice_of, non_negative_int, positive_int, text_or_none)
+from greenbridge.settings.values import (MAX_COUNT, MAX_HELD_BYTES, MiB, at_most, choice_of,
+                                         non_negative_int, positive_int, positive_seconds,
+                                         text_or_none)
 
 # Connection tokens are JWTs signed with a shared secret (HMAC) or a private
 # key whose public half greenbridge holds (RSA, ECDSA); "none" is never one.
@@ -19,7 +20,7 @@ TOKEN_ALGORITHMS = HMAC_ALGORITHMS + RSA_ALGORITHMS + tuple(EC_CURVES)
 DEFAULT_SUBSCRIBER_QUEUE_SIZE = MiB
 # Recovery is for short absences (a reload, a network blip, a redeploy): five minutes
 # covers them and keeps what a busy channel holds bounded in time as well as in number.
-DEFAULT_HISTORY_TTL = 300
+DEFAULT_HISTORY_TTL = 300.0
 
 
 def subscribe_route(text):
@@ -80,7 +81,7 @@ CHANNELS = Section("channels", (
                  "publish then answers each publication's offset and epoch (0: no history)",
             readme="publications kept per channel (history API, recovery); 0: none"),
     Setting("history_ttl", "--history-ttl", env="WSS_CONFIG_HISTORY_TTL",
-            type=at_most(MAX_SECONDS, positive_int), default=DEFAULT_HISTORY_TTL,
+            type=positive_seconds, default=DEFAULT_HISTORY_TTL,
             help="seconds a channel's history is kept after its last publication",
             readme="seconds a channel's history is kept after its last publication"),
 ), title="channels and tokens",
