@@ -117,8 +117,10 @@ def test_history_remove_drops_the_publications_and_keeps_the_position(api_bridge
     assert publish(bridge, "gone", "c").offset == 3
 
 
-def test_without_history_publish_answers_no_position_and_history_is_not_available(api_bridge):
-    bridge = api_bridge()
+@pytest.mark.parametrize("flags", [(), ("--workers", "2")], ids=["one-process", "workers"])
+def test_without_history_publish_answers_no_position_and_history_is_not_available(api_bridge,
+                                                                                 flags):
+    bridge = api_bridge(*flags)
     status, body = api_post(bridge, "publish", b'{"channel": "news", "data": 1}')
     assert json.loads(body) == {"result": {}}
     for method in ("history", "history_remove"):

@@ -19,8 +19,8 @@ from urllib.parse import parse_qsl
 
 from greenbridge.channels.broker import BrokerUnavailable, StreamPosition, UnrecoverablePosition
 from greenbridge.channels.hub import SubscriptionError
-from greenbridge.channels.publication import TEXT, Publication
 from greenbridge.channels.tokens import shown
+from greenbridge.frames import OPCODE_TEXT, encode_header
 
 QUERY_PARAMETER = "recover"
 EPOCH_CHANGED = "epoch changed"
@@ -56,12 +56,16 @@ class Outcome:
 
 
 class _StatusMessage:
-    """The status as the first thing the subscriber gets for the channel (a text message)."""
+    """The status as the first thing the subscriber gets for the channel (a text message,
+    delivered as a publication is)."""
 
     __slots__ = ("_frame",)
 
+    channel = None  # of no channel: never held
+
     def __init__(self, text):
-        self._frame = Publication("", text.encode("utf-8"), TEXT).frame(False)
+        payload = text.encode("utf-8")
+        self._frame = encode_header(OPCODE_TEXT, len(payload)) + payload
 
     def frame(self, envelope):
         return self._frame
