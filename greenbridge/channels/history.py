@@ -37,7 +37,8 @@ class _Stream:
     def __init__(self):
         self.epoch = new_epoch()
         self.top = 0
-        self.publications = collections.deque()
+        # Made at the first publication, let go when they expire: a position alone is small.
+        self.publications = None
         self.expires = None  # when the publications go (None: there are none)
         self.forgotten = None  # when the position goes
         self.scheduled = None  # the deadline it is in the heap for
@@ -76,9 +77,9 @@ class ChannelHistory:
         stream.top += 1
         publication.offset = stream.top
         publication.epoch = stream.epoch
+        if stream.publications is None:
+            stream.publications = collections.deque(maxlen=self.size)
         stream.publications.append(publication)
-        if len(stream.publications) > self.size:
-            stream.publications.popleft()
         stream.expires = now + self.ttl
         self._schedule(publication.channel, stream)
         return stream.position
@@ -96,7 +97,7 @@ class ChannelHistory:
                                         % (since.epoch, stream.epoch))
         if limit == 0:
             return HistoryPage([], stream.position)
-        publications = stream.publications
+        publications = stream.publications or ()
         if since is not None:
             if reverse:
                 publications = [each for each in publications if each.offset < since.offset]
@@ -111,8 +112,7 @@ class ChannelHistory:
         """Drop the channel's publications; its position stays (Centrifugo's history_remove)."""
         stream = self._streams.get(channel)
         if stream is not None:
-            stream.publications.clear()
-            stream.expires = None
+            stream.publications = stream.expires = None
 
     def sweep(self, now=None):
         """Let go what is due by `now`."""
@@ -129,8 +129,7 @@ class ChannelHistory:
                 del self._streams[channel]
                 continue
             if stream.expires is not None and stream.expires <= now:
-                stream.publications.clear()
-                stream.expires = None
+                stream.publications = stream.expires = None
             self._schedule(channel, stream)
 
     def _stream(self, channel, now):
