@@ -4,7 +4,7 @@ missed, in order, before new publications, or is told explicitly that it cannot.
 Real bridges, real ``websockets`` clients on a subscribe route (``recover=`` query
 parameters), real PHP through Greenbridge.php (``subscribe($channel, $offset, $epoch)``),
 publications through the real ``cent`` client. Every test runs once per broker in
-BROKERS: the flags a bridge gets to choose its broker (a Redis broker adds its own).
+BROKERS.
 """
 
 import json
@@ -24,17 +24,24 @@ API_KEY = "the-api-key-of-the-recovery-tests"
 SECRET = "the-token-secret-of-the-recovery-tests-0123"
 CHANNELS_PHP = os.path.join(REPO, "tests", "php", "channels.php")
 
-# The flags that choose a broker: the in-process one needs none.
-BROKERS = [pytest.param((), id="in-process")]
+# The brokers every test runs on: name -> the flags that choose it, made from the test's
+# request (which may start what the broker needs: request.getfixturevalue("...")). The
+# in-process broker needs none.
+BROKERS = {"in-process": lambda request: ()}
 
 
-@pytest.fixture(params=BROKERS)
-def recovery_bridge(request, start_bridge):
+@pytest.fixture(params=sorted(BROKERS))
+def broker_flags(request):
+    return BROKERS[request.param](request)
+
+
+@pytest.fixture
+def recovery_bridge(broker_flags, start_bridge):
     """start(*flags): a bridge with the API, /live (envelope), /plain and PHP's channels.php on
     /php (framed, envelope), on the broker of this run."""
     def start(*flags):
         bridge = start_bridge(
-            *request.param, "--admin-port", "0", "--api-key", API_KEY, "--token-secret",
+            *broker_flags, "--admin-port", "0", "--api-key", API_KEY, "--token-secret",
             SECRET, "--subscribe-route", "/live,envelope", "--subscribe-route", "/plain",
             "--route", "/php=%s,mode=framed,envelope" % CHANNELS_PHP, *flags)
         bridge.api = Client("http://127.0.0.1:%d/api" % admin_port(bridge), API_KEY)
@@ -106,6 +113,7 @@ def test_a_client_that_comes_back_gets_every_missed_publication_in_order_then_li
             got.append(message(ws))
     offsets = [each["offset"] for each in got]
     assert offsets == list(range(last["offset"] + 1, total + 1))  # none lost, none twice
+    assert last["offset"] < status["offset"] < total  # some from history, some live
     assert [each["data"] for each in got] == offsets
     assert all(each["epoch"] == last["epoch"] and each["channel"] == "feed" for each in got)
     bridge.assert_serves()
