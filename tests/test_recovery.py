@@ -18,7 +18,7 @@ from cent import Client, PublishRequest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from support import REPO, admin_port, stopped_log, wait_until
+from support import REPO, admin_port, readme_snippet, stopped_log, wait_until
 
 API_KEY = "the-api-key-of-the-recovery-tests"
 SECRET = "the-token-secret-of-the-recovery-tests-0123"
@@ -283,3 +283,20 @@ def test_php_is_told_when_it_cannot_recover(recovery_bridge):
         assert message(ws)["data"] == "b"
     bridge.assert_serves()
     assert "Traceback" not in stopped_log(bridge)
+
+
+def test_the_readmes_php_recovery_example_recovers_or_says_reload(recovery_bridge, tmp_path):
+    script = tmp_path / "news.php"
+    script.write_text("<?php\nrequire getenv('WSS_PHP_LIB');\n"
+                      "$client = Greenbridge\\Connection::connect();\n"
+                      + readme_snippet("php-recovery")
+                      + "\nwhile ($client->receive() !== null) {\n}\n")
+    bridge = recovery_bridge("--history-size", "10", "--route",
+                             "/news=%s,mode=framed,envelope" % script)
+    position = [publish(bridge, n, channel="news") for n in range(1, 4)][0]
+    with connect(bridge.url("/news?offset=1&epoch=" + position.epoch)) as ws:
+        assert [message(ws)["data"] for _ in range(2)] == [2, 3]
+        publish(bridge, 4, channel="news")
+        assert message(ws)["data"] == 4  # and no reload before it
+    with connect(bridge.url("/news?offset=1&epoch=another")) as ws:
+        assert message(ws) == {"reload": True}
