@@ -13,8 +13,10 @@ import gevent
 
 from greenbridge import devconsole, endings
 from greenbridge.channels.broker import LocalBroker
+from greenbridge.channels.history import history_of
 from greenbridge.channels.hub import ChannelHub
 from greenbridge.channels.membership import member_of
+from greenbridge.channels.recovery import BadRecovery, positions_asked, recover
 from greenbridge.channels.tokens import TokenError, presented_token, without_token
 from greenbridge.connection import Connection
 from greenbridge.frames import CloseCode
@@ -38,14 +40,17 @@ _TEARDOWN_SLACK = 5.0
 
 
 class Admission:
-    """A connection slot (and, on a PHP route, a process slot), held until the connection ends."""
+    """A connection slot (and, on a PHP route, a process slot), held until the connection ends.
+    On a subscribe route, `recover` holds the positions the client asked to recover from
+    ({channel: StreamPosition}, channels/recovery.py)."""
 
-    __slots__ = ("_app", "request", "endpoint")
+    __slots__ = ("_app", "request", "endpoint", "recover")
 
-    def __init__(self, app, request, endpoint):
+    def __init__(self, app, request, endpoint, recover=None):
         self._app = app
         self.request = request
         self.endpoint = endpoint
+        self.recover = recover
 
     @property
     def subprotocol(self):
@@ -79,7 +84,8 @@ class BridgeApp:
         self.config = config
         # This process's channels; every connection is a subscriber while it runs.
         self.channels = channels if channels is not None else ChannelHub()
-        self.broker = broker if broker is not None else LocalBroker(self.channels)
+        self.broker = broker if broker is not None else \
+            LocalBroker(self.channels, history=history_of(config))
         self.backconnect = backconnect
         self._open_backconnect = open_backconnect
         # Shared with the other workers: the limits hold for all of them together.
@@ -121,6 +127,7 @@ class BridgeApp:
         endpoint = self.router.endpoint(request.path,
                                         request.headers.get("sec-websocket-protocol"))
         request = dataclasses.replace(request, token=self._verified_token(request, endpoint))
+        recover = self._positions_asked(request, endpoint)
         config = self.config
         per_ip_limit = config.max_connections_per_ip
         from_this_ip = self.admitted_per_ip.get(request.client_ip, 0)
@@ -144,7 +151,19 @@ class BridgeApp:
             # No PHP is given its headers or query: it keeps what its access line shows.
             request = dataclasses.replace(request, headers={}, query="",
                                           uri=without_token(request.uri))
-        return Admission(self, request, endpoint)
+        return Admission(self, request, endpoint, recover)
+
+    def _positions_asked(self, request, endpoint):
+        """A subscribe route's ``recover=`` positions (None: none); Rejected (400) when
+        one is malformed, not the token's or on a plain route. On a PHP route the query is
+        the application's."""
+        if not endpoint.receive_only:
+            return None
+        try:
+            return positions_asked(request.query, request.token.channels,
+                                   endpoint.envelope) or None
+        except BadRecovery as error:
+            raise Rejected("400 Bad Request", str(error)) from None
 
     def _verified_token(self, request, endpoint):
         """The request's ConnectionToken, None without one, Rejected (401) when it is
@@ -187,7 +206,11 @@ class BridgeApp:
         started = time.monotonic()
         try:
             with member_of(self.channels, connection, websocket, request.token,
-                           self.config.subscriber_queue_size, admission.endpoint.envelope):
+                           self.config.subscriber_queue_size, admission.endpoint.envelope,
+                           admission.recover or ()) as subscriber:
+                for channel, since in (admission.recover or {}).items():
+                    recover(self.channels, self.broker, subscriber, channel, since,
+                            tell_client=True)
                 connection.run()
         finally:
             del self.connections[connection.id]

@@ -13,7 +13,9 @@ fuzzable) on its own.
   close code and a UTF-8 reason); control frames, 0x10 to 0x1f: PHP asks
   (0x11 subscribe, 0x12 unsubscribe, 0x13 publish) and the bridge answers each
   with one reply (0x10). Only a script using them gets replies, so a library
-  that never sends them sees the protocol it always saw.
+  that never sends them sees the protocol it always saw. A subscribe may carry
+  the position to recover from after the channel name (a NUL byte, the offset
+  in 8 bytes, the epoch); its reply then carries the outcome as JSON.
 
 A control frame PHP gets wrong is refused in its reply (its length says where
 the next frame starts, so the stream stays whole); an unknown type outside
@@ -45,8 +47,14 @@ _PUBLISH_HEAD = struct.Struct("!BH")
 # The kind byte: 0 lets the bridge choose (text when UTF-8, else binary).
 # (The kinds of channels/publication.py, by name: this layer does not import channels.)
 PUBLICATION_KINDS = {0: None, TYPE_TEXT: "text", TYPE_BINARY: "binary", 0x03: "json"}
-# A reply's payload: a status byte, then (refused) a one-line UTF-8 reason.
+# A reply's payload: a status byte, then (refused) a one-line UTF-8 reason or (a subscribe
+# with a position) the recovery's outcome as JSON.
 REPLY_OK, REPLY_REFUSED = 0x00, 0x01
+# A subscribe frame's position, after the channel name: NUL, offset (8 bytes), epoch (ASCII).
+_POSITION_MARK = b"\x00"
+_OFFSET = struct.Struct("!Q")
+MAX_EPOCH_BYTES = 64
+_MAX_POSITION_BYTES = len(_POSITION_MARK) + _OFFSET.size + MAX_EPOCH_BYTES
 # The most bytes a channel name can take in UTF-8; longer is skipped unread and refused.
 _MAX_CHANNEL_BYTES = 4 * MAX_CHANNEL_LENGTH
 # The header of a control frame whose payload is dropped as it comes (see FramedDecoder).
@@ -88,22 +96,24 @@ class PhpProtocolError(Exception):
 class ControlRequest:
     """A control frame from PHP: `action` on `channel` (undecided: names are the hub's to check).
 
-    A publish carries its `data` (bytes) and `kind` (None: the bridge chooses).
+    A publish carries its `data` (bytes) and `kind` (None: the bridge chooses); a
+    subscribe may carry a `position` to recover from, (offset, epoch).
     A frame that cannot be carried out as sent has its reason in `refusal`.
     """
 
-    __slots__ = ("action", "channel", "data", "kind", "refusal")
+    __slots__ = ("action", "channel", "data", "kind", "position", "refusal")
 
-    def __init__(self, action, channel="", data=b"", kind=None, refusal=None):
+    def __init__(self, action, channel="", data=b"", kind=None, refusal=None, position=None):
         self.action = action
         self.channel = channel
         self.data = data
         self.kind = kind
+        self.position = position
         self.refusal = refusal
 
     def __repr__(self):
-        return "ControlRequest(%r, %r, %d bytes, %r, refusal=%r)" % (
-            self.action, self.channel, len(self.data), self.kind, self.refusal)
+        return "ControlRequest(%r, %r, %d bytes, %r, position=%r, refusal=%r)" % (
+            self.action, self.channel, len(self.data), self.kind, self.position, self.refusal)
 
 
 def refused(reason, action=None):
@@ -139,10 +149,11 @@ def encode_close(code, reason=""):
     return _FRAME_HEADER.pack(TYPE_CLOSE, len(payload)) + payload
 
 
-def encode_reply(refusal=None):
-    """The bridge's answer to one control frame: ok, or refused with a one-line reason."""
+def encode_reply(refusal=None, outcome=b""):
+    """The bridge's answer to one control frame: ok (with a recovery's `outcome`, JSON), or
+    refused with a one-line reason."""
     if refusal is None:
-        payload = bytes((REPLY_OK,))
+        payload = bytes((REPLY_OK,)) + outcome
     else:
         payload = bytes((REPLY_REFUSED,)) + refusal.encode("utf-8", "replace")
     return _FRAME_HEADER.pack(TYPE_REPLY, len(payload)) + payload
@@ -283,7 +294,8 @@ class FramedDecoder:
         if frame_type == TYPE_PUBLISH:
             if length > _PUBLISH_HEAD.size + _MAX_CHANNEL_BYTES + self.max_size:
                 return self._skip(frame_type, length, self._too_big())
-        elif length > _MAX_CHANNEL_BYTES:
+        elif length > _MAX_CHANNEL_BYTES + (_MAX_POSITION_BYTES if frame_type == TYPE_SUBSCRIBE
+                                            else 0):
             return self._skip(frame_type, length, "channel name longer than %d characters"
                               % MAX_CHANNEL_LENGTH)
         return frame_type, length
@@ -308,6 +320,8 @@ class FramedDecoder:
             return self._skip_refusal
         if frame_type == TYPE_PUBLISH:
             return self._publication(payload)
+        if frame_type == TYPE_SUBSCRIBE and _POSITION_MARK in payload:
+            return _subscription_with_position(payload)
         return ControlRequest(_ACTIONS[frame_type], _channel_name(payload))
 
     def _publication(self, payload):
@@ -325,6 +339,16 @@ class FramedDecoder:
             return refused(self._too_big(), PUBLISH)
         return ControlRequest(PUBLISH, _channel_name(payload[_PUBLISH_HEAD.size:data_start]),
                               payload[data_start:], PUBLICATION_KINDS[kind_byte])
+
+
+def _subscription_with_position(payload):
+    channel, _, position = payload.partition(_POSITION_MARK)
+    epoch = position[_OFFSET.size:]
+    if len(position) <= _OFFSET.size or len(epoch) > MAX_EPOCH_BYTES or not epoch.isascii():
+        return refused("subscribe frame's position is not an 8-byte offset and an epoch of 1 "
+                       "to %d ASCII characters" % MAX_EPOCH_BYTES, SUBSCRIBE)
+    return ControlRequest(SUBSCRIBE, _channel_name(channel),
+                          position=(_OFFSET.unpack_from(position)[0], epoch.decode("ascii")))
 
 
 def _channel_name(raw):

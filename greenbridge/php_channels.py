@@ -3,15 +3,20 @@
 The frames carry no client ID: a script subscribes and unsubscribes only the
 connection it serves. Every request gets one reply, ok or refused with a
 one-line reason; a refusal is also logged, at most once a second per
-connection (a script retrying in a loop must not flood the log).
+connection (a script retrying in a loop must not flood the log). A subscribe
+with a position recovers what the client missed (channels/recovery.py): the
+client gets the missed publications first, and the reply tells PHP the
+outcome (the client is told nothing: the script speaks for itself).
 """
 
 import logging
 
 from greenbridge import modes
+from greenbridge.channels.broker import BrokerUnavailable, StreamPosition
 from greenbridge.channels.hub import SubscriptionError
 from greenbridge.channel_names import ChannelNameError, check_channel
 from greenbridge.channels.publication import PublicationError, checked_publication
+from greenbridge.channels.recovery import recover
 from greenbridge.logs import RateLimitedLog, connection_fields
 
 log = logging.getLogger("greenbridge.channels")
@@ -30,23 +35,31 @@ class PhpChannelRequests:
     def answer(self, request):
         """The reply frame for a modes.ControlRequest, once it is carried out (or refused)."""
         refusal = request.refusal
+        outcome = b""
         if refusal is None:
             try:
-                self._carry_out(request)
-            except (ChannelNameError, SubscriptionError, PublicationError) as error:
+                outcome = self._carry_out(request)
+            except (ChannelNameError, SubscriptionError, PublicationError,
+                    BrokerUnavailable) as error:
                 refusal = str(error)
         if refusal is not None:
             self._refused(request.action, refusal)
-        return modes.encode_reply(refusal)
+        return modes.encode_reply(refusal, outcome)
 
     def _carry_out(self, request):
+        """What the reply says besides ok: a recovery's outcome (JSON), or nothing."""
         channel = check_channel(request.channel)
+        if request.action == modes.SUBSCRIBE and request.position is not None:
+            outcome = recover(self._hub, self._broker, self._subscriber, channel,
+                              StreamPosition(*request.position), tell_client=False)
+            return outcome.status(channel).encode("utf-8")
         if request.action == modes.SUBSCRIBE:
             self._hub.subscribe(self._subscriber, channel)
         elif request.action == modes.UNSUBSCRIBE:
             self._hub.unsubscribe(self._subscriber, channel)
         else:
             self._broker.publish(checked_publication(channel, request.data, request.kind))
+        return b""
 
     def _refused(self, action, refusal):
         if self._log_refusal is None:

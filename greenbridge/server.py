@@ -22,6 +22,7 @@ from greenbridge.app import BridgeApp
 from greenbridge.backconnect import ACCEPT_BACKOFF, OUT_OF_RESOURCES, BackConnectListener
 from greenbridge.channels.api import ServerApi
 from greenbridge.channels.broker import LocalBroker
+from greenbridge.channels.history import history_of
 from greenbridge.channels.hub import ChannelHub
 from greenbridge.channels.workers import WorkerLinks
 from greenbridge.handshake import PendingHandshakes
@@ -284,7 +285,8 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     backconnect = BackConnectListener(listeners.backconnect[index], config.write_buffer_size,
                                       config.max_processes, metrics)
     channels = ChannelHub()
-    broker = LocalBroker(channels) if links is None else links.in_worker(worker_number, channels)
+    broker = LocalBroker(channels, history=history_of(config)) if links is None \
+        else links.in_worker(worker_number, channels)
     app = BridgeApp(config, backconnect, counters, metrics, channels=channels, broker=broker)
     handshakes = PendingHandshakes(config.max_pending_handshakes, config.handshake_timeout)
     ws_server = BridgeServer(listeners.websocket, without_body_for_head(app), handshakes, tls=tls,

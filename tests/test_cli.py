@@ -152,6 +152,7 @@ MAXIMA = [
     ("--max-processes", 1000000),
     ("--max-pending-handshakes", 1000000),
     ("--max-connections-per-ip", 1000000),
+    ("--history-size", 1000000),
     ("--php-connect-retries", 1000),
     ("--workers", 1024),
     ("--connection-timeout", YEAR),
@@ -165,6 +166,7 @@ MAXIMA = [
     ("--message-timeout", YEAR),
     ("--tls-renewal-check-interval", YEAR),
     ("--tls-propagation-timeout", YEAR),
+    ("--history-ttl", YEAR),
 ]
 
 

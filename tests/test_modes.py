@@ -140,6 +140,32 @@ def request_fields(event):
 def test_replies_for_php():
     assert modes.encode_reply() == b"\x10\x00\x00\x00\x01\x00"
     assert modes.encode_reply("no: é") == b"\x10\x00\x00\x00\x07\x01no: \xc3\xa9"
+    assert modes.encode_reply(None, b'{"a":1}') == b'\x10\x00\x00\x00\x08\x00{"a":1}'
+
+
+@pytest.mark.parametrize("data,position", [
+    (b"\x11\x00\x00\x00\x10chat\x00\x00\x00\x00\x00\x00\x00\x01\x05abcd", (261, "abcd")),
+    (b"\x11\x00\x00\x00\x10chat\x00\xff\xff\xff\xff\xff\xff\xff\xffe9fa",
+     (2 ** 64 - 1, "e9fa")),
+])
+def test_a_subscribe_frame_may_carry_a_position(data, position):
+    data = data[:1] + struct.pack("!I", len(data) - 5) + data[5:]  # the length as built
+    for events in (modes.decoder("framed", 100).feed(data),
+                   feed_bytewise(modes.decoder("framed", 100), data)):
+        assert len(events) == 1 and events[0].action == "subscribe"
+        assert (events[0].channel, events[0].position, events[0].refusal) == \
+            ("chat", position, None)
+
+
+@pytest.mark.parametrize("position", [b"\x00\x00\x00\x00\x00\x00\x00\x01",  # no epoch
+                                      b"\x00" * 8 + b"\xc3\xa9",  # not ASCII
+                                      b"\x00" * 8 + b"e" * 65])  # too long
+def test_a_bad_position_is_refused_and_the_stream_goes_on(position):
+    payload = b"chat\x00" + position
+    events = modes.decoder("framed", 10).feed(
+        b"\x11" + struct.pack("!I", len(payload)) + payload + b"\x01\x00\x00\x00\x02ok")
+    assert events[0].action == "subscribe" and "position is not" in events[0].refusal
+    assert events[1:] == [(0x1, b"ok")]
 
 
 @pytest.mark.parametrize("data,fields", [
@@ -175,7 +201,9 @@ def test_malformed_control_frames_refused(data, action, says):
 
 @pytest.mark.parametrize("data,says", [
     (b"\x13" + struct.pack("!I", 3 + 1020 + 10 + 1), "publication over 10 bytes"),
-    (b"\x11" + struct.pack("!I", 1021), "channel name longer than 255 characters"),
+    # A subscribe has room for a position after the name: NUL, 8 bytes, a 64-byte epoch.
+    (b"\x11" + struct.pack("!I", 1020 + 73 + 1), "channel name longer than 255 characters"),
+    (b"\x12" + struct.pack("!I", 1021), "channel name longer than 255 characters"),
     (b"\x1e" + struct.pack("!I", 300000), "unknown control frame type 0x1e"),
 ])
 def test_oversized_control_frame_is_skipped_unheld_then_refused(data, says):

@@ -22,6 +22,8 @@ from cent.exceptions import CentApiResponseError, CentUnauthorizedError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from greenbridge.channels.api_methods import ApiError, ServerApiMethods
+from greenbridge.channels.broker import BrokerUnavailable
 from support import admin_port, readme_snippet, stopped_log, wait_until, worker_holding
 
 API_KEY = "the-api-key-of-these-tests"
@@ -259,3 +261,39 @@ def test_with_two_workers_a_publication_reaches_subscribers_on_both(api_bridge):
             == len(opened)
         [node] = bridge.api.info(InfoRequest()).nodes
         assert node.num_clients == len(opened)
+
+
+# -- a broker that cannot answer (Redis down or slow) ------------------------------------
+
+
+class UnavailableBroker:
+    """Every call fails as a broker across nodes fails while Redis is down (a stand-in: the
+    in-process broker cannot fail; the Redis broker's own tests kill a real Redis)."""
+
+    keeps_history = True
+
+    def __getattr__(self, name):
+        def unavailable(*args):
+            raise BrokerUnavailable("broker unavailable: connection refused")
+        return unavailable
+
+
+@pytest.mark.parametrize("method,body", [
+    ("publish", {"channel": "c", "data": 1}), ("subscribe", {"user": "u", "channel": "c"}),
+    ("unsubscribe", {"user": "u", "channel": "c"}), ("disconnect", {"user": "u"}),
+    ("presence", {"channel": "c"}), ("presence_stats", {"channel": "c"}), ("channels", {}),
+    ("info", {}), ("history", {"channel": "c"}), ("history_remove", {"channel": "c"}),
+])
+def test_a_broker_that_cannot_answer_is_code_100_for_every_method(method, body):
+    with pytest.raises(ApiError) as refusal:
+        ServerApiMethods(UnavailableBroker(), 1000).by_name[method](body)
+    assert (refusal.value.code, refusal.value.message) == (
+        100, "internal server error: broker unavailable: connection refused")
+
+
+def test_broadcast_answers_code_100_for_each_channel_a_broker_cannot_publish_to():
+    answer = ServerApiMethods(UnavailableBroker(), 1000).by_name["broadcast"](
+        {"channels": ["a", "b"], "data": 1})
+    assert answer == {"responses": [{"error": {
+        "code": 100, "message": "internal server error: broker unavailable: connection refused"}}
+    ] * 2}

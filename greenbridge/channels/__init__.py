@@ -7,6 +7,8 @@
 - ``broker.py``: what the API and PHP ask of all the channels, whichever
   process holds them (``LocalBroker``); ``workers.py`` relays between the
   workers of one host through the arbiter;
+- ``history.py``: the last publications of each channel, in memory (without
+  ``--broker``); ``recovery.py``: a returning subscriber gets what it missed;
 - ``api.py`` and ``api_methods.py``: the server API (Centrifugo's shape);
 - ``tokens.py`` and ``token_verifier.py``: connection tokens (JWT).
 

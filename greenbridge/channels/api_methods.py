@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 
+from greenbridge.channels.broker import BrokerUnavailable, StreamPosition, UnrecoverablePosition
 from greenbridge.channels.hub import SubscriptionError
 from greenbridge.channel_names import ChannelNameError, check_channel
 from greenbridge.channels.publication import BINARY, JSON, Publication
@@ -19,6 +20,8 @@ UNKNOWN_CHANNEL = 102
 METHOD_NOT_FOUND = 104
 LIMIT_EXCEEDED = 106
 BAD_REQUEST = 107
+NOT_AVAILABLE = 108
+UNRECOVERABLE_POSITION = 112
 
 # The close code a disconnect sends unless the request names one.
 DEFAULT_DISCONNECT = (1000, "disconnected by the server API")
@@ -35,35 +38,40 @@ def bad_request(message):
     return ApiError(BAD_REQUEST, "bad request: " + message)
 
 
+def broker_unavailable(error):
+    """The answer to a BrokerUnavailable: nothing was done, try again later."""
+    return ApiError(INTERNAL, "internal server error: %s" % error)
+
+
 class ServerApiMethods:
     def __init__(self, broker, max_payload_size):
         self._broker = broker
         self._max_payload_size = max_payload_size
-        self.by_name = {
+        self.by_name = {name: _answering_broker_errors(method) for name, method in {
             "publish": self.publish, "broadcast": self.broadcast,
             "subscribe": self.subscribe, "unsubscribe": self.unsubscribe,
             "disconnect": self.disconnect, "presence": self.presence,
             "presence_stats": self.presence_stats, "channels": self.channels, "info": self.info,
-        }
+            "history": self.history, "history_remove": self.history_remove,
+        }.items()}
 
     # -- publishing --------------------------------------------------------
 
     def publish(self, request):
-        self._broker.publish(self._publication(_channel(request), request))
-        return {}
+        position = self._broker.publish(self._publication(_channel(request), request))
+        return {} if position is None else {"offset": position.offset, "epoch": position.epoch}
 
     def broadcast(self, request):
         channels = _field(request, "channels", list)
         if not channels:
             raise bad_request("channels must name at least one channel")
+        publish = _answering_broker_errors(self.publish)  # one channel's failure is its own
         responses = []
         for channel in channels:
             try:
-                self.publish(dict(request, channel=channel))
+                responses.append({"result": publish(dict(request, channel=channel))})
             except ApiError as error:
                 responses.append({"error": {"code": error.code, "message": error.message}})
-            else:
-                responses.append({"result": {}})
         return {"responses": responses}
 
     def _publication(self, channel, request):
@@ -135,6 +143,63 @@ class ServerApiMethods:
     def info(self, request):
         return {"nodes": self._broker.nodes()}
 
+    # -- history -----------------------------------------------------------
+
+    def history(self, request):
+        channel = _channel(request)
+        limit = _field(request, "limit", int, default=0)
+        if limit < -1:
+            raise bad_request("limit must be -1 (all), 0 (only the position) or more")
+        reverse = _field(request, "reverse", bool, default=False)
+        since = None
+        if request.get("since") is not None:
+            given = _field(request, "since", dict)
+            since = StreamPosition(_field(given, "offset", int, "since.offset"),
+                                   _field(given, "epoch", str, "since.epoch"))
+            if since.offset < 0 or (reverse and since.offset == 0):
+                raise bad_request("since.offset must be over 0 in reverse, 0 or more otherwise")
+        self._check_history_kept()
+        try:
+            page = self._broker.history(channel, limit, since, reverse)
+        except UnrecoverablePosition:
+            raise ApiError(UNRECOVERABLE_POSITION, "unrecoverable position") from None
+        return {"publications": [_history_entry(each) for each in page.publications],
+                "offset": page.position.offset, "epoch": page.position.epoch}
+
+    def history_remove(self, request):
+        channel = _channel(request)
+        self._check_history_kept()
+        self._broker.history_remove(channel)
+        return {}
+
+    def _check_history_kept(self):
+        if not self._broker.keeps_history:
+            raise ApiError(NOT_AVAILABLE, "not available: no history is kept (--history-size)")
+
+
+def _history_entry(publication):
+    """A publication as ``history`` answers it: JSON as JSON, text as a string, bytes as
+    base64."""
+    if publication.kind == BINARY:
+        entry = {"b64data": base64.b64encode(publication.data).decode("ascii")}
+    elif publication.kind == JSON:
+        entry = {"data": json.loads(publication.data)}
+    else:
+        entry = {"data": publication.data.decode("utf-8")}
+    entry["offset"] = publication.offset
+    return entry
+
+
+def _answering_broker_errors(method):
+    """`method`, with a broker that cannot do it now answered as Centrifugo's code 100."""
+    def answering(request):
+        try:
+            return method(request)
+        except BrokerUnavailable as error:
+            raise broker_unavailable(error) from None
+    answering.__name__ = method.__name__
+    return answering
+
 
 _MISSING = object()
 
@@ -150,7 +215,8 @@ def _field(request, name, kind, label=None, default=_MISSING):
     return value
 
 
-_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object",
+               bool: "true or false"}
 
 
 def _client(request):

@@ -14,9 +14,12 @@ The interface:
   ``disconnect(user, client_id, keep, code, reason)``: act on a user's
   connections wherever they are;
 - ``presence(channel)``, ``channels(pattern)``, ``nodes()`` (``info``'s entries);
+- ``keeps_history``: True when publications are kept (``--history-size``);
 - ``history(channel, limit, since, reverse)``: a HistoryPage, or
   UnrecoverablePosition when `since` is from another epoch;
   ``history_remove(channel)``;
+- ``live(channel)``: returns once publications to `channel` reach this
+  node's hub (recovery.py reads the history after it);
 - ``not_ready_because()``: None, or why /readyz must not say ready;
 - ``close()``.
 """
@@ -63,14 +66,33 @@ class HistoryPage:
 
 
 class LocalBroker:
-    """The channels of this process: the hub itself."""
+    """The channels of this process: the hub itself, and `history` (a
+    history.ChannelHistory, or None: no history kept)."""
 
-    def __init__(self, hub, node=None):
+    def __init__(self, hub, node=None, history=None):
         self._hub = hub
         self._node = node or Node()
+        self._history = history
+
+    @property
+    def keeps_history(self):
+        return self._history is not None
 
     def publish(self, publication):
+        position = None
+        if self._history is not None:
+            position = self._history.add(publication)
         self._hub.publish(publication)
+        return position
+
+    def history(self, channel, limit, since=None, reverse=False):
+        return self._history.get(channel, limit, since, reverse)
+
+    def history_remove(self, channel):
+        self._history.remove(channel)
+
+    def live(self, channel):
+        """Publications reach this hub as they are made: nothing to wait for."""
 
     def subscribe(self, user, channel, client_id=None):
         """Subscribe the user's connections (or its one connection `client_id`); SubscriptionError."""

@@ -9,16 +9,19 @@ is the one that holds the membership (``with member_of(...)``).
 from greenbridge.channels.subscriber import Subscriber
 
 
-def member_of(hub, connection, websocket, token, queue_limit, envelope):
+def member_of(hub, connection, websocket, token, queue_limit, envelope, recovered=()):
     """Hold `connection` (its ``id``, ``traffic``, ``request_close``) in `hub` for a ``with``
-    block, subscribed to the channels of `token` (a ConnectionToken or None); the block gets
-    its Subscriber. With `envelope`, publications reach it wrapped in
-    {"channel": ..., "data": ...}."""
+    block, subscribed to the channels of `token` (a ConnectionToken or None) but those in
+    `recovered` (recovery.py subscribes them); the block gets its Subscriber. With
+    `envelope`, publications reach it wrapped in {"channel": ..., "data": ...}."""
     subscriber = Subscriber(connection.id, "" if token is None else token.user,
                             None if token is None else token.info, envelope,
                             _Outlet(websocket, connection.traffic), connection.request_close,
                             queue_limit)
-    return _Membership(hub, subscriber, () if token is None else token.channels)
+    channels = () if token is None else token.channels
+    if recovered:
+        channels = [channel for channel in channels if channel not in recovered]
+    return _Membership(hub, subscriber, channels)
 
 
 class _Membership:

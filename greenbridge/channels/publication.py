@@ -49,15 +49,20 @@ class Publication:
         return self._plain_frame
 
     def envelope(self):
-        """``{"channel": ..., "data": ...}`` as UTF-8 JSON; bytes go as ``b64data``."""
+        """``{"channel": ..., "data": ...}`` as UTF-8 JSON; bytes go as ``b64data``; a
+        publication kept in history adds its ``offset`` and ``epoch``."""
         channel = json.dumps(self.channel)
         if self.kind == JSON:
-            return b'{"channel":%s,"data":%s}' % (channel.encode(), self.data)
-        if self.kind == TEXT:
+            body = b'{"channel":%s,"data":%s' % (channel.encode(), self.data)
+        elif self.kind == TEXT:
             text = json.dumps(self.data.decode("utf-8"), ensure_ascii=False)
-            return ('{"channel":%s,"data":%s}' % (channel, text)).encode("utf-8")
-        return b'{"channel":%s,"b64data":"%s"}' % (channel.encode(),
-                                                   base64.b64encode(self.data))
+            body = ('{"channel":%s,"data":%s' % (channel, text)).encode("utf-8")
+        else:
+            body = b'{"channel":%s,"b64data":"%s"' % (channel.encode(),
+                                                      base64.b64encode(self.data))
+        if self.epoch is None:
+            return body + b"}"
+        return body + b',"offset":%d,"epoch":%s}' % (self.offset, json.dumps(self.epoch).encode())
 
 
 def _frame(opcode, payload):

@@ -9,6 +9,10 @@ What its socket does not take at once, the subscriber's writer greenlet
 (there only then) sends, waiting as needed. A subscriber whose queue would
 pass its limit has fallen too far behind: it is ended (close 1008) once, its
 queue dropped, and the others go on getting every publication in order.
+
+While a channel is being recovered (recovery.py), its publications are held
+aside, counted against the same limit, until ``resume`` queues what was
+missed first; a subscriber recovering nothing pays one check for it.
 """
 
 import collections
@@ -39,7 +43,7 @@ class Subscriber:
 
     __slots__ = ("client_id", "user", "conn_info", "envelope", "_outlet", "_end",
                  "_queue_limit", "_queue", "_queued_bytes", "_rest", "_due", "_writer",
-                 "fell_behind")
+                 "_held", "fell_behind")
 
     def __init__(self, client_id, user, conn_info, envelope, outlet, end, queue_limit):
         self.client_id = client_id
@@ -55,12 +59,15 @@ class Subscriber:
         self._rest = None  # the rest of a frame the client got only part of
         self._due = False  # in the loop's next write of queued frames
         self._writer = None
+        self._held = None  # a _Held while channels are being recovered
         self.fell_behind = False
 
     def deliver(self, publication):
         """Queue the publication's frame; False when this subscriber cannot take it."""
         if self.fell_behind:
             return False
+        if self._held is not None and publication.channel in self._held:
+            return self._hold(publication)
         frame = publication.frame(self.envelope)
         if self._queued_bytes and self._queued_bytes + len(frame) > self._queue_limit:
             self._fall_behind()
@@ -74,9 +81,48 @@ class Subscriber:
             _writes_due.add(self)
         return True
 
+    def hold(self, channel):
+        """Hold the publications of `channel` aside until ``resume(channel, ...)``."""
+        if self._held is None:
+            self._held = _Held()
+        self._held[channel] = []
+
+    def resume(self, channel, first, position):
+        """Deliver `first` (publications, or anything with ``frame(envelope)``), then the
+        held publications of `channel` that come after `position` (all of them when it is
+        None), then deliver as usual. False when this subscriber fell behind."""
+        if self._held is None or channel not in self._held:
+            return False  # its queue was let go meanwhile: too slow, or gone
+        held = self._held.pop(channel)
+        self._held.bytes -= sum(len(each.frame(self.envelope)) for each in held)
+        if not self._held:
+            self._held = None
+        for each in first:
+            if not self.deliver(each):
+                return False
+        for each in held:
+            if position is None or each.epoch != position.epoch or each.offset > position.offset:
+                if not self.deliver(each):
+                    return False
+        return True
+
+    def _hold(self, publication):
+        held = self._held
+        size = len(publication.frame(self.envelope))
+        if self._queued_bytes + held.bytes + size > self._queue_limit:
+            self._fall_behind()
+            return False
+        held[publication.channel].append(publication)
+        held.bytes += size
+        return True
+
     def disconnect(self, ending):
         """Ask the connection to end with `ending` (the server API's disconnect)."""
         self._end(ending)
+
+    @property
+    def queue_limit(self):
+        return self._queue_limit
 
     @property
     def queued_bytes(self):
@@ -153,8 +199,18 @@ class Subscriber:
         self._end(endings.SUBSCRIBER_TOO_SLOW)
 
     def _drop_queue(self):
-        self._queue = self._rest = None
+        self._queue = self._rest = self._held = None
         self._queued_bytes = 0
+
+
+class _Held(dict):
+    """Channel -> the publications held aside while it is recovered, and their bytes."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
 
 
 class _WritesDue:

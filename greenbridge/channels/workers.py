@@ -131,6 +131,8 @@ class _Link:
 class WorkerLinks:
     """The arbiter's side: one link per worker slot, and the broker the API uses."""
 
+    keeps_history = False  # in-memory history lives in one process (settings/checks.py)
+
     def __init__(self, max_payload_size):
         self._max_message = max_payload_size + 4096
         self._pairs = {}  # worker number -> (arbiter end, worker end), until the fork

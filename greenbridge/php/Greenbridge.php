@@ -17,6 +17,10 @@
  *
  *     $client->subscribe('chat') or error_log($client->lastError());
  *     $client->publish('chat', json_encode(['said' => 'hi']), 'json');
+ *
+ * With history kept (--history-size), subscribe('chat', $offset, $epoch) first
+ * gives the client what it missed since that position; lastRecovery() says
+ * whether all of it could be.
  */
 
 namespace Greenbridge;
@@ -101,8 +105,12 @@ final class Connection
     private $held = [];
     /** @var string|null the payload of the bridge's last reply, until it is taken */
     private $reply = null;
+    /** @var string what the last ok reply said besides ok (a recovery's outcome, JSON) */
+    private $lastReply = '';
     /** @var string */
     private $lastError = '';
+    /** @var array|null the outcome of the last subscribe() with a position */
+    private $lastRecovery = null;
 
     /**
      * Connect back to the bridge and send the connection ID.
@@ -461,10 +469,38 @@ final class Connection
      * Subscribe this connection to $channel: from now on the client receives
      * what is published there. True when subscribed (or it was already), false
      * when refused: lastError() says why.
+     *
+     * With $offset and $epoch (the position of the last publication the client
+     * saw: the "offset" and "epoch" of its envelope), the client first receives
+     * what was published after it, in order, then new publications; true then
+     * means subscribed, and lastRecovery() says whether everything missed came.
      */
-    public function subscribe(string $channel): bool
+    public function subscribe(string $channel, ?int $offset = null, ?string $epoch = null): bool
     {
-        return $this->control(self::TYPE_SUBSCRIBE, $channel);
+        $this->lastRecovery = null;
+        if ($offset === null && $epoch === null) {
+            return $this->control(self::TYPE_SUBSCRIBE, $channel);
+        }
+        if ($offset === null || $epoch === null || $offset < 0 || $epoch === '') {
+            throw new \InvalidArgumentException('recovery needs both an offset (0 or more) and an epoch');
+        }
+        if (!$this->control(self::TYPE_SUBSCRIBE, "\x00" . pack('J', $offset) . $epoch, $channel)) {
+            return false;
+        }
+        $this->lastRecovery = json_decode($this->lastReply, true);
+        return true;
+    }
+
+    /**
+     * The outcome of the last subscribe() given a position, or null: ['recovered' =>
+     * bool, 'offset' => int, 'epoch' => string] (the channel's position now), and
+     * 'reason' when not recovered ('epoch changed', 'history trimmed or expired',
+     * 'no history kept', ...): then the client did not get what it missed, and must
+     * load the state afresh.
+     */
+    public function lastRecovery(): ?array
+    {
+        return $this->lastRecovery;
     }
 
     /** End this connection's subscription to $channel (true also when there was none). */
@@ -525,6 +561,7 @@ final class Connection
         }
         [$reply, $this->reply] = [$this->reply, null];
         if (strncmp($reply, self::REPLY_OK, 1) === 0) {
+            $this->lastReply = (string)substr($reply, 1);
             return true;
         }
         $this->lastError = (string)substr($reply, 1) ?: 'refused';

@@ -6,7 +6,8 @@ where a subscribe route may be are checked across options in checks.py.
 
 from greenbridge.settings.declaration import Section, Setting
 from greenbridge.settings.routes import SubscribeRoute
-from greenbridge.settings.values import (MAX_HELD_BYTES, MiB, at_most, choice_of, positive_int,
+from greenbridge.settings.values import (MAX_COUNT, MAX_HELD_BYTES, MiB, at_most, choice_of,
+                                         non_negative_int, positive_int, positive_seconds,
                                          text_or_none)
 
 # Connection tokens are JWTs signed with a shared secret (HMAC) or a private
@@ -17,6 +18,9 @@ RSA_ALGORITHMS = ("RS256", "RS384", "RS512")
 EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 TOKEN_ALGORITHMS = HMAC_ALGORITHMS + RSA_ALGORITHMS + tuple(EC_CURVES)
 DEFAULT_SUBSCRIBER_QUEUE_SIZE = MiB
+# Recovery is for short absences (a reload, a network blip, a redeploy): five minutes
+# covers them and keeps what a busy channel holds bounded in time as well as in number.
+DEFAULT_HISTORY_TTL = 300.0
 
 
 def subscribe_route(text):
@@ -71,6 +75,15 @@ CHANNELS = Section("channels", (
             help="bytes of publications that may wait for one slow client; past it the client "
                  "is closed with 1008",
             readme="bytes of publications that may wait for one slow client; past it: 1008"),
+    Setting("history_size", "--history-size", env="WSS_CONFIG_HISTORY_SIZE",
+            type=at_most(MAX_COUNT, non_negative_int), default=0,
+            help="publications kept per channel for the history API and for recovery; "
+                 "publish then answers each publication's offset and epoch (0: no history)",
+            readme="publications kept per channel (history API, recovery); 0: none"),
+    Setting("history_ttl", "--history-ttl", env="WSS_CONFIG_HISTORY_TTL",
+            type=positive_seconds, default=DEFAULT_HISTORY_TTL,
+            help="seconds a channel's history is kept after its last publication",
+            readme="seconds a channel's history is kept after its last publication"),
 ), title="channels and tokens",
     description="Publications reach every subscribed client straight from the bridge. "
                 "Connection tokens (JWT, Centrifugo's claims) name the user and the channels.")

@@ -70,6 +70,7 @@ MIN_RSA_KEY_BITS = 2048
 
 def channel_values(options):
     """token_key: what connection tokens are verified with (None: tokens are off)."""
+    _check_history(options)
     routes = {route.path for route in options.route or ()}
     for path in (route.path for route in options.subscribe_route or ()):
         if path in routes:
@@ -100,6 +101,14 @@ def channel_values(options):
         raise ConfigError("--token-algorithm %s verifies with a public key: set "
                           "--token-public-key, not --token-secret" % algorithm)
     return dict(token_key=_public_key(algorithm, key_file))
+
+
+def _check_history(options):
+    # --broker comes with the Redis broker; until then no option of that name exists.
+    broker = getattr(options, "broker", None)
+    if options.history_size and options.workers > 1 and not broker:
+        raise ConfigError("--history-size with --workers %d needs --broker: in-memory history "
+                          "lives in one process" % options.workers)
 
 
 def _public_key(algorithm, path):

@@ -2,6 +2,8 @@
 // Channels through Greenbridge.php (see tests/test_php_channels.py). Each client text
 // message is a JSON command; the answer says what the library returned:
 //   {"op": "subscribe"|"unsubscribe", "channel": ...}
+//   {"op": "subscribe", "channel": ..., "offset": ..., "epoch": ...} (recovery: the answer's
+//    "recovery" is what lastRecovery() returned)
 //   {"op": "publish", "channel": ..., "data": ... | "hex": ..., "type": null|"text"|...,
 //    "repeat": times the data is repeated (default 1)}
 // ("channel_hex" instead of "channel" for names that are not UTF-8)
@@ -36,7 +38,7 @@ while (($message = $client->receive()) !== null) {
     $channel = isset($command['channel_hex']) ? hex2bin($command['channel_hex']) : ($command['channel'] ?? '');
     switch ($command['op']) {
         case 'subscribe':
-            $ok = $client->subscribe($channel);
+            $ok = $client->subscribe($channel, $command['offset'] ?? null, $command['epoch'] ?? null);
             break;
         case 'unsubscribe':
             $ok = $client->unsubscribe($channel);
@@ -50,5 +52,6 @@ while (($message = $client->receive()) !== null) {
             $ok = $client->user();
             break;
     }
-    $client->sendText(json_encode(['op' => $command['op'], 'ok' => $ok, 'error' => $client->lastError()]));
+    $client->sendText(json_encode(['op' => $command['op'], 'ok' => $ok, 'error' => $client->lastError(),
+                                   'recovery' => $client->lastRecovery()]));
 }
