@@ -9,6 +9,7 @@ connection (a script retrying in a loop must not flood the log).
 import logging
 
 from greenbridge import modes
+from greenbridge.channels.broker import BrokerUnavailable
 from greenbridge.channels.hub import SubscriptionError
 from greenbridge.channel_names import ChannelNameError, check_channel
 from greenbridge.channels.publication import PublicationError, checked_publication
@@ -33,7 +34,8 @@ class PhpChannelRequests:
         if refusal is None:
             try:
                 self._carry_out(request)
-            except (ChannelNameError, SubscriptionError, PublicationError) as error:
+            except (ChannelNameError, SubscriptionError, PublicationError,
+                    BrokerUnavailable) as error:
                 refusal = str(error)
         if refusal is not None:
             self._refused(request.action, refusal)

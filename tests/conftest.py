@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from support import PHP, REPO, SCENARIO_PHP, Bridge, readme_command
+from support import PHP, REPO, SCENARIO_PHP, Bridge, RedisServer, readme_command
 
 
 @pytest.fixture
@@ -66,3 +66,12 @@ def _kill_running(bridges):
     for bridge in bridges:
         if bridge.process.poll() is None:
             bridge.kill()
+
+
+@pytest.fixture
+def redis_server():
+    """A redis-server of its own on a free loopback port (support.RedisServer); stopped by
+    PID after the test."""
+    server = RedisServer()
+    yield server
+    server.stop()

@@ -13,7 +13,8 @@ import logging
 
 import gevent
 
-from greenbridge.channels.api_methods import ApiError, ServerApiMethods
+from greenbridge.channels.api_methods import INTERNAL, ApiError, ServerApiMethods
+from greenbridge.channels.broker import BrokerUnavailable
 from greenbridge.logs import RateLimitedLog
 
 log = logging.getLogger("greenbridge.api")
@@ -54,9 +55,12 @@ class ServerApi:
             return _answer(start_response, refused.status, (refused.reason + "\n").encode())
         try:
             answer = {"result": method(request)}
+        except BrokerUnavailable as error:
+            # Redis down or too slow: nothing was done. The broker logs the loss, once.
+            answer = _error(INTERNAL, "internal server error: %s" % error)
         except ApiError as error:
             log.info("API %s: error %d, %s", name, error.code, error.message)
-            answer = {"error": {"code": error.code, "message": error.message}}
+            answer = _error(error.code, error.message)
         return _answer(start_response, "200 OK", json.dumps(answer).encode(),
                        [("Content-Type", "application/json")])
 
@@ -102,6 +106,10 @@ class BadBody(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+def _error(code, message):
+    return {"error": {"code": code, "message": message}}
 
 
 def _answer(start_response, status, body, headers=()):
