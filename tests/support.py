@@ -923,3 +923,40 @@ class RedisServer:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)  # a stopped one would not hear SIGTERM
         stop_process(self.process)
+
+
+# -- several nodes over Redis -----------------------------------------------------------
+
+NODE_API_KEY = "the-api-key-of-the-node-tests"
+NODE_TOKEN_SECRET = "the-token-secret-of-the-node-tests-0123456"
+# What every node of the tests runs with (conftest's start_node): a dead node leaves
+# presence within 3 s; a Redis call fails after 1 s.
+NODE_FLAGS = ("--node-ttl", "3", "--broker-timeout", "1", "--admin-port", "0",
+              "--api-key", NODE_API_KEY, "--token-secret", NODE_TOKEN_SECRET,
+              "--subscribe-route", "/live",
+              "--route", "/c=%s,mode=framed" % os.path.join(REPO, "tests", "php", "channels.php"))
+
+
+def node_ready(node):
+    return http_get(admin_port(node), "/readyz")[0] == 200
+
+
+@contextmanager
+def node_subscriber(node, user, channels=(), info=None):
+    """A subscribe-route client of `node` (see NODE_FLAGS), once its subscriptions are
+    live: it shows in the presence of each of its channels (written once Redis confirmed
+    them)."""
+    token = connection_token(NODE_TOKEN_SECRET, user, channels, info)
+    with connect(node.url("/live?token=" + token)) as ws:
+        for channel in channels:
+            wait_until(lambda: client_in(node, channel, user), 10,
+                       "%s in the presence of %s" % (user, channel))
+        yield ws
+
+
+def client_in(node, channel, user):
+    """Whether `user` has a connection in the presence of `channel` (asked of node's API)."""
+    from cent import PresenceRequest
+
+    presence = node.api.presence(PresenceRequest(channel=channel)).presence
+    return any(entry.user == user for entry in presence.values())

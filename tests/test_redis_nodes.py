@@ -8,68 +8,23 @@ subscribers are real WebSocket clients on a subscribe route, with tokens made by
 
 import contextlib
 import json
-import os
 import signal
 
 import pytest
-from cent import (ChannelsRequest, Client, DisconnectRequest, InfoRequest, PresenceRequest,
+from cent import (ChannelsRequest, DisconnectRequest, InfoRequest, PresenceRequest,
                   PresenceStatsRequest, PublishRequest, SubscribeRequest, UnsubscribeRequest)
 from cent.dto import Disconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import (REPO, admin_port, connection_token, http_get, php_command, php_environment,
-                     run_cli, stopped_log, wait_until)
+from support import (NODE_FLAGS, client_in, node_ready as ready, node_subscriber as subscriber,
+                     php_command, php_environment, run_cli, stopped_log, wait_until)
 
-API_KEY = "the-api-key-of-the-redis-tests"
-TOKEN_SECRET = "the-token-secret-of-the-redis-tests-012345"
-CHANNELS_PHP = os.path.join(REPO, "tests", "php", "channels.php")
-NODE_TTL = 3
-
-
-def token(user, channels=(), info=None):
-    return connection_token(TOKEN_SECRET, user, channels, info)
-
-
-@pytest.fixture
-def start_node(start_bridge, redis_server):
-    """start_node(*flags) -> a greenbridge node on the test's Redis, with the API (``.api``,
-    a cent Client), a subscribe route /live and channels.php on /c (framed)."""
-    def start(*flags):
-        node = start_bridge("--broker", redis_server.url, "--node-ttl", str(NODE_TTL),
-                            "--broker-timeout", "1", "--admin-port", "0", "--api-key", API_KEY,
-                            "--token-secret", TOKEN_SECRET, "--subscribe-route", "/live",
-                            "--route", "/c=%s,mode=framed" % CHANNELS_PHP, *flags)
-        node.api = Client("http://127.0.0.1:%d/api" % admin_port(node), API_KEY, timeout=10)
-        wait_until(lambda: ready(node), 10, "node ready (subscribed to Redis)")
-        return node
-    return start
-
-
-def ready(node):
-    return http_get(admin_port(node), "/readyz")[0] == 200
-
-
-@contextlib.contextmanager
-def subscriber(node, user, channels=(), info=None):
-    """A subscribe-route client of `node`, once its subscriptions are live: it shows in
-    the presence of each of its channels (written once Redis confirmed them)."""
-    with connect(node.url("/live?token=" + token(user, channels, info))) as ws:
-        for channel in channels:
-            wait_until(lambda: client_in(node, channel, user), 10,
-                       "%s in the presence of %s" % (user, channel))
-        yield ws
-
-
-def client_in(node, channel, user):
-    presence = node.api.presence(PresenceRequest(channel=channel)).presence
-    return any(entry.user == user for entry in presence.values())
+NODE_TTL = NODE_FLAGS[NODE_FLAGS.index("--node-ttl") + 1]
 
 
 def received(ws, timeout=10):
     return ws.recv(timeout=timeout)
-
-
 
 
 def test_an_api_publication_on_one_node_reaches_subscribers_on_every_node(start_node):
@@ -121,7 +76,7 @@ def test_presence_channels_and_info_answer_for_every_node(start_node):
             return sorted((node.num_clients, node.num_users, node.num_channels, node.num_subs)
                           for node in nodes)
         # The other node's counts are as of its last refresh (every --node-ttl / 3).
-        wait_until(lambda: counts() == [(1, 1, 2, 2), (2, 2, 2, 2)], NODE_TTL * 2,
+        wait_until(lambda: counts() == [(1, 1, 2, 2), (2, 2, 2, 2)], int(NODE_TTL) * 2,
                    lambda: "info counts %s" % counts())
     wait_until(lambda: a.api.channels(ChannelsRequest()).channels == {}, 10,
                "every channel gone with its subscribers, on every node")
@@ -159,7 +114,7 @@ def test_a_killed_node_leaves_presence_and_info_within_the_node_ttl(start_node):
         b.process.wait(10)
         wait_until(lambda: [entry.user for entry in
                             a.api.presence(PresenceRequest(channel="room")).presence.values()]
-                   == ["ann"], NODE_TTL + 5, "bob's entry expired")
+                   == ["ann"], int(NODE_TTL) + 5, "bob's entry expired")
         [node] = a.api.info(InfoRequest()).nodes
         assert node.num_clients == 1
         assert a.api.channels(ChannelsRequest()).channels["room"].num_clients == 1
