@@ -18,7 +18,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (NODE_FLAGS, client_in, node_ready as ready, node_subscriber as subscriber,
-                     php_command, php_environment, run_cli, stopped_log, wait_until)
+                     php_command, php_environment, run_cli, stopped_log, wait_until,
+                     worker_holding)
 
 NODE_TTL = NODE_FLAGS[NODE_FLAGS.index("--node-ttl") + 1]
 
@@ -125,13 +126,20 @@ def test_with_workers_each_worker_is_a_node_and_the_arbiter_serves_the_api(start
     node = start_node("--workers", "2")
     other = start_node()
     with contextlib.ExitStack() as stack:
-        clients = [stack.enter_context(subscriber(node, "user%d" % number, ["all"]))
-                   for number in range(6)]
+        # Subscribers until both workers hold some (bounded), and one on the other node.
+        clients = []
+        for number in range(40):
+            clients.append(stack.enter_context(subscriber(node, "user%d" % number, ["all"])))
+            if len({worker_holding(node, ws.socket) for ws in clients}) == 2:
+                break
+        assert len({worker_holding(node, ws.socket) for ws in clients}) == 2
         clients.append(stack.enter_context(subscriber(other, "other", ["all"])))
         other.api.publish(PublishRequest(channel="all", data="everyone"))
         assert [received(ws) for ws in clients] == ['"everyone"'] * len(clients)
         # Two workers and the other node: three nodes; the arbiter is none.
-        wait_until(lambda: len(node.api.info(InfoRequest()).nodes) == 3, 10, "three nodes")
+        assert len(node.api.info(InfoRequest()).nodes) == 3
+        assert node.api.presence_stats(PresenceStatsRequest(channel="all")).num_clients \
+            == len(clients)
 
 
 # -- the --broker URL: a secret -----------------------------------------------------------

@@ -97,9 +97,10 @@ class RedisBroker:
             self._subscriptions = RedisSubscriptions(
                 lambda: pool.connection_class(**pool.connection_kwargs), keys.CONTROL, timeout,
                 self._received, self._control, self._up, self._health.failed)
-            self._presence = PresenceWriter(self._redis, hub, self._node,
-                                            self._local.counts, node_ttl, self._health,
-                                            self.live)
+            self._presence = PresenceWriter(
+                self._redis, hub, self._node, self._local.counts, node_ttl, timeout,
+                self._health, lambda channel, within: self._subscriptions.live(
+                    keys.pubsub_channel(channel), within))
             self._log_bad_message = RateLimitedLog(log, logging.WARNING)
             hub.watcher = self
 
@@ -272,7 +273,7 @@ class RedisBroker:
     def close(self):
         if self._subscriptions is not None:
             self._subscriptions.close()
-            self._presence.close(self._timeout)
+            self._presence.close()
         self._redis.close()
 
 

@@ -40,15 +40,17 @@ def presence_entry(subscriber):
 
 
 class PresenceWriter:
-    def __init__(self, redis, hub, node, counts, node_ttl, health, wait_live):
+    def __init__(self, redis, hub, node, counts, node_ttl, timeout, health, wait_live):
         """`counts()` gives this node's numbers for ``info``; `health` hears of each
-        success and failure; `wait_live(channel)` returns once the channel's Redis
-        subscription is confirmed (BrokerUnavailable after the broker timeout)."""
+        success and failure; `wait_live(channel, timeout)` returns once the channel's Redis
+        subscription is confirmed (BrokerUnavailable after `timeout`); a batch of new
+        entries waits at most the broker `timeout` for all its channels."""
         self._redis = redis
         self._hub = hub
         self._node = node
         self._counts = counts
         self._node_ttl = node_ttl
+        self._timeout = timeout
         self._health = health
         self._wait_live = wait_live
         self._queue = collections.deque()
@@ -100,11 +102,12 @@ class PresenceWriter:
                 for channel in self._hub.channels() for subscriber in self._hub.presence(channel)]
 
     def _wait_until_live(self, channels):
+        deadline = time.monotonic() + self._timeout
         try:
             for channel in channels:
-                self._wait_live(channel)
+                self._wait_live(channel, max(0.0, deadline - time.monotonic()))
         except BrokerUnavailable:
-            pass  # written all the same: presence must not wait for ever
+            pass  # written all the same (or failing): presence must not wait longer
 
     def _write(self, changes, with_node=False):
         expires = time.time() + self._node_ttl
@@ -131,10 +134,10 @@ class PresenceWriter:
         else:
             self._health.succeeded()
 
-    def close(self, timeout):
-        """Write what is queued (within `timeout`), remove this node's entry, stop."""
+    def close(self):
+        """Write what is queued (within the broker timeout), remove this node's entry, stop."""
         self._greenlet.kill()
-        with gevent.Timeout(timeout, False):
+        with gevent.Timeout(self._timeout, False):
             if self._queue:
                 self._write(list(self._queue))
             try:

@@ -135,11 +135,11 @@ class RedisSubscriptions:
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
 
     def _confirmation(self, session, pubsub_channel):
-        count = session.unconfirmed[pubsub_channel] - 1
-        if count:
+        count = session.unconfirmed.get(pubsub_channel, 0) - 1
+        if count > 0:
             session.unconfirmed[pubsub_channel] = count
         else:
-            del session.unconfirmed[pubsub_channel]
+            session.unconfirmed.pop(pubsub_channel, None)
         self._confirmed.set()
         self._confirmed = Event()
         if not session.up and self._is_live(self._control_channel):
