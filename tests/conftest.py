@@ -84,8 +84,8 @@ def start_node(start_bridge, redis_server):
     the API, ``.api`` a cent Client; subscribe route /live; channels.php on /c), ready."""
     from cent import Client
 
-    def start(*flags):
-        node = start_bridge("--broker", redis_server.url, *NODE_FLAGS, *flags)
+    def start(*flags, env=None):
+        node = start_bridge("--broker", redis_server.url, *NODE_FLAGS, *flags, env=env)
         node.api = Client("http://127.0.0.1:%d/api" % admin_port(node), NODE_API_KEY,
                           timeout=10)
         wait_until(lambda: node_ready(node), 10, "node ready (subscribed in Redis)")
