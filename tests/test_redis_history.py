@@ -38,6 +38,7 @@ def offsets(page):
 def test_publish_answers_offsets_in_one_epoch_and_history_keeps_the_last_n(history_broker,
                                                                           redis_server):
     broker = history_broker(size=5)
+    assert broker.keeps_history and not history_broker(size=0).keeps_history
     positions = publish(broker, 7)
     epoch = positions[0].epoch
     assert positions == [StreamPosition(offset, epoch) for offset in range(1, 8)]
@@ -78,10 +79,10 @@ def test_an_empty_channel_has_an_epoch_its_first_publications_continue(history_b
 
 
 def test_history_expires_after_the_ttl_but_offsets_and_epoch_stay(history_broker):
-    broker = history_broker(ttl=1)
+    broker = history_broker(ttl=0.5)  # --history-ttl takes fractions of a second
     epoch = publish(broker, 3)[0].epoch
     wait_until(lambda: broker.history("news", limit=-1).publications == [], 5,
-               "the history expired after --history-ttl 1")
+               "the history expired after --history-ttl 0.5")
     assert broker.history("news").position == StreamPosition(3, epoch)
     assert publish(broker, 1, first=4) == [StreamPosition(4, epoch)]
 

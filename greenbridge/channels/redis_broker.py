@@ -79,7 +79,8 @@ class RedisBroker:
                  node=None):
         self._timeout = timeout
         self._history_size = history_size
-        self._history_ttl = history_ttl
+        # Milliseconds for PEXPIRE: --history-ttl takes fractions of a second too.
+        self._history_ttl_ms = int(history_ttl * 1000)
         self._health = RedisHealth(redacted_broker_url(url))
         # No retries inside redis-py: a call fails within the timeout, and the caller says so.
         self._redis = redis.Redis.from_url(
@@ -115,6 +116,10 @@ class RedisBroker:
         self._health.succeeded()
         return result
 
+    @property
+    def keeps_history(self):
+        return self._history_size > 0
+
     # -- publishing -----------------------------------------------------------
 
     @staticmethod
@@ -127,7 +132,7 @@ class RedisBroker:
         channel = publication.channel
         offset, epoch = self._call(
             self._publish_script, keys=self._keys_of(channel),
-            args=[keys.kind_and_data(publication), self._history_size, self._history_ttl,
+            args=[keys.kind_and_data(publication), self._history_size, self._history_ttl_ms,
                   keys.META_TTL, _new_epoch()])
         if not self._history_size:
             return None

@@ -86,7 +86,8 @@ end
 """
 
 # KEYS: pub/sub channel, stream, meta. ARGV: kind byte + data, history size (0: none),
-# history TTL (0: none), meta TTL, an epoch to start with when the channel has none.
+# history TTL in milliseconds (0: none), meta TTL, an epoch to start with when the channel
+# has none.
 # Returns {offset, epoch}.
 PUBLISH = """
 local size = tonumber(ARGV[2])
@@ -98,7 +99,7 @@ end
 local offset = redis.call('hincrby', KEYS[3], 's', 1)
 redis.call('xadd', KEYS[2], 'MAXLEN', size, offset .. '-0', 'd', ARGV[1])
 if tonumber(ARGV[3]) > 0 then
-  redis.call('expire', KEYS[2], ARGV[3])
+  redis.call('pexpire', KEYS[2], ARGV[3])
 end
 redis.call('expire', KEYS[3], ARGV[4])
 redis.call('publish', KEYS[1], offset .. ':' .. epoch .. ':' .. ARGV[1])
