@@ -21,7 +21,8 @@ from cent.exceptions import CentApiResponseError, CentUnauthorizedError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import admin_port, connection_token, readme_snippet, stopped_log, wait_until, worker_holding
+from support import (admin_port, connection_token, readme_snippet, stopped_log, wait_until,
+                     worker_holding)
 
 API_KEY = "the-api-key-of-these-tests"
 TOKEN_SECRET = "the-token-secret-of-these-tests-0123456789"
