@@ -13,8 +13,8 @@ import struct
 import pytest
 from websockets.sync.client import connect
 
-from support import (REPO, admin_port, closed_with, php_command, php_frame, scrape, value, wait_until,
-                     worker_holding)
+from support import (REPO, admin_port, closed_with, php_command, php_frame, scrape, value,
+                     wait_until, worker_holding)
 
 CHANNELS_PHP = os.path.join(REPO, "tests", "php", "channels.php")
 RAW_CONTROL_PHP = os.path.join(REPO, "tests", "php", "raw_control.php")
