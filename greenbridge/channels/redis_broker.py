@@ -26,6 +26,7 @@ import secrets
 import time
 
 import redis
+from gevent.event import Event
 from redis.exceptions import RedisError
 
 from greenbridge.channels import redis_keys as keys
@@ -90,6 +91,7 @@ class RedisBroker:
         self._history_script = self._redis.register_script(keys.HISTORY)
         self._presence_script = self._redis.register_script(keys.PRESENCE)
         self._local = self._subscriptions = self._presence = None
+        self._syncs = {}  # sync marker -> Event, set when the marker arrives (history)
         if hub is not None:
             self._node = node or Node()
             self._local = LocalBroker(hub, self._node)
@@ -140,6 +142,11 @@ class RedisBroker:
 
     def _received(self, channel, payload):
         """A publication from Redis (the reader greenlet): to this node's subscribers."""
+        if payload[:1] == keys.SYNC:
+            arrived = self._syncs.get(payload)
+            if arrived is not None:
+                arrived.set()
+            return
         try:
             publication = keys.decode_message(channel, payload)
         except (ValueError, IndexError):
@@ -244,15 +251,31 @@ class RedisBroker:
     def history(self, channel, limit=0, since=None, reverse=False):
         """The last publications of `channel` (Centrifugo's semantics): `limit` 0 only
         the position, -1 all, N at most N; after `since` (a StreamPosition; in reverse:
-        before it); UnrecoverablePosition when `since` is of another epoch."""
+        before it); UnrecoverablePosition when `since` is of another epoch.
+
+        When this node has subscribers of `channel`, it returns once every publication up
+        to the page's position has reached the hub: a recovery (recovery.py) that holds
+        the live ones aside and then reads the history gets none twice, none lost."""
         direction = "none" if limit == 0 else "reverse" if reverse else "forward"
         if since is not None:
             first = "(%d-0" % since.offset
         else:
             first = "+" if reverse else "-"
-        top, epoch, entries = self._call(
-            self._history_script, keys=self._keys_of(channel),
-            args=[keys.META_TTL, direction, first, limit, _new_epoch()])
+        marker = b""
+        if self._subscriptions is not None and \
+                self._subscriptions.wants(keys.pubsub_channel(channel)):
+            marker = keys.SYNC + secrets.token_hex(8).encode()
+            arrived = self._syncs[marker] = Event()
+        try:
+            top, epoch, entries = self._call(
+                self._history_script, keys=self._keys_of(channel),
+                args=[keys.META_TTL, direction, first, limit, _new_epoch(), marker])
+            if marker and not arrived.wait(self._timeout):
+                raise BrokerUnavailable("broker unavailable: the publications of a history "
+                                        "read did not reach this node within %gs"
+                                        % self._timeout)
+        finally:
+            self._syncs.pop(marker, None)
         epoch = epoch.decode()
         if since is not None and since.epoch != epoch:
             raise UnrecoverablePosition("position %d of epoch %r: the channel's epoch is now "

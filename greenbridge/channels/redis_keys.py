@@ -17,7 +17,11 @@ JSON) and ``greenbridge.nodes`` (a hash, node uid -> its ``info`` entry with
 ``expires``).
 
 A pub/sub message is ``<offset>:<epoch>:`` (``0::`` when the channel keeps no
-history), one kind byte (the index in publication.KINDS), then the data.
+history), one kind byte (the index in publication.KINDS), then the data; or a
+sync marker, ``s`` and a nonce, that a history read published after it read:
+once the marker reached a node, so did every publication the read returned
+(one order per channel, and the two connections a node has to Redis do not
+keep the same pace).
 """
 
 from greenbridge.channels.publication import KINDS, Publication
@@ -31,6 +35,7 @@ PRESENCE_PREFIX = "greenbridge.presence."
 # Centrifugo's history_meta_ttl: offsets and epoch outlive the history itself, so a
 # client that missed nothing still recovers after the history expired.
 META_TTL = 30 * 24 * 3600
+SYNC = b"s"
 
 
 def pubsub_channel(channel):
@@ -106,9 +111,10 @@ redis.call('publish', KEYS[1], offset .. ':' .. epoch .. ':' .. ARGV[1])
 return {offset, epoch}
 """
 
-# KEYS: pub/sub channel (unused), stream, meta. ARGV: meta TTL, direction ("none",
-# "forward" or "reverse"), the first ID (XRANGE's start, XREVRANGE's end), count (-1: all),
-# an epoch to start with. Returns {top offset, epoch, entries}. The epoch is made here when
+# KEYS: pub/sub channel, stream, meta. ARGV: meta TTL, direction ("none", "forward" or
+# "reverse"), the first ID (XRANGE's start, XREVRANGE's end), count (-1: all), an epoch to
+# start with, a sync marker to publish after the read ("": none). Returns {top offset,
+# epoch, entries}. The epoch is made here when
 # missing, so that a subscriber that saw the position of an empty channel can recover
 # from it.
 HISTORY = _EPOCH + """
@@ -125,6 +131,9 @@ if ARGV[2] ~= 'none' then
   else
     entries = redis.call(range, KEYS[2], ARGV[3], last, 'COUNT', ARGV[4])
   end
+end
+if ARGV[6] ~= '' then
+  redis.call('publish', KEYS[1], ARGV[6])
 end
 return {top, epoch, entries}
 """

@@ -90,6 +90,9 @@ class RedisSubscriptions:
         self._wanted.pop(pubsub_channel, None)
         self._changed.set()
 
+    def wants(self, pubsub_channel):
+        return pubsub_channel in self._wanted
+
     def live(self, pubsub_channel, timeout):
         """Return once Redis confirmed this node's subscription to `pubsub_channel`
         (with no command for it still unanswered); BrokerUnavailable after `timeout`."""
