@@ -142,7 +142,7 @@ class RedisBroker:
 
     def _received(self, channel, payload):
         """A publication from Redis (the reader greenlet): to this node's subscribers."""
-        if payload[:1] == keys.SYNC:
+        if payload.startswith(keys.SYNC):
             arrived = self._syncs.get(payload)
             if arrived is not None:
                 arrived.set()
