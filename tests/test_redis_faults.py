@@ -86,3 +86,14 @@ def test_a_redis_that_does_not_answer_fails_publications_within_the_timeout(star
         node.api.publish(PublishRequest(channel="news", data="after"))
         assert received(ann) == '"after"'
     stop_cleanly(node)
+
+
+def test_the_arbiter_of_workers_is_not_ready_without_redis(start_node, redis_server):
+    node = start_node("--workers", "2")
+    redis_server.kill()
+    wait_until(lambda: readyz(node)[0] == 503, 10, "the arbiter's /readyz 503 without Redis")
+    assert "broker unavailable" in readyz(node)[1]
+    assert publish_refused(node).code == 100
+    redis_server.start()
+    wait_until(lambda: ready(node), 10, "ready again once Redis is back")
+    stop_cleanly(node)

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from support import (NODE_FLAGS, client_in, node_ready as ready, node_subscriber as subscriber,
-                     php_command, php_environment, run_cli, stopped_log, wait_until,
+                     php_command, php_environment, run_cli, stop_cleanly, stopped_log, wait_until,
                      worker_holding)
 
 NODE_TTL = NODE_FLAGS[NODE_FLAGS.index("--node-ttl") + 1]
@@ -120,6 +120,17 @@ def test_a_killed_node_leaves_presence_and_info_within_the_node_ttl(start_node):
         assert node.num_clients == 1
         assert a.api.channels(ChannelsRequest()).channels["room"].num_clients == 1
     assert "Traceback" not in stopped_log(a)
+
+
+def test_a_node_that_stops_leaves_presence_and_info_as_it_goes(start_node):
+    a, b = start_node(), start_node("--shutdown-timeout", "0.5")
+    with subscriber(a, "ann", ["room"]), subscriber(b, "bob", ["room"]):
+        wait_until(lambda: len(a.api.info(InfoRequest()).nodes) == 2, 10, "two nodes")
+        log = stop_cleanly(b)  # SIGTERM: its connections end (1001), then its entries go
+        assert [entry.user for entry in
+                a.api.presence(PresenceRequest(channel="room")).presence.values()] == ["ann"]
+        assert len(a.api.info(InfoRequest()).nodes) == 1
+    assert "broker" not in log.replace("through Redis at", "")  # no complaint on the way out
 
 
 def test_with_workers_each_worker_is_a_node_and_the_arbiter_serves_the_api(start_node):
