@@ -131,7 +131,9 @@ def run(config):
     # The arbiter holds the one admin listener; a scrape asks every worker, and
     # the server API's publications and questions go to every worker.
     scrapes = [MetricsChannel() for _ in range(config.workers)]
-    links = WorkerLinks(config.max_payload_size)
+    # With --broker each worker is a node of its own and Redis reaches them all.
+    links = None if config.broker else WorkerLinks(config.max_payload_size)
+    api_broker = links if links is not None else channel_broker(config, None)
     admin_server = None
 
     def serve_worker(number):
@@ -143,12 +145,29 @@ def run(config):
     arbiter = Arbiter(config, listeners, counters, serve_worker, notifier, links)
     if listeners.admin is not None:
         admin_server = start_admin_server(
-            listeners.admin, AdminApp(WorkersMetrics(scrapes), arbiter.not_ready_because,
-                                      server_api(config, links)),
+            listeners.admin, AdminApp(WorkersMetrics(scrapes),
+                                      lambda: arbiter.not_ready_because() or
+                                      api_broker.not_ready_because(),
+                                      server_api(config, api_broker)),
             config.handshake_timeout)
     notifier.ready("%d workers listening on %s:%d" % ((config.workers,) +
                                                       listeners.websocket.getsockname()[:2]))
     return arbiter.run()
+
+
+def channel_broker(config, hub):
+    """The RedisBroker of --broker for this process (`hub` None: the arbiter's, for the
+    API only), or None without --broker."""
+    if not config.broker:
+        return None
+    # Imported here: without --broker, redis-py is not loaded.
+    from greenbridge.channels.redis_broker import redis_broker
+    from greenbridge.settings.channels import redacted_broker_url
+
+    if hub is not None:
+        log.info("channels shared with the other nodes through Redis at %s",
+                 redacted_broker_url(config.broker))
+    return redis_broker(config, hub)
 
 
 def server_api(config, broker):
@@ -285,8 +304,10 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     backconnect = BackConnectListener(listeners.backconnect[index], config.write_buffer_size,
                                       config.max_processes, metrics)
     channels = ChannelHub()
-    broker = LocalBroker(channels, history=history_of(config)) if links is None \
-        else links.in_worker(worker_number, channels)
+    broker = channel_broker(config, channels)
+    if broker is None:
+        broker = LocalBroker(channels, history=history_of(config)) if links is None else \
+            links.in_worker(worker_number, channels)
     app = BridgeApp(config, backconnect, counters, metrics, channels=channels, broker=broker)
     handshakes = PendingHandshakes(config.max_pending_handshakes, config.handshake_timeout)
     ws_server = BridgeServer(listeners.websocket, without_body_for_head(app), handshakes, tls=tls,
@@ -308,7 +329,8 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     admin_server = None
     if worker_number is None and listeners.admin is not None:
         admin_server = start_admin_server(
-            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app, tls),
+            listeners.admin, AdminApp(metrics, lambda: _not_ready_because(ws_server, app, tls,
+                                                                          broker),
                                       server_api(config, broker)),
             config.handshake_timeout)
     if metrics_channel is not None:
@@ -325,6 +347,7 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     stop_requested.wait()
     notifier.stopping()
     _shut_down(ws_server, backconnect, app, config)
+    broker.close()
     if admin_server is not None:
         admin_server.close()
     if tls is not None:
@@ -333,14 +356,14 @@ def serve(config, listeners, counters, worker_number=None, notifier=None,
     return EXIT_OK
 
 
-def _not_ready_because(ws_server, app, tls):
+def _not_ready_because(ws_server, app, tls, broker):
     if app.draining:
         return "shutting down"
     if ws_server.closed:
         return "WebSocket listener closed"
     if tls is not None and tls.holder.served is None:
         return "no TLS certificate loaded"
-    return None
+    return broker.not_ready_because()
 
 
 def warn_if_backconnect_reachable(listeners):

@@ -48,7 +48,8 @@ class _Worker:
 class Arbiter:
     def __init__(self, config, listeners, counters, serve_worker, notifier, links):
         """`serve_worker(number)` runs worker `number` (1..N) and returns its exit status;
-        `links` (channels.workers.WorkerLinks) makes each worker's link to the arbiter."""
+        `links` (channels.workers.WorkerLinks) makes each worker's link to the arbiter;
+        None when the workers share channels through --broker."""
         self._config = config
         self._links = links
         self._notifier = notifier
@@ -95,12 +96,14 @@ class Arbiter:
 
     def _start_worker(self, number):
         arbiter_pid = os.getpid()
-        self._links.before_fork(number)
+        if self._links is not None:
+            self._links.before_fork(number)
         pid = fork_and_watch(self._on_child_exit, ref=True)
         if pid == 0:
             _end_with_parent(arbiter_pid)
             self._become_worker(number)
-        self._links.in_arbiter(number)
+        if self._links is not None:
+            self._links.in_arbiter(number)
         self._workers[pid] = _Worker(number, pid)
 
     def _on_child_exit(self, watcher):

@@ -4,7 +4,8 @@ import shutil
 
 import pytest
 
-from support import PHP, REPO, SCENARIO_PHP, Bridge, readme_command
+from support import (NODE_API_KEY, NODE_FLAGS, PHP, REPO, SCENARIO_PHP, Bridge, RedisServer,
+                     admin_port, node_ready, readme_command, wait_until)
 
 
 @pytest.fixture
@@ -66,3 +67,27 @@ def _kill_running(bridges):
     for bridge in bridges:
         if bridge.process.poll() is None:
             bridge.kill()
+
+
+@pytest.fixture
+def redis_server():
+    """A redis-server of its own on a free loopback port (support.RedisServer); stopped by
+    PID after the test."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_node(start_bridge, redis_server):
+    """start_node(*flags) -> a listening greenbridge node on the test's Redis (NODE_FLAGS:
+    the API, ``.api`` a cent Client; subscribe route /live; channels.php on /c), ready."""
+    from cent import Client
+
+    def start(*flags, env=None):
+        node = start_bridge("--broker", redis_server.url, *NODE_FLAGS, *flags, env=env)
+        node.api = Client("http://127.0.0.1:%d/api" % admin_port(node), NODE_API_KEY,
+                          timeout=10)
+        wait_until(lambda: node_ready(node), 10, "node ready (subscribed in Redis)")
+        return node
+    return start

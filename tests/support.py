@@ -873,3 +873,113 @@ def hand_made_token(header, payload, sign_with=None):
         mac.update(signing_input.encode())
         signature = mac.finalize()
     return signing_input + "." + _b64url(signature)
+
+
+# -- channels -------------------------------------------------------------------------
+
+
+def connection_token(secret, user, channels=(), info=None):
+    """A connection token for `user` (the ``sub``) and `channels`, signed HS256 by PyJWT."""
+    import jwt
+
+    claims = {"sub": user, "channels": list(channels)}
+    if info is not None:
+        claims["info"] = info
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def php_command(ws, op, **fields):
+    """Send one command to tests/php/channels.php; what the library returned (ok, error)."""
+    ws.send(json.dumps(dict(op=op, **fields)))
+    answer = json.loads(ws.recv(timeout=10))
+    assert answer["op"] == op
+    return answer["ok"], answer["error"]
+
+
+# -- Redis (--broker) -----------------------------------------------------------------
+
+
+class RedisServer:
+    """A real redis-server on its own loopback port, persistence off; stopped by PID. It can
+    be SIGKILLed and started again on the same port (an empty Redis, as after a crash with
+    persistence off), or SIGSTOPped (a Redis that does not answer)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = None
+        self.start()
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.ping() or self.process.poll() is not None, 10,
+                   "redis-server answering PING on port %d" % self.port)
+        assert self.process.poll() is None, "redis-server exited: %s" % self.process.stdout.read()
+
+    def ping(self):
+        try:
+            return self.command("PING") == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def command(self, *words):
+        """One command in RESP, its whole answer as bytes (the tests' own client)."""
+        request = b"*%d\r\n" % len(words) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(word), word) for word in
+            (word.encode() if isinstance(word, str) else word for word in words))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(request)
+            return sock.recv(65536)
+
+    def kill(self):
+        """SIGKILL (by PID): Redis vanishes with everything it held."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped one would not hear SIGTERM
+        stop_process(self.process)
+
+
+# -- several nodes over Redis -----------------------------------------------------------
+
+NODE_API_KEY = "the-api-key-of-the-node-tests"
+NODE_TOKEN_SECRET = "the-token-secret-of-the-node-tests-0123456"
+# What every node of the tests runs with (conftest's start_node): a dead node leaves
+# presence within 3 s; a Redis call fails after 1 s.
+NODE_FLAGS = ("--node-ttl", "3", "--broker-timeout", "1", "--admin-port", "0",
+              "--api-key", NODE_API_KEY, "--token-secret", NODE_TOKEN_SECRET,
+              "--subscribe-route", "/live",
+              "--route", "/c=%s,mode=framed" % os.path.join(REPO, "tests", "php", "channels.php"))
+
+
+def node_ready(node):
+    return http_get(admin_port(node), "/readyz")[0] == 200
+
+
+@contextmanager
+def node_subscriber(node, user, channels=(), info=None):
+    """A subscribe-route client of `node` (see NODE_FLAGS), once its subscriptions are
+    live: it shows in the presence of each of its channels (written once Redis confirmed
+    them)."""
+    token = connection_token(NODE_TOKEN_SECRET, user, channels, info)
+    with connect(node.url("/live?token=" + token)) as ws:
+        for channel in channels:
+            wait_until(lambda: client_in(node, channel, user), 10,
+                       "%s in the presence of %s" % (user, channel))
+        yield ws
+
+
+def client_in(node, channel, user):
+    """Whether `user` has a connection in the presence of `channel` (asked of node's API)."""
+    from cent import PresenceRequest
+
+    presence = node.api.presence(PresenceRequest(channel=channel)).presence
+    return any(entry.user == user for entry in presence.values())

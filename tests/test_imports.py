@@ -19,6 +19,8 @@ PACKAGE_DIR = os.path.join(REPO, "greenbridge")
 # Top-level names of what each stack imports (pyOpenSSL is "OpenSSL"; certbot's
 # ACME library is "acme"; dnspython is "dns").
 TLS_STACK = {"OpenSSL", "cryptography"}
+# What --broker needs (redis-py and its parser).
+REDIS_STACK = {"redis", "hiredis"}
 ACME_STACK = {"certbot", "acme", "josepy", "simple_acme_dns", "dns", "requests", "urllib3"}
 # cryptography's compiled part, which pyOpenSSL runs on: in the maps once TLS is loaded.
 TLS_SHARED_OBJECT = re.compile(r"/cryptography/\S*\.so")
@@ -143,12 +145,13 @@ def mapped_tls_objects(pid):
 IMPORT_REPORT = {"PYTHONPROFILEIMPORTTIME": "1"}
 
 
-def test_plain_server_and_its_workers_load_neither_tls_nor_acme(start_bridge):
+def test_plain_server_and_its_workers_load_neither_tls_nor_acme_nor_redis(start_bridge):
     bridge = start_bridge("--workers", "2", env=IMPORT_REPORT)
     for _ in range(2):  # a connection or two: what serving one imports counts too
         bridge.assert_serves()
     loaded = imported_packages(bridge)
-    assert not loaded & (TLS_STACK | ACME_STACK), sorted(loaded & (TLS_STACK | ACME_STACK))
+    assert not loaded & (TLS_STACK | ACME_STACK | REDIS_STACK), \
+        sorted(loaded & (TLS_STACK | ACME_STACK | REDIS_STACK))
     assert len(bridge.workers()) == 2
     for process in [bridge.process.pid] + [worker.pid for worker in bridge.workers()]:
         assert mapped_tls_objects(process) == [], process
@@ -165,3 +168,9 @@ def test_wss_server_loads_tls_but_not_acme(start_bridge):
     assert mapped_tls_objects(bridge.process.pid), "cryptography's shared object not mapped"
     assert not loaded & ACME_STACK, sorted(loaded & ACME_STACK)
     stop_cleanly(bridge)
+
+
+def test_a_server_with_a_broker_loads_redis(start_node):
+    node = start_node(env=IMPORT_REPORT)
+    assert REDIS_STACK <= imported_packages(node)  # the witness of the test above works
+    stop_cleanly(node)

@@ -13,8 +13,8 @@ import struct
 import pytest
 from websockets.sync.client import connect
 
-from support import (REPO, admin_port, closed_with, php_frame, scrape, value, wait_until,
-                     worker_holding)
+from support import (REPO, admin_port, closed_with, php_command, php_frame, scrape, value,
+                     wait_until, worker_holding)
 
 CHANNELS_PHP = os.path.join(REPO, "tests", "php", "channels.php")
 RAW_CONTROL_PHP = os.path.join(REPO, "tests", "php", "raw_control.php")
@@ -27,12 +27,7 @@ def channels_bridge(start_bridge, *flags):
                         "--route", "/raw=%s,mode=framed" % RAW_CONTROL_PHP, *flags)
 
 
-def command(ws, op, **fields):
-    """Send one command to tests/php/channels.php; what the library returned."""
-    ws.send(json.dumps(dict(op=op, **fields)))
-    answer = json.loads(ws.recv(timeout=10))
-    assert answer["op"] == op
-    return answer["ok"], answer["error"]
+command = php_command
 
 
 @contextlib.contextmanager

@@ -26,8 +26,9 @@ CHANNELS_PHP = os.path.join(REPO, "tests", "php", "channels.php")
 
 # The brokers every test runs on: name -> the flags that choose it, made from the test's
 # request (which may start what the broker needs: request.getfixturevalue("...")). The
-# in-process broker needs none.
-BROKERS = {"in-process": lambda request: ()}
+# in-process broker needs none; Redis needs a redis-server of the test's own.
+BROKERS = {"in-process": lambda request: (),
+           "redis": lambda request: ("--broker", request.getfixturevalue("redis_server").url)}
 
 
 @pytest.fixture(params=sorted(BROKERS))

@@ -12,7 +12,6 @@ import subprocess
 import urllib.error
 import urllib.request
 
-import jwt
 import pytest
 from cent import (BroadcastRequest, ChannelsRequest, Client, DisconnectRequest, InfoRequest,
                   PresenceRequest, PresenceStatsRequest, PublishRequest, SubscribeRequest,
@@ -24,7 +23,8 @@ from websockets.sync.client import connect
 
 from greenbridge.channels.api_methods import ApiError, ServerApiMethods
 from greenbridge.channels.broker import BrokerUnavailable
-from support import admin_port, readme_snippet, stopped_log, wait_until, worker_holding
+from support import (admin_port, connection_token, readme_snippet, stopped_log, wait_until,
+                     worker_holding)
 
 API_KEY = "the-api-key-of-these-tests"
 TOKEN_SECRET = "the-token-secret-of-these-tests-0123456789"
@@ -32,10 +32,7 @@ SUBSCRIBE_ROUTE = "/live"
 
 
 def token(user, channels=(), info=None):
-    claims = {"sub": user, "channels": list(channels)}
-    if info is not None:
-        claims["info"] = info
-    return jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
+    return connection_token(TOKEN_SECRET, user, channels, info)
 
 
 @pytest.fixture

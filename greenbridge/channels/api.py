@@ -13,7 +13,7 @@ import logging
 
 import gevent
 
-from greenbridge.channels.api_methods import ApiError, ServerApiMethods
+from greenbridge.channels.api_methods import INTERNAL, ApiError, ServerApiMethods
 from greenbridge.logs import RateLimitedLog
 
 log = logging.getLogger("greenbridge.api")
@@ -55,8 +55,10 @@ class ServerApi:
         try:
             answer = {"result": method(request)}
         except ApiError as error:
-            log.info("API %s: error %d, %s", name, error.code, error.message)
-            answer = {"error": {"code": error.code, "message": error.message}}
+            # A broker that is down or too slow logs its loss once, not each refusal.
+            if error.code != INTERNAL:
+                log.info("API %s: error %d, %s", name, error.code, error.message)
+            answer = _error(error.code, error.message)
         return _answer(start_response, "200 OK", json.dumps(answer).encode(),
                        [("Content-Type", "application/json")])
 
@@ -102,6 +104,10 @@ class BadBody(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+def _error(code, message):
+    return {"error": {"code": code, "message": message}}
 
 
 def _answer(start_response, status, body, headers=()):

@@ -4,11 +4,14 @@ What a token's algorithm needs (a secret or a public key of its family) and
 where a subscribe route may be are checked across options in checks.py.
 """
 
+import argparse
+from urllib.parse import unquote, urlsplit
+
 from greenbridge.settings.declaration import Section, Setting
 from greenbridge.settings.routes import SubscribeRoute
-from greenbridge.settings.values import (MAX_COUNT, MAX_HELD_BYTES, MiB, at_most, choice_of,
-                                         non_negative_int, positive_int, positive_seconds,
-                                         text_or_none)
+from greenbridge.settings.values import (MAX_COUNT, MAX_HELD_BYTES, MAX_SECONDS, MiB, at_most,
+                                         choice_of, non_negative_int, positive_int,
+                                         positive_seconds, text_or_none)
 
 # Connection tokens are JWTs signed with a shared secret (HMAC) or a private
 # key whose public half greenbridge holds (RSA, ECDSA); "none" is never one.
@@ -34,6 +37,58 @@ def subscribe_route(text):
 
 
 subscribe_route.__name__ = "subscribe route (PATH[,envelope], PATH starting with /)"
+
+
+BROKER_SCHEMES = ("redis", "rediss", "unix")
+DEFAULT_REDIS_PORT = 6379
+
+
+def broker_url(text):
+    """A Redis URL, ``redis://[:password@]host[:port][/db]``, ``rediss://...`` or
+    ``unix://[:password@]/path[?db=N]``; refused with a message that never shows the
+    password (argparse would quote the whole value)."""
+    url = text.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # a port that is not a number raises here
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in BROKER_SCHEMES:
+        raise argparse.ArgumentTypeError(
+            "%s is not a Redis URL: redis://[:password@]host:port/db, rediss://... or "
+            "unix://path" % _scheme_only(url))
+    shown = redacted_broker_url(url)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise argparse.ArgumentTypeError("%s: no socket path" % shown)
+    elif not parts.hostname:
+        raise argparse.ArgumentTypeError("%s: no host" % shown)
+    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise argparse.ArgumentTypeError("%s: the path must be a database number" % shown)
+    return url
+
+
+broker_url.__name__ = "Redis URL"
+
+
+def broker_secrets(url):
+    """What PHP must never see: the URL, and its password as written and as meant."""
+    password = urlsplit(url).password
+    return [url] + ([password, unquote(password)] if password else [])
+
+
+def redacted_broker_url(url):
+    """The URL as logs may show it: ``redis://host:port/db``, without user or password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return "unix://%s" % parts.path
+    return "%s://%s:%d/%s" % (parts.scheme, parts.hostname or "",
+                              parts.port or DEFAULT_REDIS_PORT, parts.path.strip("/") or "0")
+
+
+def _scheme_only(url):
+    scheme, separator, _ = url.partition("://")
+    return "%r" % (scheme + separator + "...") if separator else "the value"
 
 
 CHANNELS = Section("channels", (
@@ -84,6 +139,25 @@ CHANNELS = Section("channels", (
             type=positive_seconds, default=DEFAULT_HISTORY_TTL,
             help="seconds a channel's history is kept after its last publication",
             readme="seconds a channel's history is kept after its last publication"),
+    Setting("broker", "--broker", env="WSS_CONFIG_BROKER", type=broker_url, secret=broker_secrets,
+            readme_default="off",
+            help="redis://[:password@]host:port/db (or rediss://, unix://): several nodes share "
+                 "channels, presence and history through this Redis; without it, the channels "
+                 "of this machine only",
+            readme="``redis://[:password@]host:port/db`` (or ``rediss://``, ``unix://``): "
+                   "nodes share channels, presence and history through Redis; unset: this "
+                   "machine's only"),
+    Setting("broker_timeout", "--broker-timeout", env="WSS_CONFIG_BROKER_TIMEOUT",
+            type=positive_seconds, default=1.0,
+            help="seconds any call to the broker may take (connect, answer); past it the "
+                 "publication fails and /readyz says the broker is unavailable",
+            readme="seconds any call to the broker may take; past it: an error, /readyz 503"),
+    Setting("node_ttl", "--node-ttl", env="WSS_CONFIG_NODE_TTL",
+            type=at_most(MAX_SECONDS, positive_int), default=30,
+            help="seconds a node's presence and info entries live in the broker unless it "
+                 "refreshes them (every third of it): a node that died leaves them then",
+            readme="seconds a node's presence and ``info`` entries outlive it (refreshed "
+                   "every third of it)"),
 ), title="channels and tokens",
     description="Publications reach every subscribed client straight from the bridge. "
                 "Connection tokens (JWT, Centrifugo's claims) name the user and the channels.")

@@ -104,9 +104,7 @@ def channel_values(options):
 
 
 def _check_history(options):
-    # --broker comes with the Redis broker; until then no option of that name exists.
-    broker = getattr(options, "broker", None)
-    if options.history_size and options.workers > 1 and not broker:
+    if options.history_size and options.workers > 1 and not options.broker:
         raise ConfigError("--history-size with --workers %d needs --broker: in-memory history "
                           "lives in one process" % options.workers)
 

@@ -1,0 +1,189 @@
+"""Several nodes as one over a real redis-server (--broker): publications from the API and
+from PHP reach subscribers on every node, the API answers for all nodes, and a node that
+dies (SIGKILL) leaves presence and ``info`` after --node-ttl.
+
+Nodes are real greenbridge processes; the API is driven by the real ``cent`` client;
+subscribers are real WebSocket clients on a subscribe route, with tokens made by PyJWT.
+"""
+
+import contextlib
+import json
+import signal
+
+import pytest
+from cent import (ChannelsRequest, DisconnectRequest, InfoRequest, PresenceRequest,
+                  PresenceStatsRequest, PublishRequest, SubscribeRequest, UnsubscribeRequest)
+from cent.dto import Disconnect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from support import (NODE_FLAGS, client_in, node_ready as ready, node_subscriber as subscriber,
+                     php_command, php_environment, run_cli, stop_cleanly, stopped_log, wait_until,
+                     worker_holding)
+
+NODE_TTL = NODE_FLAGS[NODE_FLAGS.index("--node-ttl") + 1]
+
+
+def received(ws, timeout=10):
+    return ws.recv(timeout=timeout)
+
+
+def test_an_api_publication_on_one_node_reaches_subscribers_on_every_node(start_node):
+    a, b = start_node(), start_node()
+    with subscriber(a, "ann", ["news"]) as ann, subscriber(b, "bob", ["news"]) as bob:
+        a.api.publish(PublishRequest(channel="news", data={"text": "hello"}))
+        assert received(ann) == received(bob) == '{"text":"hello"}'
+        b.api.publish(PublishRequest(channel="news", data="from b"))
+        assert received(ann) == received(bob) == '"from b"'
+
+
+def test_fifty_publications_arrive_on_the_other_node_complete_and_in_order(start_node):
+    a, b = start_node(), start_node()
+    with subscriber(b, "bob", ["feed"]) as bob:
+        for number in range(50):
+            a.api.publish(PublishRequest(channel="feed", data=number))
+        assert [received(bob) for _ in range(50)] == [str(number) for number in range(50)]
+
+
+def test_a_php_publication_on_one_node_reaches_subscribers_on_both(start_node):
+    a, b = start_node(), start_node()
+    with subscriber(a, "ann", ["room"]) as ann, subscriber(b, "bob", ["room"]) as bob, \
+            connect(a.url("/c")) as publisher:
+        assert php_command(publisher, "publish", channel="room", data="from PHP on a") \
+            == (True, "")
+        assert received(ann) == received(bob) == "from PHP on a"
+
+
+def test_presence_channels_and_info_answer_for_every_node(start_node):
+    a, b = start_node(), start_node()
+    with subscriber(a, "ann", ["chat:1", "chat:2"], info={"name": "Ann"}), \
+            subscriber(b, "ann", ["chat:1"]), subscriber(b, "bob", ["news"]):
+        for node in (a, b):
+            presence = node.api.presence(PresenceRequest(channel="chat:1")).presence
+            assert sorted((entry.user, json.dumps(entry.conn_info))
+                          for entry in presence.values()) \
+                == [("ann", "null"), ("ann", '{"name": "Ann"}')]
+            assert all(client_id == entry.client for client_id, entry in presence.items())
+            stats = node.api.presence_stats(PresenceStatsRequest(channel="chat:1"))
+            assert (stats.num_clients, stats.num_users) == (2, 1)
+            channels = node.api.channels(ChannelsRequest()).channels
+            assert {name: info.num_clients for name, info in channels.items()} \
+                == {"chat:1": 2, "chat:2": 1, "news": 1}
+            assert sorted(node.api.channels(ChannelsRequest(pattern="chat:*")).channels) \
+                == ["chat:1", "chat:2"]
+
+        def counts():
+            nodes = a.api.info(InfoRequest()).nodes
+            return sorted((node.num_clients, node.num_users, node.num_channels, node.num_subs)
+                          for node in nodes)
+        # The other node's counts are as of its last refresh (every --node-ttl / 3).
+        wait_until(lambda: counts() == [(1, 1, 2, 2), (2, 2, 2, 2)], int(NODE_TTL) * 2,
+                   lambda: "info counts %s" % counts())
+    wait_until(lambda: a.api.channels(ChannelsRequest()).channels == {}, 10,
+               "every channel gone with its subscribers, on every node")
+
+
+def test_subscribe_unsubscribe_and_disconnect_by_user_act_on_every_node(start_node):
+    a, b = start_node(), start_node()
+    with subscriber(a, "ann") as on_a, subscriber(b, "ann") as on_b, \
+            subscriber(b, "bob") as bob:
+        a.api.subscribe(SubscribeRequest(user="ann", channel="room"))
+        wait_until(lambda: len(a.api.presence(PresenceRequest(channel="room")).presence) == 2,
+                   10, "both of ann's connections in room")
+        b.api.publish(PublishRequest(channel="room", data="one"))
+        assert received(on_a) == received(on_b) == '"one"'
+        b.api.unsubscribe(UnsubscribeRequest(user="ann", channel="room"))
+        wait_until(lambda: a.api.channels(ChannelsRequest()).channels == {}, 10,
+                   "room left on both nodes")
+        b.api.disconnect(DisconnectRequest(user="ann", disconnect=Disconnect(
+            code=4001, reason="account closed")))
+        for ws in (on_a, on_b):
+            with pytest.raises(ConnectionClosed):
+                received(ws)
+            assert (ws.close_code, ws.close_reason) == (4001, "account closed")
+        a.api.subscribe(SubscribeRequest(user="bob", channel="still-here"))
+        wait_until(lambda: client_in(a, "still-here", "bob"), 10, "bob subscribed")
+        a.api.publish(PublishRequest(channel="still-here", data="bob stays"))
+        assert received(bob) == '"bob stays"'
+
+
+def test_a_killed_node_leaves_presence_and_info_within_the_node_ttl(start_node):
+    a, b = start_node(), start_node()
+    with subscriber(a, "ann", ["room"]), subscriber(b, "bob", ["room"]):
+        wait_until(lambda: len(a.api.info(InfoRequest()).nodes) == 2, 10, "two nodes")
+        b.signal(signal.SIGKILL)
+        b.process.wait(10)
+        wait_until(lambda: [entry.user for entry in
+                            a.api.presence(PresenceRequest(channel="room")).presence.values()]
+                   == ["ann"], int(NODE_TTL) + 5, "bob's entry expired")
+        [node] = a.api.info(InfoRequest()).nodes
+        assert node.num_clients == 1
+        assert a.api.channels(ChannelsRequest()).channels["room"].num_clients == 1
+    assert "Traceback" not in stopped_log(a)
+
+
+def test_a_node_that_stops_leaves_presence_and_info_as_it_goes(start_node):
+    a, b = start_node(), start_node("--shutdown-timeout", "0.5")
+    with subscriber(a, "ann", ["room"]), subscriber(b, "bob", ["room"]):
+        wait_until(lambda: len(a.api.info(InfoRequest()).nodes) == 2, 10, "two nodes")
+        log = stop_cleanly(b)  # SIGTERM: its connections end (1001), then its entries go
+        assert [entry.user for entry in
+                a.api.presence(PresenceRequest(channel="room")).presence.values()] == ["ann"]
+        assert len(a.api.info(InfoRequest()).nodes) == 1
+    assert "broker" not in log.replace("through Redis at", "")  # no complaint on the way out
+
+
+def test_with_workers_each_worker_is_a_node_and_the_arbiter_serves_the_api(start_node):
+    node = start_node("--workers", "2")
+    other = start_node()
+    with contextlib.ExitStack() as stack:
+        # Subscribers until both workers hold some (bounded), and one on the other node.
+        clients = []
+        for number in range(40):
+            clients.append(stack.enter_context(subscriber(node, "user%d" % number, ["all"])))
+            if len({worker_holding(node, ws.socket) for ws in clients}) == 2:
+                break
+        assert len({worker_holding(node, ws.socket) for ws in clients}) == 2
+        clients.append(stack.enter_context(subscriber(other, "other", ["all"])))
+        other.api.publish(PublishRequest(channel="all", data="everyone"))
+        assert [received(ws) for ws in clients] == ['"everyone"'] * len(clients)
+        # Two workers and the other node: three nodes; the arbiter is none.
+        assert len(node.api.info(InfoRequest()).nodes) == 3
+        assert node.api.presence_stats(PresenceStatsRequest(channel="all")).num_clients \
+            == len(clients)
+
+
+# -- the --broker URL: a secret -----------------------------------------------------------
+
+PASSWORD = "pass-word-of-the-redis-tests"
+
+
+@pytest.mark.parametrize("url,complaint", [
+    ("http://:%s@127.0.0.1:6379/0" % PASSWORD, "'http://...' is not a Redis URL"),
+    ("redis://:%s@127.0.0.1:port/0" % PASSWORD, "is not a Redis URL"),
+    ("redis://:%s@/0" % PASSWORD, "redis://:6379/0: no host"),
+    ("redis://:%s@127.0.0.1:6379/zero" % PASSWORD,
+     "redis://127.0.0.1:6379/zero: the path must be a database number"),
+    ("unix://:%s@" % PASSWORD, "unix://: no socket path"),
+])
+def test_a_bad_broker_url_stops_start_up_with_one_line_without_the_password(url, complaint):
+    for run in (run_cli("-e", "php", "-s", "conf/echo.php", "--broker", url),
+                run_cli("-e", "php", "-s", "conf/echo.php", env={"WSS_CONFIG_BROKER": url})):
+        assert run.returncode == 2
+        assert run.stderr.count("\n") == 1 and complaint in run.stderr, run.stderr
+        assert PASSWORD not in run.stderr + run.stdout
+
+
+def test_the_broker_url_and_password_reach_neither_php_nor_the_log(start_bridge, redis_server):
+    redis_server.command("CONFIG", "SET", "requirepass", PASSWORD)
+    url = "redis://:%s@127.0.0.1:%d/0" % (PASSWORD, redis_server.port)
+    bridge = start_bridge("--log-level", "debug", "--admin-port", "0", env={
+        "WSS_CONFIG_BROKER": url, "APP_REDIS_URL": url, "APP_REDIS_PASSWORD": PASSWORD})
+    wait_until(lambda: ready(bridge), 10, "node ready (the password let it in)")
+    environment = php_environment(bridge.url("/"), full=True)
+    for name, text in environment.items():
+        assert PASSWORD not in text and url not in text, name
+    log = stopped_log(bridge)
+    assert PASSWORD not in log
+    assert "through Redis at redis://127.0.0.1:%d/0" % redis_server.port in log
+    assert "not passed to PHP: APP_REDIS_PASSWORD, APP_REDIS_URL" in log
