@@ -983,3 +983,21 @@ def client_in(node, channel, user):
 
     presence = node.api.presence(PresenceRequest(channel=channel)).presence
     return any(entry.user == user for entry in presence.values())
+
+
+def assert_api_sees_ann_twice_and_bob(api):
+    """What the API answers while "ann" is subscribed to chat:1 and chat:2 (with info
+    {"name": "Ann"}) and, on another connection, to chat:1, and "bob" to news."""
+    from cent import ChannelsRequest, PresenceRequest, PresenceStatsRequest
+
+    presence = api.presence(PresenceRequest(channel="chat:1")).presence
+    assert sorted((entry.user, json.dumps(entry.conn_info)) for entry in presence.values()) \
+        == [("ann", "null"), ("ann", '{"name": "Ann"}')]
+    assert all(client_id == entry.client for client_id, entry in presence.items())
+    stats = api.presence_stats(PresenceStatsRequest(channel="chat:1"))
+    assert (stats.num_clients, stats.num_users) == (2, 1)
+    channels = api.channels(ChannelsRequest()).channels
+    assert {name: info.num_clients for name, info in channels.items()} \
+        == {"chat:1": 2, "chat:2": 1, "news": 1}
+    assert sorted(api.channels(ChannelsRequest(pattern="chat:*")).channels) \
+        == ["chat:1", "chat:2"]

@@ -7,7 +7,6 @@ subscribers are real WebSocket clients on a subscribe route, with tokens made by
 """
 
 import contextlib
-import json
 import signal
 
 import pytest
@@ -17,7 +16,8 @@ from cent.dto import Disconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import (NODE_FLAGS, client_in, node_ready as ready, node_subscriber as subscriber,
+from support import (NODE_FLAGS, assert_api_sees_ann_twice_and_bob, client_in,
+                     node_ready as ready, node_subscriber as subscriber,
                      php_command, php_environment, run_cli, stop_cleanly, stopped_log, wait_until,
                      worker_holding)
 
@@ -59,18 +59,7 @@ def test_presence_channels_and_info_answer_for_every_node(start_node):
     with subscriber(a, "ann", ["chat:1", "chat:2"], info={"name": "Ann"}), \
             subscriber(b, "ann", ["chat:1"]), subscriber(b, "bob", ["news"]):
         for node in (a, b):
-            presence = node.api.presence(PresenceRequest(channel="chat:1")).presence
-            assert sorted((entry.user, json.dumps(entry.conn_info))
-                          for entry in presence.values()) \
-                == [("ann", "null"), ("ann", '{"name": "Ann"}')]
-            assert all(client_id == entry.client for client_id, entry in presence.items())
-            stats = node.api.presence_stats(PresenceStatsRequest(channel="chat:1"))
-            assert (stats.num_clients, stats.num_users) == (2, 1)
-            channels = node.api.channels(ChannelsRequest()).channels
-            assert {name: info.num_clients for name, info in channels.items()} \
-                == {"chat:1": 2, "chat:2": 1, "news": 1}
-            assert sorted(node.api.channels(ChannelsRequest(pattern="chat:*")).channels) \
-                == ["chat:1", "chat:2"]
+            assert_api_sees_ann_twice_and_bob(node.api)
 
         def counts():
             nodes = a.api.info(InfoRequest()).nodes

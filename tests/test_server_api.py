@@ -23,7 +23,8 @@ from websockets.sync.client import connect
 
 from greenbridge.channels.api_methods import ApiError, ServerApiMethods
 from greenbridge.channels.broker import BrokerUnavailable
-from support import (admin_port, connection_token, readme_snippet, stopped_log, wait_until,
+from support import (admin_port, assert_api_sees_ann_twice_and_bob, connection_token,
+                     readme_snippet, stopped_log, wait_until,
                      worker_holding)
 
 API_KEY = "the-api-key-of-these-tests"
@@ -130,17 +131,7 @@ def test_presence_channels_and_info_count_the_subscribers(api_bridge):
     bridge = api_bridge()
     with subscriber(bridge, "ann", ["chat:1", "chat:2"], info={"name": "Ann"}), \
             subscriber(bridge, "ann", ["chat:1"]), subscriber(bridge, "bob", ["news"]):
-        presence = bridge.api.presence(PresenceRequest(channel="chat:1")).presence
-        assert sorted((entry.user, json.dumps(entry.conn_info)) for entry in presence.values()) \
-            == [("ann", "null"), ("ann", '{"name": "Ann"}')]
-        assert all(client_id == entry.client for client_id, entry in presence.items())
-        stats = bridge.api.presence_stats(PresenceStatsRequest(channel="chat:1"))
-        assert (stats.num_clients, stats.num_users) == (2, 1)
-        channels = bridge.api.channels(ChannelsRequest()).channels
-        assert {name: info.num_clients for name, info in channels.items()} \
-            == {"chat:1": 2, "chat:2": 1, "news": 1}
-        channels = bridge.api.channels(ChannelsRequest(pattern="chat:*")).channels
-        assert sorted(channels) == ["chat:1", "chat:2"]
+        assert_api_sees_ann_twice_and_bob(bridge.api)
         [node] = bridge.api.info(InfoRequest()).nodes
         assert (node.num_clients, node.num_users, node.num_channels, node.num_subs) \
             == (3, 2, 3, 4)
