@@ -12,8 +12,9 @@ time, so a client-bound run shows. Runs are interleaved: every repetition of
 a scenario starts each server afresh, alternating which goes first. Prints a
 table of medians and ratios, writes the raw results as JSON and a PNG chart
 (scripts/bench-results/ by default). The channel scenarios compare
-greenbridge's fan-out with Pushpin's; the fanout-cluster ones run it across
-two greenbridge nodes over one redis-server, against one node.
+greenbridge's fan-out with Pushpin's; fanout-redis runs it through a
+redis-server (--broker), fanout-cluster across two nodes over one, against one
+node with its in-process broker.
 """
 
 import argparse
@@ -30,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psutil
@@ -168,12 +170,12 @@ class Greenbridge(Server):
 
 
 class Cluster(Server):
-    """Two greenbridge nodes over one Redis (redis-server, no persistence): subscribers
-    split over the nodes, publications through the first node's API."""
+    """greenbridge nodes over one Redis (redis-server, no persistence), each with the
+    workers the one node it is compared with has, as on a machine of its own:
+    subscribers split over the nodes, publications through the first node's API."""
 
-    name = "greenbridge-2-nodes"
-
-    def __init__(self, options, log_dir):
+    def __init__(self, options, log_dir, nodes):
+        self.name = cluster_name(nodes)
         self.redis_port = free_port()
         self.process = self._start(["redis-server", "--port", str(self.redis_port),
                                     "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -183,7 +185,7 @@ class Cluster(Server):
         broker = "redis://127.0.0.1:%d/0" % self.redis_port
         self.nodes = []
         try:
-            for number in (1, 2):
+            for number in range(1, nodes + 1):
                 self.nodes.append(Greenbridge(options, log_dir, channels=True, broker=broker,
                                               name="greenbridge-node-%d" % number))
         except BaseException:
@@ -191,15 +193,18 @@ class Cluster(Server):
             raise
 
     def url(self, path=""):
-        return ""  # the subscriber paths are whole addresses, on either node
+        return ""  # the subscriber paths are whole addresses, on the nodes in turn
 
     def subscriber_paths(self, first, count):
-        """The first half on node 1, the second on node 2 (a client process each)."""
-        half = count // 2
-        return [node.url() + path for node, paths in (
-            (self.nodes[0], self.nodes[0].subscriber_paths(first, half)),
-            (self.nodes[1], self.nodes[1].subscriber_paths(first + half, count - half)))
-            for path in paths]
+        """An equal share on each node, in node order (the scenario gives each client
+        process a contiguous share)."""
+        share = count // len(self.nodes)
+        paths = []
+        for index, node in enumerate(self.nodes):
+            number = share if index < len(self.nodes) - 1 else count - share * index
+            paths += [node.url() + path
+                      for path in node.subscriber_paths(first + len(paths), number)]
+        return paths
 
     def publisher(self):
         return self.nodes[0].publisher()
@@ -212,6 +217,10 @@ class Cluster(Server):
         for node in self.nodes:
             node.stop()
         super().stop()
+
+
+def cluster_name(nodes):
+    return "greenbridge-%d-node%s-redis" % (nodes, "s" if nodes > 1 else "")
 
 
 class Websocketd(Server):
@@ -593,24 +602,33 @@ class _Subscriber:
             del self.payloads[:], self.times[:]
         return self.warmed
 
-    def got_last(self, last):
-        return bool(self.payloads) and self.payloads[-1].startswith(b"[%d," % last)
+    def got_all(self, publications, publishers):
+        """Whether the last publication of each publisher came (see check)."""
+        if publishers == 1:
+            return bool(self.payloads) and \
+                self.payloads[-1].startswith(b"[%d," % (publications - 1))
+        lasts = tuple(b"[%d," % sequence
+                      for sequence in range(publications - publishers, publications))
+        return sum(payload.startswith(lasts) for payload in self.payloads) >= publishers
 
-    def check(self, publications, latencies):
-        """(missing, out of order or twice, last arrival) of publications 0..n-1; the
-        latency of each one received in order goes to `latencies`."""
-        expected, received, disorder = 0, 0, 0
+    def check(self, publications, publishers, latencies):
+        """(missing, out of order or twice, last arrival) of publications 0..n-1, published
+        by `publishers` in turn (publisher p publishes p, p + publishers, ...): each
+        publisher's in order. The latency of each one received in order goes to
+        `latencies`."""
+        expected, received, disorder = [0] * publishers, 0, 0
         for payload, arrived in zip(self.payloads, self.times):
             sequence, published = payload[1:-1].split(b",")
             sequence = int(sequence)
             if sequence < 0:
                 continue  # a late warm-up
-            if sequence < expected:
+            publisher = sequence % publishers
+            if sequence < expected[publisher]:
                 disorder += 1
                 continue
             latencies.append(arrived - float(published))
             received += 1
-            expected = sequence + 1
+            expected[publisher] = sequence + publishers
         return publications - received, disorder, self.times[-1] if self.times else None
 
     def close(self):
@@ -639,7 +657,8 @@ async def _until(condition, timeout, what):
         await asyncio.sleep(0.02)
 
 
-async def client_fanout(url, ready, go, paths, publications, settle, received, release):
+async def client_fanout(url, ready, go, paths, publications, publishers, settle, received,
+                        release):
     """Subscribe, say ready once every subscription is live, wait for every publication
     (at most `settle` seconds more once one subscriber has them all), say `received`, and
     close the subscribers once told (`release`: the server's CPU is measured before)."""
@@ -647,19 +666,19 @@ async def client_fanout(url, ready, go, paths, publications, settle, received, r
     await _until(lambda: all(subscriber.warm() for subscriber in subscribers), _CLIENT_TIMEOUT,
                  "warm-up publication not received by every subscriber")
     ready.set()
-    last = publications - 1
-    await _until(lambda: any(subscriber.got_last(last) for subscriber in subscribers),
+    await _until(lambda: any(subscriber.got_all(publications, publishers)
+                             for subscriber in subscribers),
                  _CLIENT_TIMEOUT, "the last publication never came")
     try:
-        await _until(lambda: all(subscriber.got_last(last) for subscriber in subscribers),
-                     settle, "")
+        await _until(lambda: all(subscriber.got_all(publications, publishers)
+                                 for subscriber in subscribers), settle, "")
     except TimeoutError:
         pass  # counted as missing below
     received.set()
     await asyncio.get_running_loop().run_in_executor(None, _wait, release)
     latencies, missing, disorder, finished = [], 0, 0, []
     for subscriber in subscribers:
-        lost, unordered, last_arrival = subscriber.check(publications, latencies)
+        lost, unordered, last_arrival = subscriber.check(publications, publishers, latencies)
         missing += lost
         disorder += unordered
         if last_arrival is not None:
@@ -838,9 +857,10 @@ def scenario_stream(server, options):
     return outcomes, result
 
 
-def scenario_fanout(server, options, rate=None):
+def scenario_fanout(server, options, rate=None, publishers=1):
     """1,000 subscribers of one channel, 200 publications as fast as the API takes them
-    (or `rate` a second); every delivery checked, publish-to-delivery latency."""
+    (or `rate` a second) from `publishers` in turn, each waiting for its last answer;
+    every delivery checked, publish-to-delivery latency."""
     subscribers, publications, processes = options.fanout_subscribers, 200, 2
     share = subscribers // processes
     paths = server.subscriber_paths(0, subscribers)
@@ -850,14 +870,26 @@ def scenario_fanout(server, options, rate=None):
     release = context.Event()
     started = {}
 
-    def during():
-        cpu_before = server.cpu_seconds()
-        started["time"] = time.monotonic()
-        for sequence in range(publications):
+    def publish_from(number, each_publisher):
+        for sequence in range(number, publications, publishers):
             if rate:
                 time.sleep(max(0.0, started["time"] + sequence / rate - time.monotonic()))
-            publisher.publish([sequence, time.monotonic()])
+            each_publisher.publish([sequence, time.monotonic()])
+
+    def during():
+        cpu_before = server.cpu_seconds()
+        others = [server.publisher() for _ in range(publishers - 1)]
+        started["time"] = time.monotonic()
+        threads = [threading.Thread(target=publish_from, args=(number, each))
+                   for number, each in enumerate(others, 1)]
+        for thread in threads:
+            thread.start()
+        publish_from(0, publisher)
+        for thread in threads:
+            thread.join()
         started["published"] = time.monotonic()
+        for each in others:
+            each.close()
         for event in received:
             event.wait(_CLIENT_TIMEOUT)  # a client that failed says so in its outcome
         server_cpu = server.cpu_seconds() - cpu_before  # the subscribers not yet closed
@@ -866,7 +898,8 @@ def scenario_fanout(server, options, rate=None):
 
     outcomes, measured = run_clients(
         "fanout", server.url(), [{"paths": paths[number * share:(number + 1) * share],
-                                  "publications": publications, "settle": 10,
+                                  "publications": publications, "publishers": publishers,
+                                  "settle": 10,
                                   "received": received[number], "release": release}
                                  for number in range(processes)],
         processes, during, warm=lambda: publisher.publish([-1, time.monotonic()]))
@@ -891,6 +924,19 @@ def scenario_fanout(server, options, rate=None):
 
 def scenario_fanout_paced(server, options):
     return scenario_fanout(server, options, rate=100)
+
+
+# A web app publishes from many processes at once (PHP-FPM workers, queue workers):
+# the fan-out through Redis is measured with sixteen publishers, on both sides.
+CLUSTER_PUBLISHERS = 16
+
+
+def scenario_fanout_publishers(server, options):
+    return scenario_fanout(server, options, publishers=CLUSTER_PUBLISHERS)
+
+
+def scenario_fanout_publishers_paced(server, options):
+    return scenario_fanout(server, options, rate=100, publishers=CLUSTER_PUBLISHERS)
 
 
 def scenario_idle_subscribers(server, options):
@@ -933,19 +979,21 @@ SCENARIOS = {
     "framed-pingpong": scenario_pingpong, "framed-concurrent": scenario_concurrent,
     "fanout": scenario_fanout, "fanout-paced": scenario_fanout_paced,
     "idle-subscribers": scenario_idle_subscribers,
-    # The fan-out across two nodes over Redis (or on one node, to compare).
-    "fanout-cluster": scenario_fanout, "fanout-cluster-paced": scenario_fanout_paced,
+    # The fan-out through Redis (--broker), against one node with its in-process broker.
+    "fanout-redis": scenario_fanout_publishers, "fanout-cluster": scenario_fanout_publishers,
+    "fanout-cluster-paced": scenario_fanout_publishers_paced,
 }
 # Publications to subscribers without PHP: greenbridge's channels against Pushpin's.
 CHANNEL_SCENARIOS = ("fanout", "fanout-paced", "idle-subscribers")
-# The same fan-out across two nodes over Redis, against one node (its in-process broker).
-CLUSTER_SCENARIOS = ("fanout-cluster", "fanout-cluster-paced")
+# The same fan-out through Redis, against one node with its in-process broker: scenario ->
+# the nodes over Redis.
+CLUSTER_SCENARIOS = {"fanout-redis": 1, "fanout-cluster": 2, "fanout-cluster-paced": 2}
 
 
 def servers_of(scenario):
     """What is measured in `scenario` and what it is compared with."""
     if scenario in CLUSTER_SCENARIOS:
-        return (Cluster.name, "greenbridge")
+        return (cluster_name(CLUSTER_SCENARIOS[scenario]), "greenbridge")
     return ("greenbridge", "pushpin" if scenario in CHANNEL_SCENARIOS else "websocketd")
 # What the table shows for each scenario: (metric, label, higher is better).
 HEADLINES = {
@@ -975,7 +1023,7 @@ HEADLINES["fanout-paced"] = [
 HEADLINES["idle-subscribers"] = [
     ("kib_per_subscriber", "server KiB per idle subscriber", False),
     ("server_rss_mib", "server RSS MiB", False), ("dropped", "dropped", False)]
-HEADLINES["fanout-cluster"] = HEADLINES["fanout"]
+HEADLINES["fanout-redis"] = HEADLINES["fanout-cluster"] = HEADLINES["fanout"]
 HEADLINES["fanout-cluster-paced"] = HEADLINES["fanout-paced"]
 HEADLINES["framed-pingpong"] = HEADLINES["pingpong"]
 HEADLINES["framed-concurrent"] = HEADLINES["concurrent"]
@@ -988,13 +1036,13 @@ def run_once(scenario, name, options, log_dir):
     mode = "framed" if scenario.startswith("framed-") else "raw"
     if name == "pushpin":
         server = Pushpin(options, log_dir)
-    elif name == Cluster.name:
-        server = Cluster(options, log_dir)
+    elif scenario in CLUSTER_SCENARIOS and name != "greenbridge":
+        server = Cluster(options, log_dir, CLUSTER_SCENARIOS[scenario])
     elif name == "websocketd":
         server = Websocketd(options, log_dir)
     else:
         server = Greenbridge(options, log_dir, mode,
-                             channels=scenario in CHANNEL_SCENARIOS + CLUSTER_SCENARIOS)
+                             channels=scenario in CHANNEL_SCENARIOS + tuple(CLUSTER_SCENARIOS))
     try:
         cpu_before = server.cpu_seconds()
         wall_before = time.monotonic()
@@ -1120,7 +1168,8 @@ def main():
                         help="replace only the scenarios run in the existing results.json")
     options = parser.parse_args()
     scenarios = options.only.split(",")
-    programs = {"pushpin": "pushpin", "websocketd": "websocketd", Cluster.name: "redis-server"}
+    programs = {"pushpin": "pushpin", "websocketd": "websocketd"}
+    programs.update((cluster_name(nodes), "redis-server") for nodes in CLUSTER_SCENARIOS.values())
     for needed in {programs[name] for scenario in scenarios for name in servers_of(scenario)
                    if name in programs}:
         if shutil.which(needed) is None:

@@ -113,3 +113,22 @@ def _publishes(broker):
     except BrokerUnavailable:
         return False
     return True
+
+
+def test_publishers_at_once_each_get_the_answer_of_their_own_publication(history_broker):
+    """Publications made at once share pipelines to Redis (redis_publisher.py): each
+    publisher must get the offset of its own publication, as the stream keeps it."""
+    import gevent
+
+    broker = history_broker(size=1000)
+    answers = {}
+
+    def publisher(number):
+        for sequence in range(25):
+            data = b"%d-%d" % (number, sequence)
+            answers[data] = broker.publish(Publication("news", data, BINARY)).offset
+
+    gevent.joinall([gevent.spawn(publisher, number) for number in range(8)], raise_error=True)
+    kept = {publication.data: publication.offset
+            for publication in broker.history("news", limit=-1).publications}
+    assert kept == answers and sorted(kept.values()) == list(range(1, 201))

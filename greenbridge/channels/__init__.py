@@ -8,8 +8,9 @@
   process holds them (``LocalBroker``); ``workers.py`` relays between the
   workers of one host through the arbiter; ``redis_broker.py`` shares them
   between nodes through Redis (--broker), with ``redis_subscriptions.py``
-  (the node's pub/sub connection), ``redis_presence.py`` (its presence and
-  ``info`` entries) and ``redis_keys.py`` (the keys, payloads and Lua);
+  (the node's pub/sub connection), ``redis_publisher.py`` (publications,
+  pipelined), ``redis_presence.py`` (its presence and ``info`` entries) and
+  ``redis_keys.py`` (the keys, payloads and Lua);
 - ``history.py``: the last publications of each channel, in memory (without
   ``--broker``); ``recovery.py``: a returning subscriber gets what it missed;
 - ``api.py`` and ``api_methods.py``: the server API (Centrifugo's shape);

@@ -7,7 +7,8 @@ TTL it refreshes (redis_presence.py). Every publication goes through Redis,
 also to the publishing node's own subscribers: one order for everyone, and a
 publication nobody could receive fails (BrokerUnavailable) instead of
 reaching only this node. Publishing is one Lua script that also keeps the
-channel's history (a stream) when --history-size is set (redis_keys.py).
+channel's history (a stream) when --history-size is set (redis_keys.py);
+publications made at once share a pipeline (redis_publisher.py).
 The server API's actions on a user's connections are published on the
 control channel; every node carries them out on its own hub.
 
@@ -35,6 +36,7 @@ from greenbridge.channels.broker import (BrokerUnavailable, HistoryPage, LocalBr
 from greenbridge.channels.hub import SubscriptionError
 from greenbridge.channels.node import Node
 from greenbridge.channels.redis_presence import PresenceWriter
+from greenbridge.channels.redis_publisher import RedisPublisher
 from greenbridge.channels.redis_subscriptions import RedisSubscriptions, one_line
 from greenbridge.logs import RateLimitedLog
 from greenbridge.settings.channels import redacted_broker_url
@@ -84,7 +86,10 @@ class RedisBroker:
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None,
             protocol=2, max_connections=MAX_CONNECTIONS)
-        self._publish_script = self._redis.register_script(keys.PUBLISH)
+        pool = self._redis.connection_pool
+        self._publisher = RedisPublisher(
+            lambda: pool.connection_class(**pool.connection_kwargs),
+            self._redis.register_script(keys.PUBLISH))
         self._history_script = self._redis.register_script(keys.HISTORY)
         self._presence_script = self._redis.register_script(keys.PRESENCE)
         self._local = self._subscriptions = self._presence = None
@@ -93,7 +98,6 @@ class RedisBroker:
             self._node = node or Node()
             self._local = LocalBroker(hub, self._node)
             self._deliver = hub.publish
-            pool = self._redis.connection_pool
             self._subscriptions = RedisSubscriptions(
                 lambda: pool.connection_class(**pool.connection_kwargs), keys.CONTROL, timeout,
                 self._received, self._control, self._up, self._health.failed)
@@ -130,9 +134,9 @@ class RedisBroker:
     def publish(self, publication):
         channel = publication.channel
         offset, epoch = self._call(
-            self._publish_script, keys=self._keys_of(channel),
-            args=[keys.kind_and_data(publication), self._history_size, self._history_ttl_ms,
-                  keys.META_TTL, _new_epoch()])
+            self._publisher.publish, self._keys_of(channel),
+            [keys.kind_and_data(publication), self._history_size, self._history_ttl_ms,
+             keys.META_TTL, _new_epoch()])
         if not self._history_size:
             return None
         return StreamPosition(int(offset), epoch.decode())
@@ -299,6 +303,7 @@ class RedisBroker:
         if self._subscriptions is not None:
             self._subscriptions.close()
             self._presence.close()
+        self._publisher.close()
         self._redis.close()
 
 
