@@ -171,7 +171,7 @@ class Greenbridge(Server):
 
 class Cluster(Server):
     """greenbridge nodes over one Redis (redis-server, no persistence): subscribers split
-    over the nodes, publications through the first node's API. The nodes share this
+    over the nodes, publishers spread over the nodes' APIs. The nodes share this
     machine as they would share out machines: each has its share of the workers of the one
     node it is compared with (at least one), so as many processes deliver on the same cores."""
 
@@ -212,7 +212,9 @@ class Cluster(Server):
         return paths
 
     def publisher(self):
-        return self.nodes[0].publisher()
+        """Publishers through each node's API in turn, as a load balancer spreads them."""
+        self._publishers = getattr(self, "_publishers", 0) + 1
+        return self.nodes[(self._publishers - 1) % len(self.nodes)].publisher()
 
     def own_processes(self):
         return [process for node in self.nodes for process in node.own_processes()] + \
