@@ -77,6 +77,7 @@ class Metrics:
                         if connection.php_running))
         self._traffic.connections = app.connections
         self._channels.hub = app.channels
+        self._channels.broker = app.broker
 
     def watch_certificate(self, holder):
         """With TLS: the served certificate's expiry (a tls.holder.CertificateHolder), at each scrape."""
@@ -136,15 +137,20 @@ class _TrafficCollector:
 
 
 class _ChannelsCollector:
-    """The channels of this process (channels/hub.py), read at each scrape."""
+    """The channels of this process (channels/hub.py) and whether their broker answers,
+    read at each scrape."""
 
     def __init__(self):
         self.hub = None
+        self.broker = None
 
     def collect(self):
         hub = self.hub
         if hub is None:
             return
+        yield GaugeMetricFamily(
+            "greenbridge_broker_up", "1 while the channels' broker (Redis, with --broker) "
+            "answers, 0 while publications fail", value=self.broker.not_ready_because() is None)
         channels = hub.channels()
         for family, name, documentation, number in (
                 (GaugeMetricFamily, "greenbridge_channels", "Channels with a subscriber now",

@@ -13,7 +13,7 @@ from cent.exceptions import CentApiResponseError
 from websockets.sync.client import connect
 
 from support import (admin_port, http_get, node_ready as ready, node_subscriber as subscriber,
-                     php_command, stop_cleanly, wait_until)
+                     php_command, scrape, stop_cleanly, value, wait_until)
 
 
 def received(ws, timeout=10):
@@ -31,6 +31,10 @@ def readyz(node):
     return http_get(admin_port(node), "/readyz")
 
 
+def broker_up(node):
+    return value(scrape(admin_port(node)), "greenbridge_broker_up")
+
+
 def test_with_redis_killed_publishing_fails_and_everything_else_goes_on_until_it_is_back(
         start_node, redis_server):
     a, b = start_node(), start_node()
@@ -41,6 +45,7 @@ def test_with_redis_killed_publishing_fails_and_everything_else_goes_on_until_it
             assert "broker unavailable" in readyz(node)[1]
             error = publish_refused(node)
             assert error.code == 100 and "broker unavailable" in error.message, error
+            assert broker_up(node) == 0
         for attempt in range(20):
             publish_refused(a)
         with connect(a.url("/c")) as publisher:  # a new PHP connection starts and answers
@@ -52,6 +57,7 @@ def test_with_redis_killed_publishing_fails_and_everything_else_goes_on_until_it
         redis_server.start()  # empty, on the same port, as after a crash without persistence
         for node in (a, b):
             wait_until(lambda: ready(node), 10, "ready within 10 s of Redis coming back")
+            assert broker_up(node) == 1
         for number in range(50):
             (a if number % 2 else b).api.publish(PublishRequest(channel="news", data=number))
         expected = [str(number) for number in range(50)]
