@@ -79,13 +79,23 @@ def redis_server():
 
 
 @pytest.fixture
+def tls_redis_server(tmp_path):
+    """A redis-server that speaks TLS only, its CA in its URL (support.RedisServer)."""
+    server = RedisServer(tls_directory=tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def start_node(start_bridge, redis_server):
     """start_node(*flags) -> a listening greenbridge node on the test's Redis (NODE_FLAGS:
-    the API, ``.api`` a cent Client; subscribe route /live; channels.php on /c), ready."""
+    the API, ``.api`` a cent Client; subscribe route /live; channels.php on /c), ready;
+    `broker` names another Redis URL."""
     from cent import Client
 
-    def start(*flags, env=None):
-        node = start_bridge("--broker", redis_server.url, *NODE_FLAGS, *flags, env=env)
+    def start(*flags, env=None, broker=None):
+        node = start_bridge("--broker", broker or redis_server.url, *NODE_FLAGS, *flags,
+                            env=env)
         node.api = Client("http://127.0.0.1:%d/api" % admin_port(node), NODE_API_KEY,
                           timeout=10)
         wait_until(lambda: node_ready(node), 10, "node ready (subscribed in Redis)")

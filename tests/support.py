@@ -902,20 +902,36 @@ def php_command(ws, op, **fields):
 class RedisServer:
     """A real redis-server on its own loopback port, persistence off; stopped by PID. It can
     be SIGKILLed and started again on the same port (an empty Redis, as after a crash with
-    persistence off), or SIGSTOPped (a Redis that does not answer)."""
+    persistence off), or SIGSTOPped (a Redis that does not answer). With `tls_directory`, it
+    speaks TLS only, with a certificate for 127.0.0.1 from a CA of its own written there
+    (``ca_path``)."""
 
-    def __init__(self):
+    def __init__(self, tls_directory=None):
         self.port = free_port()
         self.process = None
+        self._tls = None
+        if tls_directory is not None:
+            from certs import make_ca
+
+            ca = make_ca("the test Redis's CA")
+            self.ca_path = ca.write(tls_directory, "redis-ca")[0]
+            self._tls = ca.issue("127.0.0.1", names=("127.0.0.1",)).write(tls_directory, "redis")
         self.start()
 
     @property
     def url(self):
+        if self._tls is not None:
+            return "rediss://127.0.0.1:%d/0?ssl_ca_certs=%s" % (self.port, self.ca_path)
         return "redis://127.0.0.1:%d/0" % self.port
 
     def start(self):
+        listening = ["--port", str(self.port)]
+        if self._tls is not None:
+            certificate, key = self._tls
+            listening = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file",
+                         certificate, "--tls-key-file", key, "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", *listening, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--protected-mode", "no"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wait_until(lambda: self.ping() or self.process.poll() is not None, 10,
@@ -934,6 +950,11 @@ class RedisServer:
             b"$%d\r\n%s\r\n" % (len(word), word) for word in
             (word.encode() if isinstance(word, str) else word for word in words))
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            if self._tls is not None:
+                import ssl
+
+                sock = ssl.create_default_context(cafile=self.ca_path).wrap_socket(
+                    sock, server_hostname="127.0.0.1")
             sock.sendall(request)
             return sock.recv(65536)
 

@@ -16,8 +16,8 @@ from cent.dto import Disconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from support import (NODE_FLAGS, assert_api_sees_ann_twice_and_bob, client_in,
-                     node_ready as ready, node_subscriber as subscriber,
+from support import (NODE_FLAGS, admin_port, assert_api_sees_ann_twice_and_bob, client_in,
+                     http_get, node_ready as ready, node_subscriber as subscriber,
                      php_command, php_environment, run_cli, stop_cleanly, stopped_log, wait_until,
                      worker_holding)
 
@@ -26,6 +26,10 @@ NODE_TTL = NODE_FLAGS[NODE_FLAGS.index("--node-ttl") + 1]
 
 def received(ws, timeout=10):
     return ws.recv(timeout=timeout)
+
+
+def readyz(node):
+    return http_get(admin_port(node), "/readyz")
 
 
 def test_an_api_publication_on_one_node_reaches_subscribers_on_every_node(start_node):
@@ -176,3 +180,17 @@ def test_the_broker_url_and_password_reach_neither_php_nor_the_log(start_bridge,
     assert PASSWORD not in log
     assert "through Redis at redis://127.0.0.1:%d/0" % redis_server.port in log
     assert "not passed to PHP: APP_REDIS_PASSWORD, APP_REDIS_URL" in log
+
+
+def test_nodes_share_channels_over_a_redis_that_speaks_tls_only(start_node, start_bridge,
+                                                                tls_redis_server):
+    """rediss:// with the Redis's CA given in the URL (``?ssl_ca_certs=``); without it the
+    certificate is not trusted and the node says so on /readyz."""
+    a, b = (start_node(broker=tls_redis_server.url) for _ in range(2))
+    with subscriber(b, "bob", ["news"]) as bob:
+        a.api.publish(PublishRequest(channel="news", data="over TLS"))
+        assert bob.recv(timeout=10) == '"over TLS"'
+    untrusting = start_bridge("--broker", tls_redis_server.url.partition("?")[0], *NODE_FLAGS)
+    wait_until(lambda: "certificate verify failed" in readyz(untrusting)[1], 10,
+               "/readyz saying the certificate is not trusted")
+    assert readyz(untrusting)[0] == 503
