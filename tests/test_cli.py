@@ -117,6 +117,14 @@ BAD_VALUES = [
     (["--php-env", "everything"],
      "argument --php-env: invalid choice (inherit, minimal) value: 'everything'"),
     (["--message-timeout", "-1"], "argument --message-timeout: invalid number of seconds value: '-1'"),
+    (["--broker-timeout", "0"],
+     "argument --broker-timeout: invalid positive number of seconds value: '0'"),
+    (["--node-ttl", "0"], "argument --node-ttl: invalid positive integer value: '0'"),
+    (["--node-ttl", "31536001"], "argument --node-ttl: 31536001 is over the maximum, 31536000"),
+    (["--history-size", "-1"],
+     "argument --history-size: invalid non-negative integer value: '-1'"),
+    (["--history-ttl", "0"],
+     "argument --history-ttl: invalid positive number of seconds value: '0'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ]
 
@@ -167,6 +175,7 @@ MAXIMA = [
     ("--tls-renewal-check-interval", YEAR),
     ("--tls-propagation-timeout", YEAR),
     ("--history-ttl", YEAR),
+    ("--broker-timeout", YEAR),
 ]
 
 

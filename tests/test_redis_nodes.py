@@ -194,3 +194,27 @@ def test_nodes_share_channels_over_a_redis_that_speaks_tls_only(start_node, star
     wait_until(lambda: "certificate verify failed" in readyz(untrusting)[1], 10,
                "/readyz saying the certificate is not trusted")
     assert readyz(untrusting)[0] == 503
+
+
+def test_what_is_not_greenbridges_on_its_redis_channels_is_dropped_with_a_line_or_two(
+        start_node, redis_server):
+    """Another program (or a bug) publishing on greenbridge's Redis channels: each message
+    is dropped, the log says so at most once a second (no traceback), and the node goes
+    on delivering."""
+    node = start_node()
+    strangers = [("greenbridge.ch.news", b"not a greenbridge message"),
+                 ("greenbridge.ch.news", b"12:e:\x09an unknown kind"),
+                 ("greenbridge.ch.news", b"twelve:e:\x00text"),
+                 ("greenbridge.control", b"{not json"),
+                 ("greenbridge.control", b'{"op": "disconnect", "args": [1]}'),
+                 ("greenbridge.control", b'{"op": "explode", "args": []}')]
+    with subscriber(node, "ann", ["news"]) as ann:
+        for _ in range(20):
+            for channel, message in strangers:
+                assert redis_server.command("PUBLISH", channel, message) == b":1\r\n"
+        node.api.publish(PublishRequest(channel="news", data="still here"))
+        assert received(ann) == '"still here"'
+    log = stopped_log(node)
+    assert "Traceback" not in log
+    dropped = [line for line in log.splitlines() if "malformed" in line]
+    assert 1 <= len(dropped) <= 3, dropped
