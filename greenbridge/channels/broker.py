@@ -24,8 +24,20 @@ The interface:
 - ``close()``.
 """
 
+import secrets
+
 from greenbridge import endings
 from greenbridge.channels.node import Node
+
+# Centrifugo's history_meta_ttl: how long a channel's position (its top offset and epoch)
+# outlives its last use, so that a client that missed nothing still resumes after the
+# history itself expired.
+META_TTL = 30 * 24 * 3600
+
+
+def new_epoch():
+    """A fresh epoch: short, random, and without ":" (recover=<channel>:<offset>:<epoch>)."""
+    return secrets.token_hex(4)
 
 
 class BrokerUnavailable(Exception):
@@ -34,6 +46,12 @@ class BrokerUnavailable(Exception):
 
 class UnrecoverablePosition(Exception):
     """A `since` position this channel's history cannot continue from (another epoch)."""
+
+
+def presence_entry(subscriber):
+    """What presence says of one subscriber, in the API's shape."""
+    return {"client": subscriber.client_id, "user": subscriber.user,
+            "conn_info": subscriber.conn_info}
 
 
 class StreamPosition:
@@ -109,8 +127,7 @@ class LocalBroker:
                 subscriber.disconnect(endings.disconnected(code, reason))
 
     def presence(self, channel):
-        return [{"client": subscriber.client_id, "user": subscriber.user,
-                 "conn_info": subscriber.conn_info} for subscriber in self._hub.presence(channel)]
+        return [presence_entry(subscriber) for subscriber in self._hub.presence(channel)]
 
     def channels(self, pattern=None):
         return self._hub.channels(pattern)

@@ -15,20 +15,12 @@ publications and forgotten positions go.
 
 import collections
 import heapq
-import secrets
 import time
 
 import gevent
 
-from greenbridge.channels.broker import HistoryPage, StreamPosition, UnrecoverablePosition
-
-# Centrifugo's history_meta_ttl: how long a channel's position outlives its last use.
-META_TTL = 30 * 24 * 3600
-
-
-def new_epoch():
-    """A fresh epoch: short, random, and without ":" (recover=<channel>:<offset>:<epoch>)."""
-    return secrets.token_hex(4)
+from greenbridge.channels.broker import (META_TTL, HistoryPage, StreamPosition,
+                                         UnrecoverablePosition, new_epoch)
 
 
 class _Stream:

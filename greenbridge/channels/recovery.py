@@ -29,7 +29,7 @@ NO_HISTORY = "no history kept"
 AHEAD = "position ahead of the stream"
 TOO_MUCH = "missed more than --subscriber-queue-size holds"
 # <channel>:<offset>:<epoch>, split from the right (channel names may hold colons). An
-# epoch is short (history.new_epoch: 8 characters); 64 leaves room to spare.
+# epoch is short (broker.new_epoch: 8 characters); 64 leaves room to spare.
 _POSITION = re.compile(r"(.+):([0-9]{1,20}):([A-Za-z0-9_.-]{1,64})\Z", re.DOTALL)
 
 

@@ -31,8 +31,8 @@ from gevent.event import Event
 from redis.exceptions import RedisError
 
 from greenbridge.channels import redis_keys as keys
-from greenbridge.channels.broker import (BrokerUnavailable, HistoryPage, LocalBroker,
-                                         StreamPosition, UnrecoverablePosition)
+from greenbridge.channels.broker import (META_TTL, BrokerUnavailable, HistoryPage, LocalBroker,
+                                         StreamPosition, UnrecoverablePosition, new_epoch)
 from greenbridge.channels.hub import SubscriptionError
 from greenbridge.channels.node import Node
 from greenbridge.channels.redis_presence import PresenceWriter
@@ -136,7 +136,7 @@ class RedisBroker:
         offset, epoch = self._call(
             self._publisher.publish, self._keys_of(channel),
             [keys.kind_and_data(publication), self._history_size, self._history_ttl_ms,
-             keys.META_TTL, _new_epoch()])
+             META_TTL, new_epoch()])
         if not self._history_size:
             return None
         return StreamPosition(int(offset), epoch.decode())
@@ -270,7 +270,7 @@ class RedisBroker:
         try:
             top, epoch, entries = self._call(
                 self._history_script, keys=self._keys_of(channel),
-                args=[keys.META_TTL, direction, first, limit, _new_epoch(), marker])
+                args=[META_TTL, direction, first, limit, new_epoch(), marker])
             if marker and not arrived.wait(self._timeout):
                 raise BrokerUnavailable("broker unavailable: the publications of a history "
                                         "read did not reach this node within %gs"
@@ -305,8 +305,3 @@ class RedisBroker:
             self._presence.close()
         self._publisher.close()
         self._redis.close()
-
-
-def _new_epoch():
-    """An epoch for a channel that has none (yet): random, short."""
-    return secrets.token_hex(4)

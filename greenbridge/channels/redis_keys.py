@@ -32,9 +32,6 @@ CONTROL = b"greenbridge.control"
 NODES = "greenbridge.nodes"
 PRESENCE_PATTERN = "greenbridge.presence.*"
 PRESENCE_PREFIX = "greenbridge.presence."
-# Centrifugo's history_meta_ttl: offsets and epoch outlive the history itself, so a
-# client that missed nothing still recovers after the history expired.
-META_TTL = 30 * 24 * 3600
 SYNC = b"s"
 
 

@@ -24,7 +24,7 @@ from gevent.event import Event
 from redis.exceptions import RedisError
 
 from greenbridge.channels import redis_keys as keys
-from greenbridge.channels.broker import BrokerUnavailable
+from greenbridge.channels.broker import BrokerUnavailable, presence_entry
 
 log = logging.getLogger("greenbridge.channels")
 
@@ -32,11 +32,6 @@ log = logging.getLogger("greenbridge.channels")
 MAX_QUEUED_CHANGES = 100000
 # Subscriptions per pipeline: each pipeline is one round trip under the broker timeout.
 _PER_PIPELINE = 1000
-
-
-def presence_entry(subscriber):
-    return json.dumps({"client": subscriber.client_id, "user": subscriber.user,
-                       "conn_info": subscriber.conn_info})
 
 
 class PresenceWriter:
@@ -60,7 +55,7 @@ class PresenceWriter:
         self._greenlet = gevent.spawn(self._run)
 
     def added(self, subscriber, channel):
-        self._put((True, channel, subscriber.client_id, presence_entry(subscriber)))
+        self._put((True, channel, subscriber.client_id, json.dumps(presence_entry(subscriber))))
 
     def removed(self, subscriber, channel):
         self._put((False, channel, subscriber.client_id, None))
@@ -98,7 +93,7 @@ class PresenceWriter:
                 self._write(batch)
 
     def _all_subscriptions(self):
-        return [(True, channel, subscriber.client_id, presence_entry(subscriber))
+        return [(True, channel, subscriber.client_id, json.dumps(presence_entry(subscriber)))
                 for channel in self._hub.channels() for subscriber in self._hub.presence(channel)]
 
     def _wait_until_live(self, channels):
